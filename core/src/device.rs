@@ -1,0 +1,174 @@
+//! Devices and backends chosen at run time: `--device cpu` (burn's flex backend, always built) or
+//! `--device cuda:N` (burn-cuda, built with the `cuda` feature). Code is written once against
+//! burn's `Backend` trait; [`DeviceSpec::run`] picks the concrete backend.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::Backend;
+
+/// The CPU backend of the default build.
+pub type CpuBackend = burn::backend::Flex;
+
+/// The CUDA backend of a `--features cuda` build.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+
+/// A device named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceError {
+    #[error("unknown device `{0}`: use `cpu`, `cuda` or `cuda:N`")]
+    Parse(String),
+    #[error(
+        "this flowlens was built without CUDA support; rebuild with `cargo build --release --features cuda` to use {0}"
+    )]
+    NotBuilt(DeviceSpec),
+    #[error("cannot use {device}: {reason}")]
+    Unavailable { device: DeviceSpec, reason: String },
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| DeviceError::Parse(s.to_string())),
+        }
+    }
+}
+
+/// Work that runs on whichever backend the device selects.
+pub trait BackendTask {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+}
+
+impl DeviceSpec {
+    /// Runs `task` on this device's backend, after checking that the device can be used (a
+    /// missing driver or GPU is an error here, not a panic inside a backend thread later).
+    pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, DeviceError> {
+        match self {
+            DeviceSpec::Cpu => Ok(task.run::<CpuBackend>(Default::default())),
+            DeviceSpec::Cuda(index) => run_cuda(index, task),
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda<T: BackendTask>(index: usize, _task: T) -> Result<T::Output, DeviceError> {
+    Err(DeviceError::NotBuilt(DeviceSpec::Cuda(index)))
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<T: BackendTask>(index: usize, task: T) -> Result<T::Output, DeviceError> {
+    let count = cuda_probe::device_count().map_err(|reason| DeviceError::Unavailable {
+        device: DeviceSpec::Cuda(index),
+        reason,
+    })?;
+    if index >= count {
+        return Err(DeviceError::Unavailable {
+            device: DeviceSpec::Cuda(index),
+            reason: format!("the driver reports {count} GPU(s) (cuda:0..cuda:{})", count.max(1) - 1),
+        });
+    }
+    Ok(task.run::<CudaBackend>(burn::backend::cuda::CudaDevice::new(index)))
+}
+
+/// Asks the CUDA driver directly (libcuda, loaded dynamically like burn-cuda does) whether it
+/// works and how many devices it sees, so that failures become messages instead of panics.
+#[cfg(feature = "cuda")]
+mod cuda_probe {
+    use libloading::{Library, Symbol};
+
+    type CuInit = unsafe extern "C" fn(u32) -> i32;
+    type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
+
+    pub fn device_count() -> Result<usize, String> {
+        // SAFETY: loading the system's CUDA driver library; its initialisers are the driver's.
+        let lib = unsafe { Library::new("libcuda.so.1").or_else(|_| Library::new("libcuda.so")) }
+            .map_err(|e| {
+                format!("the NVIDIA driver library libcuda.so.1 cannot be loaded ({e}); is an NVIDIA driver installed?")
+            })?;
+        // SAFETY: symbol signatures from the CUDA driver API (cuda.h).
+        unsafe {
+            let init: Symbol<CuInit> = lib
+                .get(b"cuInit\0")
+                .map_err(|e| format!("libcuda has no cuInit: {e}"))?;
+            let code = init(0);
+            if code != 0 {
+                return Err(format!(
+                    "cuInit failed with CUDA error {code} (100 = no CUDA-capable device)"
+                ));
+            }
+            let get_count: Symbol<CuDeviceGetCount> = lib
+                .get(b"cuDeviceGetCount\0")
+                .map_err(|e| format!("libcuda has no cuDeviceGetCount: {e}"))?;
+            let mut count = 0i32;
+            let code = get_count(&mut count);
+            if code != 0 {
+                return Err(format!("cuDeviceGetCount failed with CUDA error {code}"));
+            }
+            // The library stays loaded for the process: burn-cuda loads it again.
+            std::mem::forget(lib);
+            Ok(count.max(0) as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert!("tpu".parse::<DeviceSpec>().is_err());
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    struct Name;
+    impl BackendTask for Name {
+        type Output = String;
+        fn run<B: Backend>(self, device: B::Device) -> String {
+            B::name(&device)
+        }
+    }
+
+    #[test]
+    fn cpu_runs_on_flex_and_cuda_without_gpu_is_an_error() {
+        assert_eq!(DeviceSpec::Cpu.run(Name).unwrap(), "flex");
+        // No GPU on the CI machine: either the build has no CUDA, or the probe fails cleanly.
+        if std::path::Path::new("/dev/nvidia0").exists() {
+            return;
+        }
+        let err = DeviceSpec::Cuda(0).run(Name).unwrap_err();
+        assert!(matches!(
+            err,
+            DeviceError::NotBuilt(_) | DeviceError::Unavailable { .. }
+        ));
+    }
+}

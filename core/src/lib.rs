@@ -1,0 +1,11 @@
+//! flowlens-core: the model side of the laboratory. The Llama backbone and its Hugging Face
+//! weights, tokenizer and config loading; shared network blocks; devices and backends; crash-safe
+//! file helpers. See the repository's ARCHITECTURE.md for the layer map.
+
+pub mod device;
+pub mod fsutil;
+pub mod llm;
+pub mod nn;
+pub mod npy;
+pub mod tokenizer;
+pub mod weights;
