@@ -141,6 +141,35 @@ impl SafetensorsFile {
         })
     }
 
+    /// Reads an integer tensor (I64, I32, U8 or BOOL) as i64 with its shape.
+    pub fn read_i64(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>), WeightError> {
+        let info = self.metadata.info(name).ok_or_else(|| WeightError::Missing {
+            name: name.to_string(),
+            files: self.path.display().to_string(),
+        })?;
+        let (begin, end) = info.data_offsets;
+        let bytes = &self.mmap[self.data_start + begin..self.data_start + end];
+        let values = match info.dtype {
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("chunk of 4")) as i64)
+                .collect(),
+            Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as i64).collect(),
+            other => {
+                return Err(WeightError::Dtype {
+                    name: name.to_string(),
+                    path: self.path.clone(),
+                    dtype: format!("{other:?} (an integer tensor was expected)"),
+                });
+            }
+        };
+        Ok((values, info.shape.clone()))
+    }
+
     /// The dtype of a tensor as the file stores it.
     pub fn dtype(&self, name: &str) -> Option<Dtype> {
         self.metadata.info(name).map(|i| i.dtype)

@@ -46,8 +46,9 @@ pub fn blocked_attention<B: Backend>(
     causal: bool,
     device: &B::Device,
 ) -> Option<Tensor<B, 4, Bool>> {
+    // burn's `tril_mask` is true *outside* the lower triangle: exactly the future keys (k > q).
     let causal_block = causal.then(|| {
-        Tensor::<B, 2, Bool>::triu_mask([seq, seq], 1, device)
+        Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, device)
             .unsqueeze::<4>()
             .expand([batch, 1, seq, seq])
     });
