@@ -90,7 +90,10 @@ fn run_cuda<T: BackendTask>(index: usize, task: T) -> Result<T::Output, DeviceEr
     if index >= count {
         return Err(DeviceError::Unavailable {
             device: DeviceSpec::Cuda(index),
-            reason: format!("the driver reports {count} GPU(s) (cuda:0..cuda:{})", count.max(1) - 1),
+            reason: format!(
+                "the driver reports {count} GPU(s) (cuda:0..cuda:{})",
+                count.max(1) - 1
+            ),
         });
     }
     Ok(task.run::<CudaBackend>(burn::backend::cuda::CudaDevice::new(index)))

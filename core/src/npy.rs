@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a valid .npy file: {reason}")]
     Format { path: PathBuf, reason: String },
@@ -77,9 +76,9 @@ impl NpyArray {
     /// Reads and validates a whole file.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, NpyError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| NpyError::Io {
+        let io = |error| NpyError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let mut bytes = Vec::new();
         File::open(&path)
@@ -185,7 +184,11 @@ impl NpyArray {
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
                 .collect(),
-            NpyDtype::I64 => self.as_i64_unchecked().into_iter().map(|v| v as f64).collect(),
+            NpyDtype::I64 => self
+                .as_i64_unchecked()
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
             NpyDtype::I32 => b
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
@@ -275,7 +278,10 @@ fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
         [one] => format!("({one},)"),
         dims => format!(
             "({})",
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header =
@@ -392,7 +398,9 @@ mod tests {
             let n = (state % 200) as usize;
             let mut junk = b"\x93NUMPY\x01\x00".to_vec();
             for _ in 0..n {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 junk.push((state >> 33) as u8);
             }
             let _ = NpyArray::parse(p.clone(), junk);

@@ -223,11 +223,15 @@ pub fn pad_rows(rows: &[Vec<u32>], len: usize, pad_id: u32, side: PaddingSide) -
         match side {
             PaddingSide::Left => {
                 ids.extend(pads.chain(real));
-                mask.extend(std::iter::repeat_n(0, n_pad).chain(std::iter::repeat_n(1, len - n_pad)));
+                mask.extend(
+                    std::iter::repeat_n(0, n_pad).chain(std::iter::repeat_n(1, len - n_pad)),
+                );
             }
             PaddingSide::Right => {
                 ids.extend(real.chain(pads));
-                mask.extend(std::iter::repeat_n(1, len - n_pad).chain(std::iter::repeat_n(0, n_pad)));
+                mask.extend(
+                    std::iter::repeat_n(1, len - n_pad).chain(std::iter::repeat_n(0, n_pad)),
+                );
             }
         }
     }

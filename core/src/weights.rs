@@ -26,11 +26,10 @@ use safetensors::tensor::{Dtype, Metadata};
 /// there is one, the tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
-    #[error("cannot read weights file {path}: {source}")]
+    #[error("cannot read weights file {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path} is not a valid safetensors file ({reason}); it may be truncated or corrupt: download or convert it again"
@@ -79,15 +78,15 @@ impl SafetensorsFile {
     /// Maps the file and validates its header. Nothing is copied.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| WeightError::Io {
+        let file = File::open(&path).map_err(|error| WeightError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         // SAFETY: the map is read-only; a checkpoint modified while we read it is the user's
         // race, as with every memory-mapped loader (safetensors, candle, transformers).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| WeightError::Io {
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|error| WeightError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         let (header_len, metadata) =
             safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| WeightError::Corrupt {
@@ -120,10 +119,13 @@ impl SafetensorsFile {
 
     /// Reads one tensor as f32 (row-major), converting F16/BF16/F64, and checks its shape.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
-        let info = self.metadata.info(name).ok_or_else(|| WeightError::Missing {
-            name: name.to_string(),
-            files: self.path.display().to_string(),
-        })?;
+        let info = self
+            .metadata
+            .info(name)
+            .ok_or_else(|| WeightError::Missing {
+                name: name.to_string(),
+                files: self.path.display().to_string(),
+            })?;
         if info.shape != expected {
             return Err(WeightError::Shape {
                 name: name.to_string(),
@@ -143,10 +145,13 @@ impl SafetensorsFile {
 
     /// Reads an integer tensor (I64, I32, U8 or BOOL) as i64 with its shape.
     pub fn read_i64(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>), WeightError> {
-        let info = self.metadata.info(name).ok_or_else(|| WeightError::Missing {
-            name: name.to_string(),
-            files: self.path.display().to_string(),
-        })?;
+        let info = self
+            .metadata
+            .info(name)
+            .ok_or_else(|| WeightError::Missing {
+                name: name.to_string(),
+                files: self.path.display().to_string(),
+            })?;
         let (begin, end) = info.data_offsets;
         let bytes = &self.mmap[self.data_start + begin..self.data_start + end];
         let values = match info.dtype {
@@ -245,9 +250,9 @@ impl WeightStore {
 
     /// Opens a sharded checkpoint from its index (`{"weight_map": {name: shard_file}}`).
     pub fn open_index(index: &Path) -> Result<Self, WeightError> {
-        let text = std::fs::read_to_string(index).map_err(|source| WeightError::Io {
+        let text = std::fs::read_to_string(index).map_err(|error| WeightError::Io {
             path: index.to_path_buf(),
-            source,
+            error,
         })?;
         let bad = |reason: String| WeightError::Index {
             path: index.to_path_buf(),
@@ -270,7 +275,10 @@ impl WeightStore {
                     "weight_map entry `{name}` points outside the checkpoint folder: {file}"
                 )));
             }
-            shards.entry(file.to_string()).or_default().push(name.clone());
+            shards
+                .entry(file.to_string())
+                .or_default()
+                .push(name.clone());
         }
         let mut files = Vec::new();
         for (file, names) in &shards {

@@ -29,7 +29,9 @@ struct Case {
 
 fn case(reference: &SafetensorsFile, name: &str) -> Case {
     let (ids, shape) = reference.read_i64(&format!("{name}.input_ids")).unwrap();
-    let (mask, _) = reference.read_i64(&format!("{name}.attention_mask")).unwrap();
+    let (mask, _) = reference
+        .read_i64(&format!("{name}.attention_mask"))
+        .unwrap();
     Case {
         ids,
         mask,
@@ -97,7 +99,8 @@ fn every_hidden_state_matches_transformers_in_f32() {
 fn bf16_checkpoint_loads_and_matches_its_reference() {
     let reference = SafetensorsFile::open(fixtures().join("reference.safetensors")).unwrap();
     let (config, model) = load("tiny-llama-bf16");
-    let weights = SafetensorsFile::open(fixtures().join("tiny-llama-bf16/model.safetensors")).unwrap();
+    let weights =
+        SafetensorsFile::open(fixtures().join("tiny-llama-bf16/model.safetensors")).unwrap();
     assert_eq!(
         weights.dtype("model.embed_tokens.weight"),
         Some(safetensors::Dtype::BF16)
@@ -156,12 +159,22 @@ fn hidden_states_are_returned_only_on_request() {
     let c = case(&reference, "right");
     let device = Default::default();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(c.ids.clone(), [c.b, c.s]), &device);
-    let plain = model.forward_ids(ids.clone(), None, &HiddenRequest::none()).unwrap();
+    let plain = model
+        .forward_ids(ids.clone(), None, &HiddenRequest::none())
+        .unwrap();
     assert!(plain.hidden_states.is_empty() && plain.raw_last_layer.is_none());
     assert!(plain.last_hidden_state.is_some());
-    let early = model.forward_ids(ids.clone(), None, &HiddenRequest::layers([1])).unwrap();
-    assert_eq!(early.hidden_states.keys().copied().collect::<Vec<_>>(), vec![1]);
-    assert!(early.last_hidden_state.is_none(), "stops after the deepest requested layer");
+    let early = model
+        .forward_ids(ids.clone(), None, &HiddenRequest::layers([1]))
+        .unwrap();
+    assert_eq!(
+        early.hidden_states.keys().copied().collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(
+        early.last_hidden_state.is_none(),
+        "stops after the deepest requested layer"
+    );
     let raw = model
         .forward_ids(
             ids,
@@ -189,4 +202,3 @@ fn hidden_states_are_returned_only_on_request() {
             .is_err()
     );
 }
-

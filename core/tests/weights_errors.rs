@@ -21,7 +21,12 @@ fn fixture_tensors() -> Tensors {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
-        .map(|(name, view)| (name, (view.dtype(), view.shape().to_vec(), view.data().to_vec())))
+        .map(|(name, view)| {
+            (
+                name,
+                (view.dtype(), view.shape().to_vec(), view.data().to_vec()),
+            )
+        })
         .collect()
 }
 
@@ -36,7 +41,11 @@ fn write_tensors(path: &Path, tensors: &Tensors) {
 /// A checkpoint folder holding `tensors` and the fixture's config.
 fn checkpoint(tensors: &Tensors) -> (tempfile::TempDir, LlamaConfig) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture_dir().join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixture_dir().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
     write_tensors(&dir.path().join("model.safetensors"), tensors);
     let config = LlamaConfig::from_file(dir.path().join("config.json")).unwrap();
     (dir, config)
@@ -52,7 +61,8 @@ fn load_error(tensors: &Tensors) -> String {
 
 fn last_hidden(model: &Llama<B>) -> Vec<f32> {
     let device = Default::default();
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 5, 9, 300], [1, 4]), &device);
+    let ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 5, 9, 300], [1, 4]), &device);
     model
         .forward_ids(ids, None, &HiddenRequest::none())
         .unwrap()
@@ -69,20 +79,32 @@ fn missing_tensor_is_named() {
     t.remove("model.layers.1.mlp.up_proj.weight");
     let err = load_error(&t);
     assert!(err.contains("model.layers.1.mlp.up_proj.weight"), "{err}");
-    assert!(err.contains("missing") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("model.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unexpected_tensors_are_listed_but_stray_buffers_and_lm_head_are_not() {
     let mut t = fixture_tensors();
     let extra = t["model.norm.weight"].clone();
-    t.insert("model.layers.0.self_attn.rotary_emb.inv_freq".into(), extra.clone());
+    t.insert(
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        extra.clone(),
+    );
     let (dir, config) = checkpoint(&t);
     Llama::<B>::load(&config, dir.path(), &Default::default()).expect("stray buffers are skipped");
     t.insert("model.extra_adapter.weight".into(), extra);
     let err = load_error(&t);
-    assert!(err.contains("model.extra_adapter.weight") && err.contains("unexpected"), "{err}");
-    assert!(!err.contains("lm_head"), "lm_head is unused, not unexpected: {err}");
+    assert!(
+        err.contains("model.extra_adapter.weight") && err.contains("unexpected"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("lm_head"),
+        "lm_head is unused, not unexpected: {err}"
+    );
 }
 
 #[test]
@@ -101,7 +123,10 @@ fn unsupported_dtype_is_named() {
     let (_, shape, bytes) = t["model.norm.weight"].clone();
     t.insert("model.norm.weight".into(), (Dtype::I32, shape, bytes));
     let err = load_error(&t);
-    assert!(err.contains("model.norm.weight") && err.contains("I32"), "{err}");
+    assert!(
+        err.contains("model.norm.weight") && err.contains("I32"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,7 +147,11 @@ fn f16_checkpoint_loads_close_to_f32() {
     let f16 = Llama::<B>::load(&config, dir.path(), &Default::default()).unwrap();
     let f32m = Llama::<B>::load(&config, &fixture_dir(), &Default::default()).unwrap();
     let (a, b) = (last_hidden(&f16), last_hidden(&f32m));
-    let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert!(err < 0.05, "f16 weights drift {err}");
 }
 
@@ -130,16 +159,26 @@ fn f16_checkpoint_loads_close_to_f32() {
 fn sharded_checkpoint_loads_like_the_single_file() {
     let t = fixture_tensors();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture_dir().join("config.json"), dir.path().join("config.json")).unwrap();
-    let (first, second): (Tensors, Tensors) = t
-        .clone()
-        .into_iter()
-        .enumerate()
-        .fold((BTreeMap::new(), BTreeMap::new()), |(mut a, mut b), (i, (k, v))| {
-            if i % 2 == 0 { a.insert(k, v) } else { b.insert(k, v) };
+    std::fs::copy(
+        fixture_dir().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let (first, second): (Tensors, Tensors) = t.clone().into_iter().enumerate().fold(
+        (BTreeMap::new(), BTreeMap::new()),
+        |(mut a, mut b), (i, (k, v))| {
+            if i % 2 == 0 {
+                a.insert(k, v)
+            } else {
+                b.insert(k, v)
+            };
             (a, b)
-        });
-    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+        },
+    );
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
     write_tensors(&dir.path().join(names[0]), &first);
     write_tensors(&dir.path().join(names[1]), &second);
     let weight_map: BTreeMap<&String, &str> = first
@@ -164,9 +203,19 @@ fn sharded_checkpoint_loads_like_the_single_file() {
     if first.contains_key("model.norm.weight") {
         bad["weight_map"]["model.norm.weight"] = serde_json::json!(names[1]);
     }
-    std::fs::write(dir.path().join("model.safetensors.index.json"), bad.to_string()).unwrap();
-    let err = WeightStore::open(dir.path()).err().expect("bad index").to_string();
-    assert!(err.contains("model.norm.weight") && err.contains("index"), "{err}");
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        bad.to_string(),
+    )
+    .unwrap();
+    let err = WeightStore::open(dir.path())
+        .err()
+        .expect("bad index")
+        .to_string();
+    assert!(
+        err.contains("model.norm.weight") && err.contains("index"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +228,9 @@ fn truncated_or_corrupt_files_are_errors_not_panics() {
     let cuts = (0..header_end + 16).chain((header_end..bytes.len()).step_by(997));
     for cut in cuts {
         std::fs::write(&path, &bytes[..cut]).unwrap();
-        let err = SafetensorsFile::open(&path).err().expect("truncated file must fail");
+        let err = SafetensorsFile::open(&path)
+            .err()
+            .expect("truncated file must fail");
         assert!(err.to_string().contains("model.safetensors"), "{err}");
     }
     // Random bytes, random single-byte corruptions of the header.
@@ -216,7 +267,9 @@ fn random_config_text_is_an_error_not_a_panic() {
     let good = std::fs::read_to_string(fixture_dir().join("config.json")).unwrap();
     let mut state = 12345u64;
     for i in 0..2000 {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut bytes = good.clone().into_bytes();
         let cut = (state >> 20) as usize % bytes.len();
         match i % 3 {

@@ -12,18 +12,16 @@ use serde::{Deserialize, Serialize};
 /// the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read model config {path}: {source}")]
+    #[error("cannot read model config {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("model config {path} is malformed: field `{field}`: {source}")]
+    #[error("model config {path} is malformed: field `{field}`: {error}")]
     Parse {
         path: PathBuf,
         field: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("model config {path}: field `{field}` {problem}")]
     Field {
@@ -208,9 +206,9 @@ impl LlamaConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_json_str(&text, path)
     }
@@ -222,7 +220,7 @@ impl LlamaConfig {
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
                 field: e.path().to_string(),
-                source: e.into_inner(),
+                error: e.into_inner(),
             })?;
         Self::from_hf(hf, path)
     }
@@ -312,9 +310,7 @@ impl LlamaConfig {
             {
                 return Err(field(
                     "rope_parameters",
-                    format!(
-                        "asks for rope_type `{kind}`, which is not supported (only `default`)"
-                    ),
+                    format!("asks for rope_type `{kind}`, which is not supported (only `default`)"),
                 ));
             }
             rope_theta = rope_theta.or(params.rope_theta);
@@ -390,7 +386,8 @@ mod tests {
     fn bad_configs_name_the_field() {
         let cases = [
             (
-                TINYLLAMA_CONFIG.replace("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 5"),
+                TINYLLAMA_CONFIG
+                    .replace("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 5"),
                 "num_key_value_heads",
             ),
             (
@@ -418,7 +415,10 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(name), "error `{err}` should name `{name}`");
-            assert!(err.contains("model/config.json"), "error `{err}` should name the file");
+            assert!(
+                err.contains("model/config.json"),
+                "error `{err}` should name the file"
+            );
         }
     }
 }

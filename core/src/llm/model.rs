@@ -43,7 +43,11 @@ pub fn rope_tables(head_dim: usize, theta: f64, seq: usize) -> (Vec<f32>, Vec<f3
 
 /// Rotary embedding applied to `[b, heads, seq, head_dim]`: `x cos + rotate_half(x) sin`, where
 /// `rotate_half(x) = cat(-x[half..], x[..half])` pairs dimension i with i + head_dim/2.
-pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let [_, _, _, hd] = x.dims();
     let half = hd / 2;
     let first = x.clone().narrow(3, 0, half);
@@ -80,12 +84,25 @@ impl<B: Backend> LlamaAttention<B> {
     }
 
     /// `[b, s, hidden] -> [b, s, hidden]`; `cos`/`sin` are `[1, 1, s, head_dim]`.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, blocked: Option<&burn::tensor::Tensor<B, 4, burn::tensor::Bool>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        blocked: Option<&burn::tensor::Tensor<B, 4, burn::tensor::Bool>>,
+    ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &rope.cos, &rope.sin);
-        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), &rope.cos, &rope.sin);
+        let q = apply_rope(
+            split(self.q_proj.forward(x.clone()), h),
+            &rope.cos,
+            &rope.sin,
+        );
+        let k = apply_rope(
+            split(self.k_proj.forward(x.clone()), kvh),
+            &rope.cos,
+            &rope.sin,
+        );
         let v = split(self.v_proj.forward(x), kvh);
         let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
         let out = scaled_dot_product_attention(q, k, v, blocked);
@@ -162,7 +179,10 @@ impl<B: Backend> LlamaDecoderLayer<B> {
         rope: &Rope<B>,
         blocked: Option<&Tensor<B, 4, burn::tensor::Bool>>,
     ) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, blocked);
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, blocked);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -176,7 +196,8 @@ pub struct Rope<B: Backend> {
 impl<B: Backend> Rope<B> {
     pub fn new(head_dim: usize, theta: f64, seq: usize, device: &B::Device) -> Self {
         let (cos, sin) = rope_tables(head_dim, theta, seq);
-        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, seq, head_dim]), device);
+        let table =
+            |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, seq, head_dim]), device);
         Self {
             cos: table(cos),
             sin: table(sin),
