@@ -483,8 +483,9 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
     }
 
     /// A PyTorch `nn.Linear(d_in, d_out)` at `name`: the checkpoint holds `weight` as [out, in]
-    /// (y = x W^T + b); burn keeps [in, out], so the weight is transposed on load.
-    /// Initialisation is PyTorch's default (Kaiming-uniform with a = sqrt(5), i.e. U(+-1/sqrt(in))).
+    /// (y = x W^T + b); burn keeps [in, out], so the weight is transposed on the host while
+    /// loading (a contiguous leaf tensor, as autodiff needs). Initialisation is PyTorch's
+    /// default for weight and bias: U(-1/sqrt(in), 1/sqrt(in)).
     pub fn linear(
         &self,
         name: &str,
@@ -498,15 +499,31 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
             min: -bound,
             max: bound,
         };
-        let weight = vb.tensor("weight", [d_out, d_in], uniform.clone())?;
+        let weight = match &self.source {
+            Source::Init => Param::from_tensor(
+                uniform
+                    .init_with([d_in, d_out], Some(d_in), Some(d_out), self.device)
+                    .val(),
+            ),
+            Source::Load(store) => {
+                let rows = store.read_f32(&vb.key("weight"), &[d_out, d_in])?;
+                let mut cols = vec![0f32; rows.len()];
+                for (o, row) in rows.chunks_exact(d_in).enumerate() {
+                    for (i, &v) in row.iter().enumerate() {
+                        cols[i * d_out + o] = v;
+                    }
+                }
+                Param::from_tensor(Tensor::from_data(
+                    TensorData::new(cols, [d_in, d_out]),
+                    self.device,
+                ))
+            }
+        };
         let bias = if bias {
             Some(vb.param("bias", [d_out], uniform)?)
         } else {
             None
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight.transpose()),
-            bias,
-        })
+        Ok(Linear { weight, bias })
     }
 }

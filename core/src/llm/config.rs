@@ -261,7 +261,7 @@ impl LlamaConfig {
         }
         let heads = hf.num_attention_heads;
         let kv_heads = hf.num_key_value_heads.unwrap_or(heads);
-        if kv_heads == 0 || heads % kv_heads != 0 {
+        if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(field(
                 "num_key_value_heads",
                 format!("is {kv_heads}, which does not divide num_attention_heads = {heads}"),
@@ -270,7 +270,7 @@ impl LlamaConfig {
         let head_dim = match hf.head_dim {
             Some(h) => h,
             None => {
-                if hf.hidden_size % heads != 0 {
+                if !hf.hidden_size.is_multiple_of(heads) {
                     return Err(field(
                         "hidden_size",
                         format!(
@@ -282,7 +282,7 @@ impl LlamaConfig {
                 hf.hidden_size / heads
             }
         };
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(field(
                 "head_dim",
                 format!("is {head_dim}; rotary embeddings need a positive even head dimension"),

@@ -16,7 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
-use crate::nn::{RmsNorm, blocked_attention, scaled_dot_product_attention};
+use crate::nn::{RmsNorm, attention_bias, grouped_bias, scaled_dot_product_attention};
 use crate::weights::{VarBuilder, WeightError, WeightStore};
 
 /// Rotary position embedding tables for positions `0..seq`, computed like transformers'
@@ -41,19 +41,30 @@ pub fn rope_tables(head_dim: usize, theta: f64, seq: usize) -> (Vec<f32>, Vec<f3
     (cos, sin)
 }
 
-/// Rotary embedding applied to `[b, heads, seq, head_dim]`: `x cos + rotate_half(x) sin`, where
-/// `rotate_half(x) = cat(-x[half..], x[..half])` pairs dimension i with i + head_dim/2.
+/// Rotary embedding on `[b, s, heads * head_dim]` (the projection output, heads not yet split):
+/// `x cos + rotate_half(x) sin` per head, where `rotate_half(x) = cat(-x[half..], x[..half])`
+/// pairs dimension i with i + head_dim/2. `cos` and `signed_sin` are `[1, s * heads * head_dim]`
+/// (see [`Rope`]); the sign of `rotate_half` is folded into `signed_sin`, and the flat layout
+/// keeps both products on the backend's contiguous fast path.
 pub fn apply_rope<B: Backend>(
-    x: Tensor<B, 4>,
-    cos: &Tensor<B, 4>,
-    sin: &Tensor<B, 4>,
-) -> Tensor<B, 4> {
-    let [_, _, _, hd] = x.dims();
+    x: Tensor<B, 3>,
+    heads: usize,
+    cos: &Tensor<B, 2>,
+    signed_sin: &Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let [b, s, width] = x.dims();
+    let hd = width / heads;
     let half = hd / 2;
-    let first = x.clone().narrow(3, 0, half);
-    let second = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos.clone() + rotated * sin.clone()
+    let per_head = x.clone().reshape([b, s, heads, hd]);
+    let swapped = Tensor::cat(
+        vec![
+            per_head.clone().narrow(3, half, half),
+            per_head.narrow(3, 0, half),
+        ],
+        3,
+    )
+    .reshape([b, s * width]);
+    (x.reshape([b, s * width]) * cos.clone() + swapped * signed_sin.clone()).reshape([b, s, width])
 }
 
 /// Llama self-attention with grouped-query heads.
@@ -83,44 +94,29 @@ impl<B: Backend> LlamaAttention<B> {
         })
     }
 
-    /// `[b, s, hidden] -> [b, s, hidden]`; `cos`/`sin` are `[1, 1, s, head_dim]`.
+    /// `[b, s, hidden] -> [b, s, hidden]`; `bias` is `[b, kv_heads, group * s, s]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        blocked: Option<&burn::tensor::Tensor<B, 4, burn::tensor::Bool>>,
+        bias: Option<&Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = apply_rope(
-            split(self.q_proj.forward(x.clone()), h),
-            &rope.cos,
-            &rope.sin,
-        );
+        let q = apply_rope(self.q_proj.forward(x.clone()), h, &rope.q_cos, &rope.q_sin);
         let k = apply_rope(
-            split(self.k_proj.forward(x.clone()), kvh),
-            &rope.cos,
-            &rope.sin,
+            self.k_proj.forward(x.clone()),
+            kvh,
+            &rope.k_cos,
+            &rope.k_sin,
         );
+        let (q, k) = (split(q, h), split(k, kvh));
         let v = split(self.v_proj.forward(x), kvh);
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let out = scaled_dot_product_attention(q, k, v, blocked);
+        let out = scaled_dot_product_attention(q, k, v, bias);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
-}
-
-/// Expands `[b, kv_heads, s, hd]` to `[b, kv_heads * n_rep, s, hd]`, each KV head repeated
-/// `n_rep` times contiguously (transformers' `repeat_kv`).
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kvh, s, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, n_rep, s, hd])
-        .reshape([b, kvh * n_rep, s, hd])
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
@@ -177,30 +173,56 @@ impl<B: Backend> LlamaDecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        blocked: Option<&Tensor<B, 4, burn::tensor::Bool>>,
+        bias: Option<&Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rope, blocked);
+                .forward(self.input_layernorm.forward(x), rope, bias);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
 
-/// Cos/sin tables on the device, `[1, 1, seq, head_dim]` each.
+/// Rotary tables for one forward pass, laid out flat per head count for [`apply_rope`]:
+/// `[1, s * heads * head_dim]` for the query heads and for the KV heads.
 pub struct Rope<B: Backend> {
-    pub cos: Tensor<B, 4>,
-    pub sin: Tensor<B, 4>,
+    pub q_cos: Tensor<B, 2>,
+    pub q_sin: Tensor<B, 2>,
+    pub k_cos: Tensor<B, 2>,
+    pub k_sin: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
-    pub fn new(head_dim: usize, theta: f64, seq: usize, device: &B::Device) -> Self {
+    pub fn new(
+        head_dim: usize,
+        theta: f64,
+        seq: usize,
+        heads: usize,
+        kv_heads: usize,
+        device: &B::Device,
+    ) -> Self {
         let (cos, sin) = rope_tables(head_dim, theta, seq);
-        let table =
-            |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, seq, head_dim]), device);
+        let half = head_dim / 2;
+        // rotate_half(x) * sin == cat(x[half..], x[..half]) * signed_sin.
+        let signed_sin: Vec<f32> = sin
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % head_dim < half { -v } else { *v })
+            .collect();
+        let tile = |table: &[f32], heads: usize| {
+            let mut flat = Vec::with_capacity(seq * heads * head_dim);
+            for row in table.chunks_exact(head_dim) {
+                for _ in 0..heads {
+                    flat.extend_from_slice(row);
+                }
+            }
+            Tensor::from_data(TensorData::new(flat, [1, seq * heads * head_dim]), device)
+        };
         Self {
-            cos: table(cos),
-            sin: table(sin),
+            q_cos: tile(&cos, heads),
+            q_sin: tile(&signed_sin, heads),
+            k_cos: tile(&cos, kv_heads),
+            k_sin: tile(&signed_sin, kv_heads),
         }
     }
 }
@@ -371,8 +393,13 @@ impl<B: Backend> Llama<B> {
             });
         }
         let device = embeds.device();
-        let rope = Rope::new(self.head_dim, self.rope_theta, s, &device);
-        let blocked = blocked_attention(mask, b, s, true, &device);
+        let (heads, kv_heads) = match self.layers.first() {
+            Some(l) => (l.self_attn.num_heads, l.self_attn.num_kv_heads),
+            None => (1, 1),
+        };
+        let rope = Rope::new(self.head_dim, self.rope_theta, s, heads, kv_heads, &device);
+        let bias = attention_bias(mask, b, s, true, &device)
+            .map(|bias| grouped_bias(bias, kv_heads, heads / kv_heads));
         let mut hidden_states = BTreeMap::new();
         let wants = |i: usize| request.layers.contains(&i);
         // Without the final norm, stop after the deepest requested layer.
@@ -392,7 +419,7 @@ impl<B: Backend> Llama<B> {
             hidden_states.insert(0, x.clone());
         }
         for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
-            x = layer.forward(x, &rope, blocked.as_ref());
+            x = layer.forward(x, &rope, bias.as_ref());
             if i + 1 < n_layers && wants(i + 1) {
                 hidden_states.insert(i + 1, x.clone());
             }
@@ -414,5 +441,80 @@ impl<B: Backend> Llama<B> {
             hidden_states,
             raw_last_layer,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::CpuBackend as B;
+    use burn::backend::Autodiff;
+
+    #[test]
+    fn rope_pairs_dimension_i_with_i_plus_half_like_transformers() {
+        let (b, s, heads, hd) = (2, 5, 3, 8);
+        let device = Default::default();
+        let values: Vec<f32> = (0..b * s * heads * hd)
+            .map(|i| ((i * 37) % 17) as f32 - 8.0)
+            .collect();
+        let x =
+            Tensor::<B, 3>::from_data(TensorData::new(values.clone(), [b, s, heads * hd]), &device);
+        let rope = Rope::<B>::new(hd, 10000.0, s, heads, heads, &device);
+        let ours: Vec<f32> = apply_rope(x, heads, &rope.q_cos, &rope.q_sin)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        // transformers: q * cos + rotate_half(q) * sin, rotate_half = cat(-q[half:], q[:half]).
+        let (cos, sin) = rope_tables(hd, 10000.0, s);
+        let half = hd / 2;
+        for bi in 0..b {
+            for p in 0..s {
+                for h in 0..heads {
+                    let base = ((bi * s + p) * heads + h) * hd;
+                    for i in 0..hd {
+                        let rot = if i < half {
+                            -values[base + i + half]
+                        } else {
+                            values[base + i - half]
+                        };
+                        let expected = values[base + i] * cos[p * hd + i] + rot * sin[p * hd + i];
+                        assert!(
+                            (ours[base + i] - expected).abs() < 1e-5,
+                            "b{bi} p{p} h{h} i{i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_are_finite_with_left_padding() {
+        type A = Autodiff<B>;
+        let device = Default::default();
+        let model = Llama::<A>::init(&LlamaConfig::small_test(64), &device);
+        let ids = Tensor::<A, 2, Int>::from_data(
+            TensorData::new(vec![2i64, 2, 1, 5, 1, 7, 8, 9], [2, 4]),
+            &device,
+        );
+        let mask = Tensor::<A, 2, Int>::from_data(
+            TensorData::new(vec![0i64, 0, 1, 1, 1, 1, 1, 1], [2, 4]),
+            &device,
+        );
+        let out = model
+            .forward_ids(ids, Some(&mask), &HiddenRequest::none())
+            .unwrap();
+        let loss = out.last_hidden_state.unwrap().square().mean();
+        let grads = loss.backward();
+        let g: Vec<f32> = model.layers[0]
+            .self_attn
+            .q_proj
+            .weight
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
     }
 }
