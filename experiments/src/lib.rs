@@ -1,4 +1,5 @@
 //! flowlens-experiments: the paper's protocols as code and the `flowlens` command line.
 
 pub mod cli;
+pub mod io;
 pub mod llm_features;

@@ -1,0 +1,217 @@
+//! Many CKA pairs at once (taps x solver steps), with the per-tap work done once.
+//!
+//! Each tap's features are reduced once to what every pair needs: its centred Gram matrix
+//! `K = Xc Xc^T` (when n <= d: the paper's n = 2000 prompts against 2048-d taps) or its centred
+//! features (when n > d), plus the diagonal `a_i = K_ii` and `<K, K>`. A block of pairs is then
+//! one matrix product: the Grams flattened to rows, `G_rows G_cols^T`, gives every `<K_i, L_j>`;
+//! in the feature representation `Xc_i^T [Yc_1 .. Yc_m]` gives every cross-product at once.
+//! Taps are prepared in parallel (rayon) and the products are multi-threaded GEMMs.
+
+use ndarray::{Array2, ArrayView2, Axis, concatenate, s};
+use rayon::prelude::*;
+
+use crate::cka::{self, CkaTerms, Estimator, check_finite};
+use crate::error::{AnalysisError, Result};
+use crate::linalg;
+
+/// One tap, reduced for pairing.
+#[derive(Debug, Clone)]
+pub struct PreparedTap {
+    pub name: String,
+    n: usize,
+    repr: Repr,
+    /// `a_i = |xc_i|^2`
+    diag: Vec<f64>,
+    /// `<K, K>`
+    kk: f64,
+}
+
+#[derive(Debug, Clone)]
+enum Repr {
+    /// Centred Gram, flattened row-major (`n * n`).
+    Gram(Vec<f64>),
+    /// Centred features `[n, d]`.
+    Features(Array2<f64>),
+}
+
+impl PreparedTap {
+    /// Centres the features and builds the cheaper representation.
+    pub fn new(name: impl Into<String>, x: ArrayView2<f64>) -> Result<Self> {
+        let name = name.into();
+        check_finite(x, &name)?;
+        let n = x.nrows();
+        let xc = cka::centred(x);
+        let diag = cka::row_sq_norms(xc.view());
+        let (repr, kk) = if n <= x.ncols() {
+            let k = linalg::gram(xc.view());
+            let kk = k.iter().map(|v| v * v).sum();
+            (Repr::Gram(k.into_raw_vec_and_offset().0), kk)
+        } else {
+            let c = linalg::cross_gram(xc.view());
+            let kk = c.iter().map(|v| v * v).sum();
+            (Repr::Features(xc), kk)
+        };
+        Ok(Self {
+            name,
+            n,
+            repr,
+            diag,
+            kk,
+        })
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    fn terms_with(&self, other: &PreparedTap, kl: f64) -> CkaTerms {
+        let a = &self.diag;
+        let b = &other.diag;
+        CkaTerms {
+            n: self.n,
+            kl,
+            kk: self.kk,
+            ll: other.kk,
+            sum_a: a.iter().sum(),
+            sum_b: b.iter().sum(),
+            sum_ab: a.iter().zip(b).map(|(x, y)| x * y).sum(),
+            sum_aa: a.iter().map(|x| x * x).sum(),
+            sum_bb: b.iter().map(|x| x * x).sum(),
+        }
+    }
+}
+
+/// Prepares many taps in parallel.
+pub fn prepare_taps(taps: &[(String, ArrayView2<f64>)]) -> Result<Vec<PreparedTap>> {
+    taps.par_iter()
+        .map(|(name, x)| PreparedTap::new(name.clone(), *x))
+        .collect()
+}
+
+/// The sufficient statistics of every (row tap, column tap) pair: `[rows.len(), cols.len()]`.
+pub fn pair_terms(rows: &[PreparedTap], cols: &[PreparedTap]) -> Result<Vec<Vec<CkaTerms>>> {
+    let Some(first) = rows.first().or(cols.first()) else {
+        return Ok(Vec::new());
+    };
+    let n = first.n;
+    if let Some(t) = rows.iter().chain(cols).find(|t| t.n != n) {
+        return Err(AnalysisError::Shape {
+            what: format!("tap `{}`", t.name),
+            reason: format!(
+                "has {} samples, `{}` has {n}; taps must pair the same samples",
+                t.n, first.name
+            ),
+        });
+    }
+    if rows.is_empty() || cols.is_empty() {
+        return Ok(vec![Vec::new(); rows.len()]);
+    }
+    let mut kl = Array2::<f64>::zeros((rows.len(), cols.len()));
+    // Gram x Gram pairs: one product of the flattened Grams.
+    let gram_rows: Vec<usize> = (0..rows.len())
+        .filter(|&i| matches!(rows[i].repr, Repr::Gram(_)))
+        .collect();
+    let gram_cols: Vec<usize> = (0..cols.len())
+        .filter(|&j| matches!(cols[j].repr, Repr::Gram(_)))
+        .collect();
+    if !gram_rows.is_empty() && !gram_cols.is_empty() {
+        let flat = |taps: &[PreparedTap], idx: &[usize]| {
+            let mut m = Array2::<f64>::zeros((idx.len(), n * n));
+            m.axis_iter_mut(Axis(0))
+                .into_par_iter()
+                .zip(idx.par_iter())
+                .for_each(|(mut row, &i)| {
+                    if let Repr::Gram(k) = &taps[i].repr {
+                        row.as_slice_mut().expect("row").copy_from_slice(k);
+                    }
+                });
+            m
+        };
+        let (gr, gc) = rayon::join(|| flat(rows, &gram_rows), || flat(cols, &gram_cols));
+        let prod = linalg::a_bt(gr.view(), gc.view());
+        for (a, &i) in gram_rows.iter().enumerate() {
+            for (b, &j) in gram_cols.iter().enumerate() {
+                kl[[i, j]] = prod[[a, b]];
+            }
+        }
+    }
+    // Every other pair: |Xc^T Yc|^2, one product per row tap against all its column taps.
+    let mixed: Vec<(usize, usize)> = (0..rows.len())
+        .flat_map(|i| (0..cols.len()).map(move |j| (i, j)))
+        .filter(|&(i, j)| {
+            !(matches!(rows[i].repr, Repr::Gram(_)) && matches!(cols[j].repr, Repr::Gram(_)))
+        })
+        .collect();
+    let values: Vec<((usize, usize), f64)> = mixed
+        .par_iter()
+        .map(|&(i, j)| ((i, j), cross_frob(&rows[i], &cols[j])))
+        .collect();
+    for ((i, j), v) in values {
+        kl[[i, j]] = v;
+    }
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            cols.iter()
+                .enumerate()
+                .map(|(j, c)| r.terms_with(c, kl[[i, j]]))
+                .collect()
+        })
+        .collect())
+}
+
+/// `<K, L>` for a pair where at least one side keeps features.
+fn cross_frob(x: &PreparedTap, y: &PreparedTap) -> f64 {
+    match (&x.repr, &y.repr) {
+        (Repr::Features(a), Repr::Features(b)) => {
+            linalg::at_b(a.view(), b.view()).iter().map(|v| v * v).sum()
+        }
+        (Repr::Gram(k), Repr::Features(b)) | (Repr::Features(b), Repr::Gram(k)) => {
+            // <K, Yc Yc^T> = tr(Yc^T K Yc) = sum((K Yc) .* Yc)
+            let n = b.nrows();
+            let k = ArrayView2::from_shape((n, n), k).expect("n x n");
+            let ky = linalg::a_b(k, b.view());
+            ky.iter().zip(b.iter()).map(|(p, q)| p * q).sum()
+        }
+        (Repr::Gram(_), Repr::Gram(_)) => unreachable!("Gram pairs go through the batched product"),
+    }
+}
+
+/// A CKA grid: `values[i][j]` for row tap i and column tap j.
+pub fn cka_grid(
+    rows: &[PreparedTap],
+    cols: &[PreparedTap],
+    estimator: Estimator,
+) -> Result<Array2<f64>> {
+    let terms = pair_terms(rows, cols)?;
+    let mut out = Array2::zeros((rows.len(), cols.len()));
+    for (i, row) in terms.iter().enumerate() {
+        for (j, t) in row.iter().enumerate() {
+            out[[i, j]] = t.value(estimator, &rows[i].name, &cols[j].name)?;
+        }
+    }
+    Ok(out)
+}
+
+/// CKA of `x` against each of `ys`, sharing x's preparation (for quick one-off use).
+pub fn one_against_many(
+    x: ArrayView2<f64>,
+    ys: &[ArrayView2<f64>],
+    estimator: Estimator,
+) -> Result<Vec<f64>> {
+    let row = [PreparedTap::new("X", x)?];
+    let cols: Vec<(String, ArrayView2<f64>)> = ys
+        .iter()
+        .enumerate()
+        .map(|(i, y)| (format!("Y{i}"), *y))
+        .collect();
+    let cols = prepare_taps(&cols)?;
+    Ok(cka_grid(&row, &cols, estimator)?.row(0).to_vec())
+}
+
+/// Row-subset of a matrix (used by resampling code).
+pub fn take_rows(x: ArrayView2<f64>, idx: &[usize]) -> Array2<f64> {
+    let rows: Vec<_> = idx.iter().map(|&i| x.slice(s![i..i + 1, ..])).collect();
+    concatenate(Axis(0), &rows).expect("same width")
+}

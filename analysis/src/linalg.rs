@@ -1,0 +1,158 @@
+//! Dense f64 linear algebra on ndarray arrays through faer (pure Rust, parallel with rayon):
+//! the products and the symmetric eigendecomposition the estimators need. ndarray-linalg would
+//! need a system LAPACK, which a fresh machine does not have.
+
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::{Accum, MatMut, MatRef, Par, Side};
+use ndarray::{Array1, Array2, ArrayView2};
+
+use crate::error::{AnalysisError, Result};
+
+fn par() -> Par {
+    Par::rayon(0)
+}
+
+/// Runs `f` on a faer view of `a` (copied to row-major only if it is not already).
+fn with_view<R>(a: ArrayView2<f64>, f: impl FnOnce(MatRef<'_, f64>) -> R) -> R {
+    let (r, c) = a.dim();
+    let owned;
+    let slice = match a.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = a.as_standard_layout().into_owned();
+            owned.as_slice().expect("standard layout")
+        }
+    };
+    f(MatRef::from_row_major_slice(slice, r, c))
+}
+
+fn out_mut(out: &mut Array2<f64>) -> MatMut<'_, f64> {
+    let (r, c) = out.dim();
+    MatMut::from_row_major_slice_mut(out.as_slice_mut().expect("fresh array"), r, c)
+}
+
+/// `a^T b`: `[n, p]^T [n, q] -> [p, q]`.
+pub fn at_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
+    let mut out = Array2::zeros((a.ncols(), b.ncols()));
+    with_view(a, |a| {
+        with_view(b, |b| {
+            faer::linalg::matmul::matmul(
+                out_mut(&mut out),
+                Accum::Replace,
+                a.transpose(),
+                b,
+                1.0,
+                par(),
+            )
+        })
+    });
+    out
+}
+
+/// `a b`: `[m, k] [k, n] -> [m, n]`.
+pub fn a_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
+    let mut out = Array2::zeros((a.nrows(), b.ncols()));
+    with_view(a, |a| {
+        with_view(b, |b| {
+            faer::linalg::matmul::matmul(out_mut(&mut out), Accum::Replace, a, b, 1.0, par())
+        })
+    });
+    out
+}
+
+/// `a b^T`: `[m, d]`, `[n, d] -> [m, n]`.
+pub fn a_bt(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
+    let mut out = Array2::zeros((a.nrows(), b.nrows()));
+    with_view(a, |a| {
+        with_view(b, |b| {
+            faer::linalg::matmul::matmul(
+                out_mut(&mut out),
+                Accum::Replace,
+                a,
+                b.transpose(),
+                1.0,
+                par(),
+            )
+        })
+    });
+    out
+}
+
+/// The symmetric product `a a^T` (`[n, d] -> [n, n]`), computing one triangle and mirroring it.
+pub fn gram(a: ArrayView2<f64>) -> Array2<f64> {
+    let n = a.nrows();
+    let mut out = Array2::zeros((n, n));
+    with_view(a, |a| {
+        faer::linalg::matmul::triangular::matmul(
+            out_mut(&mut out),
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            a,
+            BlockStructure::Rectangular,
+            a.transpose(),
+            BlockStructure::Rectangular,
+            1.0,
+            par(),
+        )
+    });
+    for i in 0..n {
+        for j in 0..i {
+            out[[j, i]] = out[[i, j]];
+        }
+    }
+    out
+}
+
+/// `a^T a` (`[n, d] -> [d, d]`), one triangle computed and mirrored.
+pub fn cross_gram(a: ArrayView2<f64>) -> Array2<f64> {
+    let d = a.ncols();
+    let mut out = Array2::zeros((d, d));
+    with_view(a, |a| {
+        faer::linalg::matmul::triangular::matmul(
+            out_mut(&mut out),
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            a.transpose(),
+            BlockStructure::Rectangular,
+            a,
+            BlockStructure::Rectangular,
+            1.0,
+            par(),
+        )
+    });
+    for i in 0..d {
+        for j in 0..i {
+            out[[j, i]] = out[[i, j]];
+        }
+    }
+    out
+}
+
+/// Eigendecomposition of a symmetric matrix: eigenvalues ascending and the eigenvectors as
+/// columns.
+pub fn symmetric_eigen(a: ArrayView2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
+    let n = a.nrows();
+    if a.ncols() != n {
+        return Err(AnalysisError::Shape {
+            what: "symmetric eigendecomposition".into(),
+            reason: format!("matrix is {}x{}, not square", n, a.ncols()),
+        });
+    }
+    with_view(a, |m| {
+        let evd = m
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| AnalysisError::Linalg(format!("{e:?}")))?;
+        let values = Array1::from_iter(evd.S().column_vector().iter().copied());
+        let u = evd.U();
+        let vectors = Array2::from_shape_fn((n, n), |(i, j)| u[(i, j)]);
+        Ok((values, vectors))
+    })
+}
+
+/// Eigenvalues only, ascending.
+pub fn symmetric_eigenvalues(a: ArrayView2<f64>) -> Result<Vec<f64>> {
+    with_view(a, |m| {
+        m.self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| AnalysisError::Linalg(format!("{e:?}")))
+    })
+}
