@@ -28,7 +28,8 @@ pub struct PreparedTap {
 
 #[derive(Debug, Clone)]
 enum Repr {
-    /// Centred Gram, flattened row-major (`n * n`).
+    /// Centred Gram, packed lower triangle ([`linalg::pack_symmetric`]: dot products of packed
+    /// Grams are Frobenius inner products).
     Gram(Vec<f64>),
     /// Centred features `[n, d]`.
     Features(Array2<f64>),
@@ -43,9 +44,9 @@ impl PreparedTap {
         let xc = cka::centred(x);
         let diag = cka::row_sq_norms(xc.view());
         let (repr, kk) = if n <= x.ncols() {
-            let k = linalg::gram(xc.view());
-            let kk = k.iter().map(|v| v * v).sum();
-            (Repr::Gram(k.into_raw_vec_and_offset().0), kk)
+            let packed = linalg::pack_symmetric(&linalg::gram_lower(xc.view()));
+            let kk = packed.iter().map(|v| v * v).sum();
+            (Repr::Gram(packed), kk)
         } else {
             let c = linalg::cross_gram(xc.view());
             let kk = c.iter().map(|v| v * v).sum();
@@ -81,7 +82,8 @@ impl PreparedTap {
     }
 }
 
-/// Prepares many taps in parallel.
+/// Prepares many taps in parallel (measured faster than one after the other with each Gram
+/// product multi-threaded: 3.35 s vs 3.75 s per 25 taps of 2000 x 2048 on 2 cores).
 pub fn prepare_taps(taps: &[(String, ArrayView2<f64>)]) -> Result<Vec<PreparedTap>> {
     taps.par_iter()
         .map(|(name, x)| PreparedTap::new(name.clone(), *x))
@@ -116,7 +118,7 @@ pub fn pair_terms(rows: &[PreparedTap], cols: &[PreparedTap]) -> Result<Vec<Vec<
         .collect();
     if !gram_rows.is_empty() && !gram_cols.is_empty() {
         let flat = |taps: &[PreparedTap], idx: &[usize]| {
-            let mut m = Array2::<f64>::zeros((idx.len(), n * n));
+            let mut m = Array2::<f64>::zeros((idx.len(), n * (n + 1) / 2));
             m.axis_iter_mut(Axis(0))
                 .into_par_iter()
                 .zip(idx.par_iter())
@@ -170,8 +172,8 @@ fn cross_frob(x: &PreparedTap, y: &PreparedTap) -> f64 {
         (Repr::Gram(k), Repr::Features(b)) | (Repr::Features(b), Repr::Gram(k)) => {
             // <K, Yc Yc^T> = tr(Yc^T K Yc) = sum((K Yc) .* Yc)
             let n = b.nrows();
-            let k = ArrayView2::from_shape((n, n), k).expect("n x n");
-            let ky = linalg::a_b(k, b.view());
+            let k = linalg::unpack_symmetric(k, n);
+            let ky = linalg::a_b(k.view(), b.view());
             ky.iter().zip(b.iter()).map(|(p, q)| p * q).sum()
         }
         (Repr::Gram(_), Repr::Gram(_)) => unreachable!("Gram pairs go through the batched product"),

@@ -18,11 +18,13 @@ pub mod clip;
 pub mod curves;
 pub mod error;
 pub mod fid;
+pub mod figures;
 pub mod grid;
 pub mod knn;
 pub mod linalg;
 pub mod stats;
 pub mod streaming;
+pub mod tables;
 
 pub use cka::{CkaTerms, CkaValues, Estimator, linear_cka};
 pub use error::AnalysisError;

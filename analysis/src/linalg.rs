@@ -80,6 +80,18 @@ pub fn a_bt(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
 
 /// The symmetric product `a a^T` (`[n, d] -> [n, n]`), computing one triangle and mirroring it.
 pub fn gram(a: ArrayView2<f64>) -> Array2<f64> {
+    let mut out = gram_lower(a);
+    let n = out.nrows();
+    for i in 0..n {
+        for j in 0..i {
+            out[[j, i]] = out[[i, j]];
+        }
+    }
+    out
+}
+
+/// The lower triangle (diagonal included) of `a a^T`; the strict upper triangle is left 0.
+pub fn gram_lower(a: ArrayView2<f64>) -> Array2<f64> {
     let n = a.nrows();
     let mut out = Array2::zeros((n, n));
     with_view(a, |a| {
@@ -95,10 +107,36 @@ pub fn gram(a: ArrayView2<f64>) -> Array2<f64> {
             par(),
         )
     });
+    out
+}
+
+/// Packs the lower triangle of a symmetric matrix into `n (n + 1) / 2` values, off-diagonal
+/// entries scaled by sqrt(2), so that `pack(K) . pack(L) = <K, L>_F`.
+pub fn pack_symmetric(lower: &Array2<f64>) -> Vec<f64> {
+    let n = lower.nrows();
+    let r2 = std::f64::consts::SQRT_2;
+    let mut out = Vec::with_capacity(n * (n + 1) / 2);
+    for (i, row) in lower.rows().into_iter().enumerate() {
+        out.extend(row.iter().take(i).map(|v| v * r2));
+        out.push(row[i]);
+    }
+    out
+}
+
+/// Inverse of [`pack_symmetric`]: the full symmetric matrix.
+pub fn unpack_symmetric(packed: &[f64], n: usize) -> Array2<f64> {
+    let r2 = std::f64::consts::SQRT_2;
+    let mut out = Array2::zeros((n, n));
+    let mut k = 0;
     for i in 0..n {
         for j in 0..i {
-            out[[j, i]] = out[[i, j]];
+            let v = packed[k] / r2;
+            out[[i, j]] = v;
+            out[[j, i]] = v;
+            k += 1;
         }
+        out[[i, i]] = packed[k];
+        k += 1;
     }
     out
 }

@@ -2,6 +2,8 @@
 //! against the reference implementations (Kornblith's CKA, pytorch-fid) live in
 //! tests/tests/analysis_reference.rs, which reads the committed .npy fixtures.
 
+use std::path::Path;
+
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -438,4 +440,112 @@ fn clip_score_clamps_each_pair_before_averaging() {
     ));
     assert!(clip::clip_score(img.view(), txt.slice(s![..1, ..])).is_err());
     let _ = img.sum_axis(Axis(0));
+}
+
+#[test]
+fn summary_tables_write_parquet_csv_and_latex_with_the_best_value_bold() {
+    use crate::tables::{Better, Column, SummaryTable};
+    let s = |v: &[f64]| Some(Summary::of(v).unwrap());
+    let table = SummaryTable {
+        row_header: "Variant".into(),
+        rows: vec!["baseline".into(), "dual_stream & single".into()],
+        columns: vec![
+            Column {
+                name: "fid".into(),
+                latex_header: "FID $\\downarrow$".into(),
+                better: Better::Lower,
+                decimals: 2,
+            },
+            Column {
+                name: "clip".into(),
+                latex_header: "CLIP $\\uparrow$".into(),
+                better: Better::Higher,
+                decimals: 2,
+            },
+        ],
+        cells: vec![
+            vec![s(&[12.0, 11.98]), s(&[21.1, 21.2])],
+            vec![s(&[10.0, 10.08]), None],
+        ],
+    };
+    let df = table.to_dataframe().unwrap();
+    assert_eq!(df.shape(), (2, 9));
+    let dir = tempfile::tempdir().unwrap();
+    crate::tables::write_csv(&df, &dir.path().join("t.csv")).unwrap();
+    crate::tables::write_parquet(&df, &dir.path().join("t.parquet")).unwrap();
+    let back = crate::tables::read_parquet(&dir.path().join("t.parquet")).unwrap();
+    assert!(back.equals_missing(&df));
+    let csv = crate::tables::read_csv(&dir.path().join("t.csv")).unwrap();
+    assert_eq!(csv.shape(), (2, 9));
+    let tex = table
+        .to_latex(Some("Ablation"), Some("tab:ablation"))
+        .unwrap();
+    assert!(tex.contains("\\toprule") && tex.contains("\\midrule") && tex.contains("\\bottomrule"));
+    assert!(tex.contains("\\textbf{10.04 $\\pm$ 0.06}"), "{tex}");
+    assert!(tex.contains("\\textbf{21.15 $\\pm$ 0.07}"), "{tex}");
+    assert!(
+        tex.contains("dual\\_stream \\& single") && tex.contains(" -- "),
+        "{tex}"
+    );
+}
+
+#[test]
+fn figures_render_as_png_and_svg() {
+    use crate::figures::{self, BarChart, Heatmap, Line, LinePlot};
+    let dir = tempfile::tempdir().unwrap();
+    let values = Array2::from_shape_fn((3, 4), |(r, c)| (r as f64 - 1.0) * 0.1 + c as f64 * 0.05);
+    let heat = Heatmap {
+        title: "ΔCKA (ours − baseline)".into(),
+        x_label: "solver step".into(),
+        y_label: "LLM layer".into(),
+        x_ticks: vec!["9".into(), "18".into(), "27".into(), "29".into()],
+        y_ticks: vec!["2".into(), "12".into(), "22".into()],
+        values,
+        diverging: true,
+        annotate: true,
+        colorbar_label: "ΔCKA".into(),
+        range: None,
+    };
+    let (png, svg) = figures::save(&heat, dir.path(), "heat").unwrap();
+    let ts: Vec<f64> = (0..30).map(|k| k as f64 / 30.0).collect();
+    let line = |name: &str, f: f64| Line {
+        name: name.into(),
+        xs: ts.clone(),
+        ys: ts.iter().map(|t| (t * f).min(1.0)).collect(),
+        band: Some(vec![0.03; 30]),
+    };
+    let curves = LinePlot {
+        title: "text-noise CKA over solver steps".into(),
+        x_label: "t".into(),
+        y_label: "CKA".into(),
+        lines: vec![
+            line("ConvNeXt decoder", 0.8),
+            line("single-stream decoder", 1.4),
+        ],
+        reference: Some((0.5, "threshold 0.5".into())),
+        y_range: None,
+    };
+    figures::save(&curves, dir.path(), "curves").unwrap();
+    let bars = BarChart {
+        title: "AUC".into(),
+        y_label: "AUC".into(),
+        groups: vec!["biased".into(), "debiased".into()],
+        series: vec!["ConvNeXt".into(), "single-stream".into()],
+        values: vec![vec![0.4, 0.3], vec![0.6, 0.5]],
+        errors: Some(vec![vec![0.02, 0.03], vec![0.02, 0.04]]),
+    };
+    figures::save(&bars, dir.path(), "bars").unwrap();
+    for stem in ["heat", "curves", "bars"] {
+        let png_bytes = std::fs::read(dir.path().join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png_bytes[1..4], b"PNG");
+        let svg_text = std::fs::read_to_string(dir.path().join(format!("{stem}.svg"))).unwrap();
+        assert!(svg_text.contains("<svg") && svg_text.contains("</svg>"));
+    }
+    assert!(png.exists() && svg.exists());
+    if let Ok(out) = std::env::var("FLOWLENS_FIGURE_DIR") {
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, Path::new(&out).join(f.file_name().unwrap())).unwrap();
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `flowlens cka` and `flowlens fid`: the analysis crate on the user's own `.npy` features.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use flowlens_analysis::cka::{self, Estimator};
@@ -114,10 +114,11 @@ pub fn cka_text(report: &Value) -> String {
 }
 
 /// FID between two `[n, 2048]` (or any width) feature arrays.
-pub fn fid_value(a: &PathBuf, b: &PathBuf) -> Result<f64> {
+pub fn fid_value(a: &Path, b: &Path) -> Result<f64> {
     let fa = read_matrix(a)?;
     let fb = read_matrix(b)?;
     let sa = fid::FidStats::from_features(fa.view(), &a.display().to_string())?;
     let sb = fid::FidStats::from_features(fb.view(), &b.display().to_string())?;
-    fid::frechet_distance(&sa, &sb).with_context(|| format!("FID of {} and {}", a.display(), b.display()))
+    fid::frechet_distance(&sa, &sb)
+        .with_context(|| format!("FID of {} and {}", a.display(), b.display()))
 }
