@@ -104,6 +104,24 @@ fn bold(size: f64, s: f64) -> TextStyle<'static> {
     FontDesc::new(FontFamily::Name(FONT), size * s, FontStyle::Bold).into()
 }
 
+/// The legend box, same look on every figure.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    s: f64,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(font(12.0, s))
+        .legend_area_size((30.0 * s) as u32)
+        .margin((8.0 * s) as u32)
+        .draw()
+        .map_err(plot_err)
+}
+
 fn lerp(a: RGBColor, b: RGBColor, t: f64) -> RGBColor {
     let f = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
     RGBColor(f(a.0, b.0), f(a.1, b.1), f(a.2, b.2))
@@ -444,16 +462,7 @@ impl Figure for LinePlot {
                     PathElement::new(vec![(x, y), (x + (20.0 * s) as i32, y)], style)
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(font(12.0, s))
-            .legend_area_size((30.0 * s) as u32)
-            .margin((8.0 * s) as u32)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, s)?;
         Ok(())
     }
 }
@@ -563,16 +572,7 @@ impl Figure for BarChart {
                     .map_err(plot_err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(font(12.0, s))
-            .legend_area_size((30.0 * s) as u32)
-            .margin((8.0 * s) as u32)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, s)?;
         Ok(())
     }
 }

@@ -78,36 +78,48 @@ pub fn a_bt(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
     out
 }
 
-/// The symmetric product `a a^T` (`[n, d] -> [n, n]`), computing one triangle and mirroring it.
-pub fn gram(a: ArrayView2<f64>) -> Array2<f64> {
-    let mut out = gram_lower(a);
-    let n = out.nrows();
+/// The lower triangle (diagonal included) of `m m^T`; the strict upper triangle is left 0.
+fn lower_self_product(m: MatRef<'_, f64>) -> Array2<f64> {
+    let n = m.nrows();
+    let mut out = Array2::zeros((n, n));
+    faer::linalg::matmul::triangular::matmul(
+        out_mut(&mut out),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        m,
+        BlockStructure::Rectangular,
+        m.transpose(),
+        BlockStructure::Rectangular,
+        1.0,
+        par(),
+    );
+    out
+}
+
+/// Copies the lower triangle onto the upper one.
+fn mirror_lower(mut m: Array2<f64>) -> Array2<f64> {
+    let n = m.nrows();
     for i in 0..n {
         for j in 0..i {
-            out[[j, i]] = out[[i, j]];
+            m[[j, i]] = m[[i, j]];
         }
     }
-    out
+    m
+}
+
+/// The symmetric product `a a^T` (`[n, d] -> [n, n]`), computing one triangle and mirroring it.
+pub fn gram(a: ArrayView2<f64>) -> Array2<f64> {
+    mirror_lower(gram_lower(a))
 }
 
 /// The lower triangle (diagonal included) of `a a^T`; the strict upper triangle is left 0.
 pub fn gram_lower(a: ArrayView2<f64>) -> Array2<f64> {
-    let n = a.nrows();
-    let mut out = Array2::zeros((n, n));
-    with_view(a, |a| {
-        faer::linalg::matmul::triangular::matmul(
-            out_mut(&mut out),
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            a,
-            BlockStructure::Rectangular,
-            a.transpose(),
-            BlockStructure::Rectangular,
-            1.0,
-            par(),
-        )
-    });
-    out
+    with_view(a, lower_self_product)
+}
+
+/// `a^T a` (`[n, d] -> [d, d]`), one triangle computed and mirrored.
+pub fn cross_gram(a: ArrayView2<f64>) -> Array2<f64> {
+    mirror_lower(with_view(a, |m| lower_self_product(m.transpose())))
 }
 
 /// Packs the lower triangle of a symmetric matrix into `n (n + 1) / 2` values, off-diagonal
@@ -130,40 +142,13 @@ pub fn unpack_symmetric(packed: &[f64], n: usize) -> Array2<f64> {
     let mut k = 0;
     for i in 0..n {
         for j in 0..i {
-            let v = packed[k] / r2;
-            out[[i, j]] = v;
-            out[[j, i]] = v;
+            out[[i, j]] = packed[k] / r2;
             k += 1;
         }
         out[[i, i]] = packed[k];
         k += 1;
     }
-    out
-}
-
-/// `a^T a` (`[n, d] -> [d, d]`), one triangle computed and mirrored.
-pub fn cross_gram(a: ArrayView2<f64>) -> Array2<f64> {
-    let d = a.ncols();
-    let mut out = Array2::zeros((d, d));
-    with_view(a, |a| {
-        faer::linalg::matmul::triangular::matmul(
-            out_mut(&mut out),
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            a.transpose(),
-            BlockStructure::Rectangular,
-            a,
-            BlockStructure::Rectangular,
-            1.0,
-            par(),
-        )
-    });
-    for i in 0..d {
-        for j in 0..i {
-            out[[j, i]] = out[[i, j]];
-        }
-    }
-    out
+    mirror_lower(out)
 }
 
 /// Eigendecomposition of a symmetric matrix: eigenvalues ascending and the eigenvectors as

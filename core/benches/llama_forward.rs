@@ -30,8 +30,15 @@ fn ids<B: Backend>(vocab: usize, b: usize, s: usize, device: &B::Device) -> Tens
     Tensor::from_data(TensorData::new(data, [b, s]), device)
 }
 
-/// Median seconds of one forward pass.
-fn forward_time<B: Backend>(c: &LlamaConfig, b: usize, s: usize, reps: usize) -> f64 {
+/// Median seconds of `step(model, last_hidden_state)` after one forward pass, over `reps` runs
+/// after a warm-up.
+fn time_step<B: Backend>(
+    c: &LlamaConfig,
+    b: usize,
+    s: usize,
+    reps: usize,
+    step: impl Fn(&Llama<B>, Tensor<B, 3>),
+) -> f64 {
     let device = B::Device::default();
     let model = Llama::<B>::init(c, &device);
     let x = ids::<B>(c.vocab_size, b, s, &device);
@@ -40,31 +47,28 @@ fn forward_time<B: Backend>(c: &LlamaConfig, b: usize, s: usize, reps: usize) ->
         let out = model
             .forward_ids(x.clone(), None, &HiddenRequest::none())
             .unwrap();
-        std::hint::black_box(out.last_hidden_state.unwrap().sum().into_scalar());
+        step(&model, out.last_hidden_state.unwrap());
         t.elapsed().as_secs_f64()
     };
     run();
     median((0..reps).map(|_| run()).collect())
 }
 
+/// Median seconds of one forward pass.
+fn forward_time<B: Backend>(c: &LlamaConfig, b: usize, s: usize, reps: usize) -> f64 {
+    time_step::<B>(c, b, s, reps, |_, h| {
+        std::hint::black_box(h.sum().into_scalar());
+    })
+}
+
 /// Median seconds of forward + backward (loss = mean square of the last hidden state).
 fn train_step_time<B: AutodiffBackend>(c: &LlamaConfig, b: usize, s: usize, reps: usize) -> f64 {
-    let device = B::Device::default();
-    let model = Llama::<B>::init(c, &device);
-    let x = ids::<B>(c.vocab_size, b, s, &device);
-    let run = || {
-        let t = Instant::now();
-        let out = model
-            .forward_ids(x.clone(), None, &HiddenRequest::none())
-            .unwrap();
-        let loss = out.last_hidden_state.unwrap().square().mean();
+    time_step::<B>(c, b, s, reps, |model, h| {
+        let loss = h.square().mean();
         let grads = loss.backward();
         let g = model.embed_tokens.grad(&grads).unwrap();
         std::hint::black_box(g.sum().into_scalar());
-        t.elapsed().as_secs_f64()
-    };
-    run();
-    median((0..reps).map(|_| run()).collect())
+    })
 }
 
 fn main() {

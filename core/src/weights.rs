@@ -117,8 +117,8 @@ impl SafetensorsFile {
         self.metadata.info(name).map(|i| i.shape.as_slice())
     }
 
-    /// Reads one tensor as f32 (row-major), converting F16/BF16/F64, and checks its shape.
-    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
+    /// The header entry and the bytes of a tensor.
+    fn raw(&self, name: &str) -> Result<(&safetensors::tensor::TensorInfo, &[u8]), WeightError> {
         let info = self
             .metadata
             .info(name)
@@ -126,6 +126,16 @@ impl SafetensorsFile {
                 name: name.to_string(),
                 files: self.path.display().to_string(),
             })?;
+        let (begin, end) = info.data_offsets;
+        Ok((
+            info,
+            &self.mmap[self.data_start + begin..self.data_start + end],
+        ))
+    }
+
+    /// Reads one tensor as f32 (row-major), converting F16/BF16/F64, and checks its shape.
+    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
+        let (info, bytes) = self.raw(name)?;
         if info.shape != expected {
             return Err(WeightError::Shape {
                 name: name.to_string(),
@@ -134,8 +144,6 @@ impl SafetensorsFile {
                 found: info.shape.clone(),
             });
         }
-        let (begin, end) = info.data_offsets;
-        let bytes = &self.mmap[self.data_start + begin..self.data_start + end];
         decode_f32(bytes, info.dtype).ok_or_else(|| WeightError::Dtype {
             name: name.to_string(),
             path: self.path.clone(),
@@ -145,15 +153,7 @@ impl SafetensorsFile {
 
     /// Reads an integer tensor (I64, I32, U8 or BOOL) as i64 with its shape.
     pub fn read_i64(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>), WeightError> {
-        let info = self
-            .metadata
-            .info(name)
-            .ok_or_else(|| WeightError::Missing {
-                name: name.to_string(),
-                files: self.path.display().to_string(),
-            })?;
-        let (begin, end) = info.data_offsets;
-        let bytes = &self.mmap[self.data_start + begin..self.data_start + end];
+        let (info, bytes) = self.raw(name)?;
         let values = match info.dtype {
             Dtype::I64 => bytes
                 .chunks_exact(8)
