@@ -3,7 +3,9 @@
 //! file helpers. See the repository's ARCHITECTURE.md for the layer map.
 
 pub mod device;
+pub mod flow;
 pub mod fsutil;
+pub mod heads;
 pub mod llm;
 pub mod nn;
 pub mod npy;

@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use burn::module::{Initializer, Param};
 use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use memmap2::Mmap;
@@ -493,15 +494,41 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
         d_out: usize,
         bias: bool,
     ) -> Result<Linear<B>, WeightError> {
+        self.linear_with(name, d_in, d_out, bias, LinearInit::Default)
+    }
+
+    /// [`VarBuilder::linear`] with a chosen initialisation (zero-init for adaLN-zero
+    /// modulations and output layers, Xavier for transformer blocks).
+    pub fn linear_with(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        init: LinearInit,
+    ) -> Result<Linear<B>, WeightError> {
         let vb = self.pp(name);
         let bound = 1.0 / (d_in as f64).sqrt();
-        let uniform = Initializer::Uniform {
-            min: -bound,
-            max: bound,
+        let (w_init, b_init) = match init {
+            LinearInit::Default => (
+                Initializer::Uniform {
+                    min: -bound,
+                    max: bound,
+                },
+                Initializer::Uniform {
+                    min: -bound,
+                    max: bound,
+                },
+            ),
+            LinearInit::Zeros => (Initializer::Zeros, Initializer::Zeros),
+            LinearInit::XavierUniform => {
+                let a = (6.0 / (d_in + d_out) as f64).sqrt();
+                (Initializer::Uniform { min: -a, max: a }, Initializer::Zeros)
+            }
         };
         let weight = match &self.source {
             Source::Init => Param::from_tensor(
-                uniform
+                w_init
                     .init_with([d_in, d_out], Some(d_in), Some(d_out), self.device)
                     .val(),
             ),
@@ -520,10 +547,56 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
             }
         };
         let bias = if bias {
-            Some(vb.param("bias", [d_out], uniform)?)
+            Some(vb.param("bias", [d_out], b_init)?)
         } else {
             None
         };
         Ok(Linear { weight, bias })
     }
+
+    /// A PyTorch `nn.Conv2d` at `name` (weight `[out, in / groups, k, k]`, same layout in burn),
+    /// symmetric padding; PyTorch's default initialisation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(
+        &self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> Result<Conv2d<B>, WeightError> {
+        let vb = self.pp(name);
+        let fan_in = c_in / groups * kernel * kernel;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let uniform = Initializer::Uniform {
+            min: -bound,
+            max: bound,
+        };
+        Ok(Conv2d {
+            weight: vb.param(
+                "weight",
+                [c_out, c_in / groups, kernel, kernel],
+                uniform.clone(),
+            )?,
+            bias: Some(vb.param("bias", [c_out], uniform)?),
+            stride: [stride, stride],
+            kernel_size: [kernel, kernel],
+            dilation: [1, 1],
+            padding: burn::nn::PaddingConfig2d::Explicit(padding, padding, padding, padding),
+            groups,
+        })
+    }
+}
+
+/// How a fresh [`VarBuilder::linear_with`] layer is initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearInit {
+    /// PyTorch's `nn.Linear` default.
+    Default,
+    /// All zeros (adaLN-zero modulations, zero-initialised residual and output projections).
+    Zeros,
+    /// Xavier-uniform weight, zero bias (DiT/SD3 transformer blocks).
+    XavierUniform,
 }

@@ -1,6 +1,8 @@
 //! Building blocks shared by every network in the crate: RMSNorm, attention masks and scaled
 //! dot-product attention. One implementation each, used by the Llama backbone and the heads.
 
+pub mod blocks;
+
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;

@@ -1,0 +1,11 @@
+//! The rectified-flow text-to-image model: configuration and presets, the composed model, taps.
+
+pub mod config;
+pub mod model;
+pub mod params;
+pub mod taps;
+
+pub use config::{FlowConfig, UVitConfig, Variant};
+pub use model::{FlowInputError, FlowModel, FlowOutput, TimeEmbedding, unconditional_rows};
+pub use params::ParamCounts;
+pub use taps::{Tap, TapPooling, TapRequest, Taps};

@@ -1,0 +1,100 @@
+//! Taps: named intermediate tensors returned by a forward pass on request (burn has no forward
+//! hooks). Names: `enc.text` (the text stream as fed to the LLM), `enc.noise` (the image tokens as
+//! fed to the LLM), `llm.hNN.text` / `llm.hNN.image` (hidden state NN in Hugging Face indexing at
+//! text / image positions), `dec.input` (the decoder's image tokens after its input projection).
+//! A pattern is a name, a prefix ending at a dot (`llm.h02` = both positions) or a glob with `*`
+//! (`llm.h*.image`). With an empty request nothing is cloned or kept.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::nn::blocks::layer_norm;
+
+/// Which taps a forward pass should return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TapRequest {
+    pub patterns: Vec<String>,
+}
+
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            name.starts_with(head)
+                && name.len() >= head.len()
+                && (0..=name.len() - head.len())
+                    .filter(|&i| name.is_char_boundary(head.len() + i))
+                    .any(|i| glob(tail, &name[head.len() + i..]))
+        }
+    }
+}
+
+impl TapRequest {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// From comma-separated patterns (`enc.*,llm.h02`).
+    pub fn parse(text: &str) -> Self {
+        Self {
+            patterns: text
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether `name` is requested.
+    pub fn wants(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| {
+            glob(p, name) || (name.starts_with(p.as_str()) && name[p.len()..].starts_with('.'))
+        })
+    }
+}
+
+/// A tapped tensor `[b, tokens, width]` with its mask `[b, tokens]` (1 = valid token).
+#[derive(Debug, Clone)]
+pub struct Tap<B: Backend> {
+    pub value: Tensor<B, 3>,
+    pub mask: Tensor<B, 2, Int>,
+}
+
+/// How a tap is reduced to one vector per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapPooling {
+    /// Mean over valid tokens.
+    Mean,
+    /// Layer norm over the width first (no affine), then the mean over valid tokens.
+    LayerNormMean,
+}
+
+impl<B: Backend> Tap<B> {
+    /// `[b, width]`: the mean over valid tokens (optionally of layer-normalised tokens), so that
+    /// only small vectors leave the device.
+    pub fn pool(&self, pooling: TapPooling) -> Tensor<B, 2> {
+        let x = match pooling {
+            TapPooling::Mean => self.value.clone(),
+            TapPooling::LayerNormMean => layer_norm(self.value.clone(), 1e-5),
+        };
+        let [b, s, d] = x.dims();
+        let m = self.mask.clone().float().reshape([b, s, 1]);
+        let count = m.clone().sum_dim(1).reshape([b, 1]).clamp_min(1.0);
+        (x * m).sum_dim(1).reshape([b, d]) / count
+    }
+}
+
+/// The taps a forward pass returned, by name.
+pub type Taps<B> = BTreeMap<String, Tap<B>>;
+
+/// `llm.hNN` with two digits.
+pub fn llm_tap_name(layer: usize, part: &str) -> String {
+    format!("llm.h{layer:02}.{part}")
+}
