@@ -25,6 +25,21 @@ pub enum Command {
     Cka(CkaCli),
     /// FID between two [n, d] feature arrays (.npy), computed as pytorch-fid does.
     Fid(FidCli),
+    /// Parameter counts of a preset and variant, computed from the config (nothing allocated).
+    ModelInfo(ModelInfoCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModelInfoCli {
+    /// tiny | small | paper
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
+    /// baseline | decoder-only | encoder-only | both | uvit
+    #[arg(long, default_value = "baseline")]
+    pub variant: flowlens_core::flow::Variant,
+    /// One JSON object: total, llm, encoder, decoder, ... (integers).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,6 +159,30 @@ impl Cli {
                     println!("{report}");
                 } else {
                     println!("{}", measure::cka_text(&report));
+                }
+                Ok(())
+            }
+            Command::ModelInfo(a) => {
+                let config = flowlens_core::flow::FlowConfig::preset(&a.preset, a.variant)
+                    .map_err(anyhow::Error::msg)?;
+                let counts = flowlens_core::flow::ParamCounts::of(&config);
+                if a.json {
+                    println!("{}", serde_json::to_string(&counts)?);
+                } else {
+                    println!(
+                        "preset {} / variant {}: LLM width {}, {} layers; heads width {}; latents {}x{}x{}, {} image tokens, text length {}\n",
+                        config.preset,
+                        config.variant.name(),
+                        config.llm.hidden_size,
+                        config.llm.num_hidden_layers,
+                        config.width,
+                        config.latent_channels,
+                        config.latent_size,
+                        config.latent_size,
+                        config.image_tokens(),
+                        config.text_len
+                    );
+                    print!("{}", counts.table());
                 }
                 Ok(())
             }
