@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flowlens")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowlens"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -14,7 +17,14 @@ fn run(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn model_info_json_counts_the_paper_preset_without_allocating_it() {
     for variant in ["baseline", "decoder-only", "encoder-only", "both", "uvit"] {
-        let (ok, out, err) = run(&["model-info", "--preset", "paper", "--variant", variant, "--json"]);
+        let (ok, out, err) = run(&[
+            "model-info",
+            "--preset",
+            "paper",
+            "--variant",
+            variant,
+            "--json",
+        ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let total = v["total"].as_u64().unwrap();
@@ -23,8 +33,14 @@ fn model_info_json_counts_the_paper_preset_without_allocating_it() {
             .map(|k| v[k].as_u64().unwrap())
             .sum();
         assert_eq!(total, sum, "{variant}");
-        assert!((1.0e9..1.4e9).contains(&(total as f64)), "{variant}: {total}");
-        assert_eq!(v["llm"].as_u64().unwrap() + v["llm_lm_head"].as_u64().unwrap(), 1_100_048_384);
+        assert!(
+            (1.0e9..1.4e9).contains(&(total as f64)),
+            "{variant}: {total}"
+        );
+        assert_eq!(
+            v["llm"].as_u64().unwrap() + v["llm_lm_head"].as_u64().unwrap(),
+            1_100_048_384
+        );
     }
     let (ok, out, _) = run(&["model-info", "--preset", "tiny", "--variant", "both"]);
     assert!(ok && out.contains("total (built)") && out.contains("encoder"));

@@ -72,7 +72,13 @@ impl<B: Backend> Modulation<B> {
         chunks: usize,
     ) -> Result<Self, WeightError> {
         Ok(Self {
-            linear: vb.linear_with(name, cond_dim, chunks * dim, true, LinearInit::Zeros)?,
+            linear: vb.pp(name).linear_with(
+                "linear",
+                cond_dim,
+                chunks * dim,
+                true,
+                LinearInit::Zeros,
+            )?,
             chunks,
         })
     }
