@@ -12,7 +12,7 @@ use burn::tensor::activation::{gelu, silu};
 use burn::tensor::backend::Backend;
 
 use crate::nn::RmsNorm;
-use crate::nn::blocks::{map_to_tokens, pixel_shuffle, tokens_to_map};
+use crate::nn::blocks::{map_to_tokens, per_token, pixel_shuffle, tokens_to_map};
 use crate::weights::{VarBuilder, WeightError};
 
 /// Global response normalisation (ConvNeXt-V2) on channels-last `[b, h, w, c]`:
@@ -33,11 +33,14 @@ impl<B: Backend> GlobalResponseNorm<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, w, c] = x.dims();
         let gx = x.clone().square().sum_dim(1).sum_dim(2).sqrt(); // [b, 1, 1, c]
         let nx = gx.clone() / (gx.mean_dim(3) + 1e-6);
-        let w = self.weight.val().reshape([1, 1, 1, self.weight.dims()[0]]);
-        let bias = self.bias.val().reshape([1, 1, 1, self.bias.dims()[0]]);
-        x.clone() * (nx * w + 1.0) + bias
+        let weight = self.weight.val().reshape([1, 1, 1, c]);
+        let bias = self.bias.val().reshape([1, 1, 1, c]);
+        // The per-sample factor is materialised over the positions (see `per_token`).
+        let factor = per_token(&(nx * weight + 1.0).reshape([b, c]), h * w).reshape([b, h, w, c]);
+        x * factor + bias
     }
 }
 

@@ -17,8 +17,8 @@ use burn::tensor::backend::Backend;
 
 use super::convnext::EncoderOutput;
 use crate::nn::blocks::{
-    LayerNorm, Mlp, Modulation, PatchEmbed, QkvProjection, joint_attention, layer_norm, modulate,
-    sincos_2d, sincos_positions, tokens_to_map,
+    LayerNorm, Mlp, Modulation, PatchEmbed, QkvProjection, add_positions, gated, joint_attention,
+    layer_norm, modulate, sincos_2d, sincos_positions, tokens_to_map,
 };
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
@@ -87,21 +87,12 @@ impl<B: Backend> JointBlock<B> {
             bias,
         );
         let (oc, oi) = (outs[0].clone(), outs[1].clone());
-        let gate = |g: &Tensor<B, 2>| g.clone().unsqueeze_dim::<3>(1);
-        let x = x + gate(&mi[2]) * self.image.to_out.forward(oi);
-        let ctx = ctx + gate(&mc[2]) * self.context.to_out.forward(oc);
-        let x = x.clone()
-            + gate(&mi[5])
-                * self
-                    .image
-                    .ff
-                    .forward(modulate(layer_norm(x, 1e-6), &mi[3], &mi[4]));
-        let ctx = ctx.clone()
-            + gate(&mc[5])
-                * self
-                    .context
-                    .ff
-                    .forward(modulate(layer_norm(ctx, 1e-6), &mc[3], &mc[4]));
+        let x = x + gated(&mi[2], self.image.to_out.forward(oi));
+        let ctx = ctx + gated(&mc[2], self.context.to_out.forward(oc));
+        let h = modulate(layer_norm(x.clone(), 1e-6), &mi[3], &mi[4]);
+        let x = x + gated(&mi[5], self.image.ff.forward(h));
+        let h = modulate(layer_norm(ctx.clone(), 1e-6), &mc[3], &mc[4]);
+        let ctx = ctx + gated(&mc[5], self.context.ff.forward(h));
         (x, ctx)
     }
 }
@@ -166,9 +157,12 @@ impl<B: Backend> DualStreamEncoder<B> {
         let device = z.device();
         let mut x = self.noise_embed.forward(z);
         let [_, n, d] = x.dims();
-        x = x + sincos_2d::<B>(self.grid, n / self.grid, d, &device);
+        x = add_positions(x, sincos_2d::<B>(self.grid, n / self.grid, d, &device));
         let [_, t, _] = text_embeds.dims();
-        let mut ctx = self.text_embed.forward(text_embeds) + sincos_positions::<B>(t, d, &device);
+        let mut ctx = add_positions(
+            self.text_embed.forward(text_embeds),
+            sincos_positions::<B>(t, d, &device),
+        );
         let c = self.cond.forward(t_emb.clone());
         for block in &self.blocks {
             (x, ctx) = block.forward(x, ctx, &c, bias);

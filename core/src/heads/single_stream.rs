@@ -13,8 +13,8 @@ use burn::tensor::backend::Backend;
 
 use crate::nn::RmsNorm;
 use crate::nn::blocks::{
-    Modulation, QkvProjection, joint_attention, layer_norm, map_to_tokens, modulate, sincos_2d,
-    unpatchify,
+    Modulation, QkvProjection, add_positions, gated, joint_attention, layer_norm, map_to_tokens,
+    modulate, sincos_2d, unpatchify,
 };
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
@@ -65,8 +65,10 @@ impl<B: Backend> ParallelBlock<B> {
         let h = modulate(layer_norm(x.clone(), 1e-6), &m[0], &m[1]);
         let attn = joint_attention(vec![self.attn.forward(h.clone())], bias).remove(0);
         let mlp = gelu_approximate(self.mlp_in.forward(h));
-        x + m[2].clone().unsqueeze_dim::<3>(1)
-            * self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2))
+        x + gated(
+            &m[2],
+            self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2)),
+        )
     }
 }
 
@@ -136,8 +138,10 @@ impl<B: Backend> SingleStreamDecoder<B> {
         let device = hidden.device();
         let u = self.proj_in.forward(self.norm_in.forward(hidden));
         let d = u.dims()[2];
-        let image_extra =
-            self.skip_proj.forward(map_to_tokens(skip)) + sincos_2d::<B>(g, gw, d, &device);
+        let image_extra = add_positions(
+            self.skip_proj.forward(map_to_tokens(skip)),
+            sincos_2d::<B>(g, gw, d, &device),
+        );
         let prefix = u.clone().narrow(1, 0, s - n);
         let image = u.narrow(1, s - n, n) + image_extra;
         let mut x = Tensor::cat(vec![prefix, image], 1);

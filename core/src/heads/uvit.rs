@@ -9,8 +9,8 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::nn::blocks::{
-    LayerNorm, Mlp, PatchEmbed, QkvProjection, joint_attention, sincos_2d, sincos_positions,
-    unpatchify,
+    LayerNorm, Mlp, PatchEmbed, QkvProjection, add_positions, joint_attention, sincos_2d,
+    sincos_positions, unpatchify,
 };
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
@@ -137,9 +137,12 @@ impl<B: Backend> UVit<B> {
         let device = z.device();
         let image = self.patch_embed.forward(z);
         let [_, n, d] = image.dims();
-        let image = image + sincos_2d::<B>(self.grid, n / self.grid, d, &device);
+        let image = add_positions(image, sincos_2d::<B>(self.grid, n / self.grid, d, &device));
         let [_, t, _] = text_hidden.dims();
-        let text = self.text_proj.forward(text_hidden) + sincos_positions::<B>(t, d, &device);
+        let text = add_positions(
+            self.text_proj.forward(text_hidden),
+            sincos_positions::<B>(t, d, &device),
+        );
         let time = self.time_proj.forward(t_emb.clone()).unsqueeze_dim::<3>(1);
         let mut x = Tensor::cat(vec![time, text, image], 1);
         let mut skips = Vec::with_capacity(self.in_blocks.len());
