@@ -3,6 +3,7 @@
 pub mod config;
 pub mod model;
 pub mod params;
+pub mod rectified;
 pub mod taps;
 
 pub use config::{FlowConfig, UVitConfig, Variant};
