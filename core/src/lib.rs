@@ -10,5 +10,6 @@ pub mod heads;
 pub mod llm;
 pub mod nn;
 pub mod npy;
+pub mod run;
 pub mod tokenizer;
 pub mod weights;

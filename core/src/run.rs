@@ -1,0 +1,322 @@
+//! The run directory: the contract between trainer, sampler, analysis and app (layout in
+//! docs/RUN_FORMAT.md). Every file a reader may open while a writer works is either append-only
+//! (`metrics.jsonl`) or written under a temporary name and renamed into place (everything else),
+//! so readers never see a torn file; a reader of `metrics.jsonl` skips a last line that a killed
+//! writer left unfinished.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+
+/// Version of the layout described in docs/RUN_FORMAT.md.
+pub const RUN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path} is not a flowlens run directory ({reason})")]
+    NotARun { path: PathBuf, reason: String },
+    #[error(
+        "{path} already holds a run; pass --resume to continue it or choose another --run folder"
+    )]
+    Exists { path: PathBuf },
+    #[error("{path}: {error}")]
+    Json {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
+    move |error| RunError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// What produced a run: enough to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// FNV-1a 64 of the canonical (key-sorted) JSON of the resolved config, hex.
+    pub config_hash: String,
+    /// `git rev-parse HEAD` of the working directory when available.
+    pub git_revision: Option<String>,
+    pub seeds: Vec<u64>,
+    pub crate_versions: BTreeMap<String, String>,
+    pub device: String,
+    pub command_line: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+impl Manifest {
+    /// A manifest for `config` run with `seeds` on `device`, from this process.
+    pub fn new(config: &serde_json::Value, seeds: Vec<u64>, device: &str) -> Self {
+        let mut crate_versions = BTreeMap::new();
+        crate_versions.insert("flowlens".into(), env!("CARGO_PKG_VERSION").into());
+        crate_versions.insert("burn".into(), "0.21.0".into());
+        Self {
+            format_version: RUN_FORMAT_VERSION,
+            config_hash: config_hash(config),
+            git_revision: git_revision(),
+            seeds,
+            crate_versions,
+            device: device.into(),
+            command_line: std::env::args().collect(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// FNV-1a 64 of the canonical JSON text (serde_json's maps are key-sorted).
+pub fn config_hash(config: &serde_json::Value) -> String {
+    let text = config.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    pub const CONFIG: &'static str = "config.json";
+    pub const MANIFEST: &'static str = "manifest.json";
+    pub const METRICS: &'static str = "metrics.jsonl";
+    pub const SUBDIRS: [&'static str; 3] = ["checkpoints", "samples", "probes"];
+
+    /// Creates a new run (the folder may exist but must not hold a run yet).
+    pub fn create(root: impl AsRef<Path>) -> Result<Self, RunError> {
+        let root = root.as_ref().to_path_buf();
+        if root.join(Self::MANIFEST).exists() {
+            return Err(RunError::Exists { path: root });
+        }
+        for sub in Self::SUBDIRS {
+            std::fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
+        }
+        Ok(Self { root })
+    }
+
+    /// Opens an existing run, checking its manifest's format version.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, RunError> {
+        let root = root.as_ref().to_path_buf();
+        let run = Self { root: root.clone() };
+        let manifest = run.manifest()?;
+        if manifest.format_version != RUN_FORMAT_VERSION {
+            return Err(RunError::NotARun {
+                path: root,
+                reason: format!(
+                    "format version {} (this flowlens reads version {RUN_FORMAT_VERSION})",
+                    manifest.format_version
+                ),
+            });
+        }
+        Ok(run)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn write_json(&self, name: &str, value: &impl Serialize) -> Result<(), RunError> {
+        let path = self.path(name);
+        let text = serde_json::to_string_pretty(value).map_err(|error| RunError::Json {
+            path: path.clone(),
+            error,
+        })?;
+        write_atomic(&path, text.as_bytes()).map_err(io(&path))
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T, RunError> {
+        let path = self.path(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RunError::NotARun {
+                    path: self.root.clone(),
+                    reason: format!("no {name}"),
+                }
+            } else {
+                io(&path)(e)
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|error| RunError::Json { path, error })
+    }
+
+    /// Writes the resolved config (atomically).
+    pub fn write_config(&self, config: &impl Serialize) -> Result<(), RunError> {
+        self.write_json(Self::CONFIG, config)
+    }
+
+    pub fn config<T: for<'de> Deserialize<'de>>(&self) -> Result<T, RunError> {
+        self.read_json(Self::CONFIG)
+    }
+
+    /// Writes the manifest (atomically); its presence marks the folder as a run.
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), RunError> {
+        self.write_json(Self::MANIFEST, manifest)
+    }
+
+    pub fn manifest(&self) -> Result<Manifest, RunError> {
+        self.read_json(Self::MANIFEST)
+    }
+
+    /// The append-only metrics log.
+    pub fn metrics_writer(&self) -> Result<MetricsWriter, RunError> {
+        let path = self.path(Self::METRICS);
+        // A killed writer may have left half a line: end it so the next record starts cleanly.
+        let needs_newline = std::fs::read(&path)
+            .map(|b| b.last().is_some_and(|&c| c != b'\n'))
+            .unwrap_or(false);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        if needs_newline {
+            file.write_all(b"\n").map_err(io(&path))?;
+        }
+        Ok(MetricsWriter { path, file })
+    }
+
+    /// Every complete metrics record (a torn or malformed line is skipped, as a live reader must).
+    pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>, RunError> {
+        let path = self.path(Self::METRICS);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut out = Vec::new();
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io(&path))?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v.is_object()
+            {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appends one JSON object per line to `metrics.jsonl`.
+pub struct MetricsWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsWriter {
+    /// Appends a record (one `write` of the whole line, then a flush to the OS).
+    pub fn log(&mut self, record: &serde_json::Value) -> Result<(), RunError> {
+        let mut line = record.to_string();
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(io(&self.path))?;
+        self.file.flush().map_err(io(&self.path))
+    }
+
+    /// Forces the records to disk (call at checkpoints).
+    pub fn sync(&mut self) -> Result<(), RunError> {
+        self.file.sync_data().map_err(io(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_is_created_once_and_reopened_by_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("r")).unwrap();
+        let config = json!({"preset": "tiny", "steps": 60});
+        run.write_config(&config).unwrap();
+        let manifest = Manifest::new(&config, vec![0], "cpu");
+        run.write_manifest(&manifest).unwrap();
+        assert!(matches!(
+            RunDir::create(run.root()),
+            Err(RunError::Exists { .. })
+        ));
+        let again = RunDir::open(run.root()).unwrap();
+        assert_eq!(again.manifest().unwrap(), manifest);
+        assert_eq!(again.config::<serde_json::Value>().unwrap(), config);
+        for sub in RunDir::SUBDIRS {
+            assert!(run.path(sub).is_dir());
+        }
+        let not_a_run = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            RunDir::open(not_a_run.path()),
+            Err(RunError::NotARun { .. })
+        ));
+    }
+
+    #[test]
+    fn config_hash_ignores_key_order_and_sees_values() {
+        let a = serde_json::from_str::<serde_json::Value>(r#"{"a": 1, "b": [1, 2]}"#).unwrap();
+        let b = serde_json::from_str::<serde_json::Value>(r#"{"b": [1, 2], "a": 1}"#).unwrap();
+        let c = serde_json::from_str::<serde_json::Value>(r#"{"b": [1, 3], "a": 1}"#).unwrap();
+        assert_eq!(config_hash(&a), config_hash(&b));
+        assert_ne!(config_hash(&a), config_hash(&c));
+    }
+
+    #[test]
+    fn metrics_survive_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        let mut w = run.metrics_writer().unwrap();
+        for step in 0..3 {
+            w.log(&json!({"step": step, "loss": 1.0 / (step + 1) as f64}))
+                .unwrap();
+        }
+        drop(w);
+        // A writer killed mid-line.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(run.path(RunDir::METRICS))
+            .unwrap();
+        f.write_all(br#"{"step": 3, "lo"#).unwrap();
+        assert_eq!(run.read_metrics().unwrap().len(), 3);
+        let mut w = run.metrics_writer().unwrap();
+        w.log(&json!({"step": 3, "loss": 0.25})).unwrap();
+        let records = run.read_metrics().unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[3]["step"], 3);
+    }
+}
