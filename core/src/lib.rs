@@ -12,4 +12,5 @@ pub mod nn;
 pub mod npy;
 pub mod run;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;

@@ -27,6 +27,42 @@ pub enum Command {
     Fid(FidCli),
     /// Parameter counts of a preset and variant, computed from the config (nothing allocated).
     ModelInfo(ModelInfoCli),
+    /// Train a flow model with rectified flow into a run directory (crash-safe, resumable).
+    Train(TrainCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainCli {
+    /// A TOML or JSON file with TrainConfig fields; the preset's defaults fill the rest.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// tiny | small | paper (default tiny, or the config file's).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// baseline | decoder-only | encoder-only | both | uvit
+    #[arg(long)]
+    pub variant: Option<flowlens_core::flow::Variant>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory (created; with --resume, continued from its latest checkpoint).
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub resume: bool,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +222,7 @@ impl Cli {
                 }
                 Ok(())
             }
+            Command::Train(a) => crate::training::run(a),
             Command::Fid(a) => {
                 let fid = measure::fid_value(&a.a, &a.b)?;
                 if a.json {

@@ -4,3 +4,4 @@ pub mod cli;
 pub mod io;
 pub mod llm_features;
 pub mod measure;
+pub mod training;
