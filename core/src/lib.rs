@@ -11,6 +11,7 @@ pub mod llm;
 pub mod nn;
 pub mod npy;
 pub mod run;
+pub mod sample;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;

@@ -29,6 +29,41 @@ pub enum Command {
     ModelInfo(ModelInfoCli),
     /// Train a flow model with rectified flow into a run directory (crash-safe, resumable).
     Train(TrainCli),
+    /// Sample a trained run (Euler + CFG) with taps at every solver step into its feature store.
+    Sample(SampleCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SampleCli {
+    /// The run directory (its latest checkpoint is used).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// One prompt per line.
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Euler steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Guidance scale w (v = w v_c - (w - 1) v_u); 1 disables guidance.
+    #[arg(long, default_value_t = 2.0)]
+    pub cfg: f32,
+    /// Comma-separated seeds.
+    #[arg(long, default_value = "0")]
+    pub seeds: String,
+    /// Tap patterns, e.g. `enc.*,llm.h02,llm.h*.image` (none by default).
+    #[arg(long, default_value = "")]
+    pub taps: String,
+    /// Mean-pool after a layer norm over the width (the paper's Exp. 2 pooling).
+    #[arg(long)]
+    pub layer_norm: bool,
+    /// Prompts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    pub no_ema: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, clap::Args)]
@@ -223,6 +258,7 @@ impl Cli {
                 Ok(())
             }
             Command::Train(a) => crate::training::run(a),
+            Command::Sample(a) => crate::training::sample(a),
             Command::Fid(a) => {
                 let fid = measure::fid_value(&a.a, &a.b)?;
                 if a.json {

@@ -143,3 +143,58 @@ pub fn run(cli: TrainCli) -> Result<()> {
     cli.device.run(TrainTask { config, cli: &cli })??;
     Ok(())
 }
+
+struct SampleTask(flowlens_core::sample::SampleRequest, std::path::PathBuf);
+
+impl BackendTask for SampleTask {
+    type Output = Result<std::path::PathBuf>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<std::path::PathBuf> {
+        Ok(flowlens_core::sample::sample_run::<B>(
+            &self.1, &self.0, &device,
+        )?)
+    }
+}
+
+/// `flowlens sample`.
+pub fn sample(a: crate::cli::SampleCli) -> Result<()> {
+    use flowlens_core::flow::rectified::SamplerConfig;
+    use flowlens_core::flow::{TapPooling, TapRequest};
+    let prompts = crate::llm_features::read_prompts(&a.prompts)?;
+    let seeds = a
+        .seeds
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .with_context(|| format!("--seeds: `{s}` is not a seed"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let request = flowlens_core::sample::SampleRequest {
+        prompts,
+        seeds,
+        sampler: SamplerConfig {
+            steps: a.steps,
+            cfg: a.cfg,
+            pad_id: 2,
+            pooling: if a.layer_norm {
+                TapPooling::LayerNormMean
+            } else {
+                TapPooling::Mean
+            },
+        },
+        taps: TapRequest::parse(&a.taps),
+        batch_size: a.batch_size,
+        ema: !a.no_ema,
+    };
+    let probes = a.device.run(SampleTask(request, a.run.clone()))??;
+    eprintln!(
+        "samples in {}, probes in {}",
+        a.run.join("samples").display(),
+        probes.display()
+    );
+    Ok(())
+}

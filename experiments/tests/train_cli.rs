@@ -157,3 +157,80 @@ fn bad_configs_and_reused_run_folders_are_clear_errors() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("holds no run"));
 }
+
+#[test]
+fn sampling_writes_images_and_per_step_probes_independent_of_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let status = flowlens()
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--variant",
+            "both",
+            "--steps",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--quiet",
+            "--run",
+        ])
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(
+        &prompts,
+        "a small red circle above a large blue square\nyellow triangle\nblue square\n",
+    )
+    .unwrap();
+    let sample = |batch: &str| {
+        let out = flowlens()
+            .args([
+                "sample",
+                "--steps",
+                "3",
+                "--seeds",
+                "0,7",
+                "--taps",
+                "enc.*,llm.h04.image",
+                "--batch-size",
+                batch,
+                "--run",
+            ])
+            .arg(&run)
+            .arg("--prompts")
+            .arg(&prompts)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let probe =
+            flowlens_core::npy::NpyArray::read(run.join("probes/llm.h04.image/seed7_step02.npy"))
+                .unwrap();
+        assert_eq!(probe.shape, vec![3, 128]);
+        probe.as_f32()
+    };
+    let whole = sample("3");
+    let single = sample("1");
+    let diff = whole
+        .iter()
+        .zip(&single)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "batch size changed the probes by {diff}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("probes/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["seeds"], serde_json::json!([0, 7]));
+    assert_eq!(manifest["taps"]["enc.text"], 128);
+    for i in 0..3 {
+        let png = std::fs::read(run.join(format!("samples/seed0/{i:04}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+}
