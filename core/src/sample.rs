@@ -230,3 +230,69 @@ pub fn sample_run<B: Backend>(
     }
     Ok(probes)
 }
+
+/// Oracle prompt adherence of a run on held-out shapes scenes: samples `n` scenes of a data seed
+/// the training never used and scores each image against its scene.
+pub fn evaluate_shapes<B: Backend>(
+    run_dir: &Path,
+    n: usize,
+    sampler: &SamplerConfig,
+    seed: u64,
+    ema: bool,
+    device: &B::Device,
+) -> Result<crate::data::Adherence, SampleError> {
+    use crate::data::shapes::{mean_adherence, score};
+    let run = RunDir::open(run_dir)?;
+    let config: TrainConfig = run.config()?;
+    let flow = FlowConfig::preset(&config.preset, config.variant).map_err(SampleError::Other)?;
+    let Some((_, ckpt)) = Trainer::<burn::backend::Autodiff<B>>::checkpoints(&run).pop() else {
+        return Err(SampleError::Other(format!(
+            "{} has no checkpoint yet",
+            run_dir.display()
+        )));
+    };
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let file = ckpt.join(if ema { "ema" } else { "model" });
+    let record = recorder
+        .load(file.clone(), device)
+        .map_err(|e| other(format!("{}: {e}", file.display())))?;
+    let model = FlowModel::<B>::init(&flow, device).load_record(record);
+    let tokenizer = LlamaTokenizer::from_path(run.path("tokenizer.json")).map_err(other)?;
+    // A data seed disjoint from training's.
+    let held_out = crate::data::ShapesDataset::new(config.data_seed ^ 0xE7A1_5EED, n);
+    let scenes: Vec<_> = (0..n).map(|i| held_out.scene(i)).collect();
+    let captions: Vec<String> = scenes.iter().map(|s| s.caption()).collect();
+    let (c, s, tl) = (flow.latent_channels, flow.latent_size, flow.text_len);
+    let mut sampler = sampler.clone();
+    sampler.pad_id = tokenizer.pad_id;
+    let mut scores = Vec::with_capacity(n);
+    for start in (0..n).step_by(16) {
+        let end = (start + 16).min(n);
+        let b = end - start;
+        let tokens = tokenizer
+            .encode_batch(&captions[start..end], Some(tl), PaddingSide::Right)
+            .map_err(other)?;
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.ids, [b, tl]), device);
+        let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.mask, [b, tl]), device);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ start as u64);
+        let z0 = normal_noise::<B, 4>(&mut rng, [b, c, s, s], device);
+        let x = sample_euler(
+            &model,
+            z0,
+            ids,
+            mask,
+            &sampler,
+            &TapRequest::none(),
+            &mut crate::flow::rectified::NoSink,
+        )
+        .map_err(other)?;
+        let pixels: Vec<f32> = x
+            .into_data()
+            .to_vec()
+            .map_err(|e| other(format!("{e:?}")))?;
+        for (k, scene) in scenes[start..end].iter().enumerate() {
+            scores.push(score(scene, &pixels[k * c * s * s..(k + 1) * c * s * s], s));
+        }
+    }
+    Ok(mean_adherence(&scores))
+}

@@ -31,6 +31,28 @@ pub enum Command {
     Train(TrainCli),
     /// Sample a trained run (Euler + CFG) with taps at every solver step into its feature store.
     Sample(SampleCli),
+    /// Oracle prompt adherence of a tiny-preset run on held-out shapes scenes (JSON).
+    EvalShapes(EvalShapesCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalShapesCli {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Held-out scenes to sample and score.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2.0)]
+    pub cfg: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    pub no_ema: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +281,7 @@ impl Cli {
             }
             Command::Train(a) => crate::training::run(a),
             Command::Sample(a) => crate::training::sample(a),
+            Command::EvalShapes(a) => crate::training::eval_shapes(a),
             Command::Fid(a) => {
                 let fid = measure::fid_value(&a.a, &a.b)?;
                 if a.json {

@@ -198,3 +198,32 @@ pub fn sample(a: crate::cli::SampleCli) -> Result<()> {
     );
     Ok(())
 }
+
+struct EvalTask(crate::cli::EvalShapesCli);
+
+impl BackendTask for EvalTask {
+    type Output = Result<flowlens_core::data::Adherence>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<flowlens_core::data::Adherence> {
+        let a = self.0;
+        let sampler = flowlens_core::flow::rectified::SamplerConfig {
+            steps: a.steps,
+            cfg: a.cfg,
+            ..Default::default()
+        };
+        Ok(flowlens_core::sample::evaluate_shapes::<B>(
+            &a.run, a.n, &sampler, a.seed, !a.no_ema, &device,
+        )?)
+    }
+}
+
+/// `flowlens eval-shapes`: prints one JSON object with the adherence per attribute.
+pub fn eval_shapes(a: crate::cli::EvalShapesCli) -> Result<()> {
+    if a.n == 0 || a.steps == 0 {
+        bail!("--n and --steps must be at least 1");
+    }
+    let device = a.device;
+    let adherence = device.run(EvalTask(a))??;
+    println!("{}", serde_json::to_string(&adherence)?);
+    Ok(())
+}

@@ -298,48 +298,100 @@ struct Blob {
     top_heavy: f64,
 }
 
-/// Reads the pixels of one palette colour: area (fraction of the image), centroid, bounding-box
-/// fill ratio and how the mass is distributed vertically (triangles are bottom-heavy).
-fn blob(image: &[f32], size: usize, colour: usize) -> Option<Blob> {
-    let nearest = |rgb: [f64; 3]| {
-        let d = |c: [u8; 3]| (0..3).map(|k| (rgb[k] - c[k] as f64).powi(2)).sum::<f64>();
-        let mut best = (d(BACKGROUND), None);
-        for (i, (_, c)) in COLOURS.iter().enumerate() {
-            let v = d(*c);
-            if v < best.0 {
-                best = (v, Some(i));
+/// Pixels farther than this (RGB distance) from every palette colour and the background belong
+/// to no colour: noise and blends are not evidence of a shape.
+const COLOUR_TOLERANCE: f64 = 70.0;
+
+/// The palette index of each pixel (`None` for background or no colour).
+fn classify_pixels(image: &[f32], size: usize) -> Vec<Option<usize>> {
+    (0..size * size)
+        .map(|p| {
+            let rgb = [0, 1, 2].map(|c| (image[c * size * size + p] as f64 + 1.0) * 127.5);
+            let d = |c: [u8; 3]| {
+                (0..3)
+                    .map(|k| (rgb[k] - c[k] as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            };
+            let mut best = (d(BACKGROUND), None);
+            for (i, (_, c)) in COLOURS.iter().enumerate() {
+                let v = d(*c);
+                if v < best.0 {
+                    best = (v, Some(i));
+                }
+            }
+            if best.0 <= COLOUR_TOLERANCE {
+                best.1
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The largest 4-connected region of one palette colour: area (fraction of the image), centroid,
+/// bounding-box fill ratio and the fraction of its pixels in the upper half of its box
+/// (triangles are bottom-heavy). `None` when the region is smaller than half a small shape.
+fn blob(labels: &[Option<usize>], size: usize, colour: usize) -> Option<Blob> {
+    let mut seen = vec![false; size * size];
+    let mut best: Vec<usize> = Vec::new();
+    for startp in 0..size * size {
+        if seen[startp] || labels[startp] != Some(colour) {
+            continue;
+        }
+        let mut region = vec![startp];
+        seen[startp] = true;
+        let mut k = 0;
+        while k < region.len() {
+            let p = region[k];
+            k += 1;
+            let (x, y) = (p % size, p / size);
+            let mut push = |q: usize| {
+                if !seen[q] && labels[q] == Some(colour) {
+                    seen[q] = true;
+                    region.push(q);
+                }
+            };
+            if x > 0 {
+                push(p - 1);
+            }
+            if x + 1 < size {
+                push(p + 1);
+            }
+            if y > 0 {
+                push(p - size);
+            }
+            if y + 1 < size {
+                push(p + size);
             }
         }
-        best.1
-    };
-    let (mut n, mut sx, mut sy) = (0usize, 0f64, 0f64);
-    let (mut x0, mut x1, mut y0, mut y1) = (size, 0, size, 0);
-    let mut pixels = Vec::new();
-    for y in 0..size {
-        for x in 0..size {
-            let rgb = [0, 1, 2].map(|c| (image[(c * size + y) * size + x] as f64 + 1.0) * 127.5);
-            if nearest(rgb) == Some(colour) {
-                n += 1;
-                sx += x as f64;
-                sy += y as f64;
-                (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-                pixels.push((x, y));
-            }
+        if region.len() > best.len() {
+            best = region;
         }
     }
-    if n < 3 {
+    let small = Size::Small.half_extent() * size as f64;
+    let min_area = 0.5 * 2.0 * small * small; // half of a small triangle, the smallest shape
+    if (best.len() as f64) < min_area.max(3.0) {
         return None;
     }
+    let n = best.len() as f64;
+    let (mut sx, mut sy) = (0f64, 0f64);
+    let (mut x0, mut x1, mut y0, mut y1) = (size, 0, size, 0);
+    for &p in &best {
+        let (x, y) = (p % size, p / size);
+        sx += x as f64;
+        sy += y as f64;
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
     let (w, h) = ((x1 - x0 + 1) as f64, (y1 - y0 + 1) as f64);
-    let cy = sy / n as f64;
     let mid = (y0 + y1) as f64 / 2.0;
-    let top = pixels.iter().filter(|p| (p.1 as f64) < mid).count() as f64;
+    let top = best.iter().filter(|&&p| ((p / size) as f64) < mid).count() as f64;
     Some(Blob {
-        area: n as f64 / (size * size) as f64,
-        cx: sx / n as f64 / size as f64,
-        cy: cy / size as f64,
-        fill: n as f64 / (w * h),
-        top_heavy: top / n as f64,
+        area: n / (size * size) as f64,
+        cx: sx / n / size as f64,
+        cy: sy / n / size as f64,
+        fill: n / (w * h),
+        top_heavy: top / n,
     })
 }
 
@@ -371,10 +423,11 @@ fn classify_size(b: &Blob, shape: Shape) -> Size {
 
 /// Scores how well `image` (`[3, size, size]` in [-1, 1]) shows `scene`.
 pub fn score(scene: &Scene, image: &[f32], size: usize) -> Adherence {
+    let labels = classify_pixels(image, size);
     let blobs: Vec<Option<Blob>> = scene
         .objects
         .iter()
-        .map(|o| blob(image, size, o.colour))
+        .map(|o| blob(&labels, size, o.colour))
         .collect();
     let n = scene.objects.len() as f64;
     let found = blobs.iter().filter(|b| b.is_some()).count() as f64;
@@ -496,5 +549,17 @@ mod tests {
         let m = mean_adherence(&swapped);
         println!("another scene's image: {m:?}");
         assert!(m.overall < 0.5, "{m:?}");
+        // Noise finds no shapes: every colour is somewhere in it, but not as a region.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let noise: Vec<f32> = (0..3 * 32 * 32)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let m = mean_adherence(
+            &(0..50)
+                .map(|i| score(&d.scene(i), &noise, 32))
+                .collect::<Vec<_>>(),
+        );
+        println!("uniform noise: {m:?}");
+        assert!(m.colour < 0.1, "{m:?}");
     }
 }
