@@ -104,12 +104,23 @@ pub fn write_png(path: &Path, pixels: &[f32], size: usize) -> Result<(), SampleE
     std::fs::rename(&tmp, path).map_err(|e| other(format!("{}: {e}", path.display())))
 }
 
-/// Samples `request` from the run in `run_dir`; returns the folder of the feature store.
-pub fn sample_run<B: Backend>(
+/// A run loaded for sampling.
+pub struct LoadedRun<B: Backend> {
+    pub run: RunDir,
+    pub config: TrainConfig,
+    pub flow: FlowConfig,
+    pub model: FlowModel<B>,
+    /// The step of the checkpoint the weights come from.
+    pub step: usize,
+    pub tokenizer: LlamaTokenizer,
+}
+
+/// The run's configs, its latest checkpoint's EMA (or raw) weights and its tokenizer.
+pub fn load_run_model<B: Backend>(
     run_dir: &Path,
-    request: &SampleRequest,
+    ema: bool,
     device: &B::Device,
-) -> Result<PathBuf, SampleError> {
+) -> Result<LoadedRun<B>, SampleError> {
     let run = RunDir::open(run_dir)?;
     let config: TrainConfig = run.config()?;
     let flow = FlowConfig::preset(&config.preset, config.variant).map_err(SampleError::Other)?;
@@ -120,12 +131,36 @@ pub fn sample_run<B: Backend>(
         )));
     };
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let file = ckpt.join(if request.ema { "ema" } else { "model" });
+    let file = ckpt.join(if ema { "ema" } else { "model" });
     let record = recorder
         .load(file.clone(), device)
         .map_err(|e| other(format!("{}: {e}", file.display())))?;
     let model = FlowModel::<B>::init(&flow, device).load_record(record);
     let tokenizer = LlamaTokenizer::from_path(run.path("tokenizer.json")).map_err(other)?;
+    Ok(LoadedRun {
+        run,
+        config,
+        flow,
+        model,
+        step,
+        tokenizer,
+    })
+}
+
+/// Samples `request` from the run in `run_dir`; returns the folder of the feature store.
+pub fn sample_run<B: Backend>(
+    run_dir: &Path,
+    request: &SampleRequest,
+    device: &B::Device,
+) -> Result<PathBuf, SampleError> {
+    let LoadedRun {
+        run,
+        flow,
+        model,
+        step,
+        tokenizer,
+        ..
+    } = load_run_model::<B>(run_dir, request.ema, device)?;
     let n = request.prompts.len();
     let tl = flow.text_len;
     let tokens = tokenizer
@@ -242,22 +277,13 @@ pub fn evaluate_shapes<B: Backend>(
     device: &B::Device,
 ) -> Result<crate::data::Adherence, SampleError> {
     use crate::data::shapes::{mean_adherence, score};
-    let run = RunDir::open(run_dir)?;
-    let config: TrainConfig = run.config()?;
-    let flow = FlowConfig::preset(&config.preset, config.variant).map_err(SampleError::Other)?;
-    let Some((_, ckpt)) = Trainer::<burn::backend::Autodiff<B>>::checkpoints(&run).pop() else {
-        return Err(SampleError::Other(format!(
-            "{} has no checkpoint yet",
-            run_dir.display()
-        )));
-    };
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let file = ckpt.join(if ema { "ema" } else { "model" });
-    let record = recorder
-        .load(file.clone(), device)
-        .map_err(|e| other(format!("{}: {e}", file.display())))?;
-    let model = FlowModel::<B>::init(&flow, device).load_record(record);
-    let tokenizer = LlamaTokenizer::from_path(run.path("tokenizer.json")).map_err(other)?;
+    let LoadedRun {
+        config,
+        flow,
+        model,
+        tokenizer,
+        ..
+    } = load_run_model::<B>(run_dir, ema, device)?;
     // A data seed disjoint from training's.
     let held_out = crate::data::ShapesDataset::new(config.data_seed ^ 0xE7A1_5EED, n);
     let scenes: Vec<_> = (0..n).map(|i| held_out.scene(i)).collect();

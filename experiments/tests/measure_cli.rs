@@ -1,22 +1,11 @@
 //! `flowlens cka` and `flowlens fid` through the binary, on the committed reference fixtures.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::run;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../analysis/tests/fixtures")
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flowlens"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn fx(name: &str) -> String {
