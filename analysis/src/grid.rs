@@ -7,7 +7,7 @@
 //! in the feature representation `Xc_i^T [Yc_1 .. Yc_m]` gives every cross-product at once.
 //! Taps are prepared in parallel (rayon) and the products are multi-threaded GEMMs.
 
-use ndarray::{Array2, ArrayView2, Axis, concatenate, s};
+use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::cka::{self, CkaTerms, Estimator, check_finite};
@@ -210,10 +210,4 @@ pub fn one_against_many(
         .collect();
     let cols = prepare_taps(&cols)?;
     Ok(cka_grid(&row, &cols, estimator)?.row(0).to_vec())
-}
-
-/// Row-subset of a matrix (used by resampling code).
-pub fn take_rows(x: ArrayView2<f64>, idx: &[usize]) -> Array2<f64> {
-    let rows: Vec<_> = idx.iter().map(|&i| x.slice(s![i..i + 1, ..])).collect();
-    concatenate(Axis(0), &rows).expect("same width")
 }

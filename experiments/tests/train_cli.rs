@@ -125,32 +125,19 @@ fn a_non_finite_loss_stops_with_a_diagnosis_and_keeps_the_checkpoint() {
 fn bad_configs_and_reused_run_folders_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "batch_sise = 3\n").unwrap();
-    let out = flowlens()
-        .args([
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--run",
-            dir.path().join("r").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("batch_sise"), "{err}");
-    std::fs::write(&cfg, "steps = 0\n").unwrap();
-    let out = flowlens()
-        .args([
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--run",
-            dir.path().join("r").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("steps"), "{err}");
+    // An unknown field and an invalid value: each error names the field.
+    for (text, field) in [("batch_sise = 3\n", "batch_sise"), ("steps = 0\n", "steps")] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = flowlens()
+            .args(["train", "--config"])
+            .arg(&cfg)
+            .arg("--run")
+            .arg(dir.path().join("r"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(field), "{err}");
+    }
     let out = flowlens()
         .args(train_args(&dir.path().join("none"), &["--resume"]))
         .output()

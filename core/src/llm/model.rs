@@ -288,8 +288,6 @@ pub enum ForwardError {
     MaskShape { mask: Vec<usize>, input: Vec<usize> },
     #[error("hidden state {index} was requested, but this model has only 0..={max}")]
     NoSuchLayer { index: usize, max: usize },
-    #[error("token id {id} is outside the vocabulary (size {vocab})")]
-    TokenOutOfRange { id: i64, vocab: usize },
 }
 
 impl<B: Backend> Llama<B> {
@@ -338,16 +336,6 @@ impl<B: Backend> Llama<B> {
     /// Token embeddings: `[b, s]` ids -> `[b, s, hidden]`.
     pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         burn::tensor::module::embedding(self.embed_tokens.val(), ids)
-    }
-
-    /// Checks that every id is inside the vocabulary (an out-of-range id would otherwise panic
-    /// inside the backend).
-    pub fn check_ids(&self, ids: &[i64]) -> Result<(), ForwardError> {
-        let vocab = self.embed_tokens.dims()[0];
-        match ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-            Some(&id) => Err(ForwardError::TokenOutOfRange { id, vocab }),
-            None => Ok(()),
-        }
     }
 
     /// Forward from token ids `[b, s]`; `mask [b, s]` with 1 = real token.
