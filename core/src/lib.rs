@@ -2,11 +2,13 @@
 //! weights, tokenizer and config loading; shared network blocks; devices and backends; crash-safe
 //! file helpers. See the repository's ARCHITECTURE.md for the layer map.
 
+pub mod codec;
 pub mod data;
 pub mod device;
 pub mod flow;
 pub mod fsutil;
 pub mod heads;
+pub mod latent_cache;
 pub mod llm;
 pub mod nn;
 pub mod npy;

@@ -32,6 +32,7 @@ pub enum NpyError {
 /// The element types we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NpyDtype {
+    F16,
     F32,
     F64,
     I64,
@@ -43,6 +44,7 @@ pub enum NpyDtype {
 impl NpyDtype {
     fn parse(descr: &str) -> Option<Self> {
         Some(match descr {
+            "<f2" => Self::F16,
             "<f4" => Self::F32,
             "<f8" => Self::F64,
             "<i8" => Self::I64,
@@ -55,6 +57,7 @@ impl NpyDtype {
 
     fn size(self) -> usize {
         match self {
+            Self::F16 => 2,
             Self::F32 | Self::I32 => 4,
             Self::F64 | Self::I64 => 8,
             Self::U8 | Self::Bool => 1,
@@ -176,6 +179,10 @@ impl NpyArray {
     pub fn as_f64(&self) -> Vec<f64> {
         let b = &self.bytes;
         match self.dtype {
+            NpyDtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+                .collect(),
             NpyDtype::F32 => b
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
@@ -223,7 +230,7 @@ impl NpyArray {
             NpyDtype::I32 | NpyDtype::U8 | NpyDtype::Bool => {
                 Ok(self.as_f64().into_iter().map(|v| v as i64).collect())
             }
-            NpyDtype::F32 | NpyDtype::F64 => {
+            NpyDtype::F16 | NpyDtype::F32 | NpyDtype::F64 => {
                 let v = self.as_f64();
                 if v.iter().all(|x| x.fract() == 0.0 && x.is_finite()) {
                     Ok(v.into_iter().map(|x| x as i64).collect())
@@ -356,6 +363,16 @@ pub fn write_f32(path: impl AsRef<Path>, shape: &[usize], values: &[f32]) -> std
     let mut w = NpyWriter::create(path, shape)?;
     w.write(values)?;
     w.finish().map(|_| ())
+}
+
+/// Writes a whole array as IEEE half precision (`<f2`), atomically: half the bytes of f32, with
+/// a relative rounding error of at most 2^-11 (values beyond 65504 become infinite).
+pub fn write_f16(path: impl AsRef<Path>, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
+    let mut bytes = header_bytes("<f2", shape);
+    for v in values {
+        bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+    }
+    crate::fsutil::write_atomic(path.as_ref(), &bytes)
 }
 
 /// Writes a whole i64 array atomically (used for token ids and masks).

@@ -1,10 +1,17 @@
 //! Sampling a trained run with taps at every solver step (the paper's 7.4 protocol): Euler +
-//! CFG from the run's latest checkpoint (EMA weights), batched prompts, noise drawn per prompt
-//! and seed (so results do not depend on the batch size), images written as PNG, and every
-//! requested tap pooled per prompt on the conditional branch into the run's feature store:
+//! CFG from one of the run's checkpoints (EMA weights by default), batched prompts, noise drawn
+//! per prompt and seed (so results do not depend on the batch size), images written as PNG
+//! (optionally the decoded `x_t` of every step, for the trajectory viewer), and every requested
+//! tap pooled per prompt on the conditional branch into the run's feature store:
 //!
-//! `probes/<tap>/seed<S>_step<KK>.npy`, f32 `[n_prompts, width]`, plus `probes/manifest.json`
-//! (written last, atomically, after each seed: a reader sees only complete seeds).
+//! `probes/<tap>/seed<S>_step<KK>.npy`, f32 or f16 `[n_prompts, width]`, plus
+//! `probes/manifest.json` (written last, atomically, after each seed: a reader sees only complete
+//! seeds). A [`ProbeObserver`] sees every batch's rows as they are computed (the experiments
+//! crate keeps streaming CKA accumulators there, so partial results can be shown live).
+//!
+//! The interpolant mode ([`probe_interpolant`]) taps the model on `z_t = t x + (1 - t) z0` of
+//! held-out data at given times instead of on the sampler's trajectory; it writes the same
+//! layout under `probes-interpolant/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,10 +24,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::flow::rectified::{SamplerConfig, StepSink, normal_noise, sample_euler};
+use crate::codec::LatentCodec;
+use crate::data::DataSource;
+use crate::flow::rectified::{SamplerConfig, StepSink, interpolate, normal_noise, sample_euler};
 use crate::flow::{FlowConfig, FlowModel, TapPooling, TapRequest};
 use crate::run::RunDir;
-use crate::tokenizer::{LlamaTokenizer, PaddingSide};
+use crate::tokenizer::{LlamaTokenizer, PaddingSide, TokenBatch};
 use crate::train::{TrainConfig, Trainer};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,60 @@ fn other(e: impl std::fmt::Display) -> SampleError {
     SampleError::Other(e.to_string())
 }
 
+/// Which checkpoint of a run to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointChoice {
+    #[default]
+    Latest,
+    /// The one `checkpoints/best.json` names.
+    Best,
+    Step(usize),
+}
+
+impl std::str::FromStr for CheckpointChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(Self::Latest),
+            "best" => Ok(Self::Best),
+            n => n
+                .parse()
+                .map(Self::Step)
+                .map_err(|_| format!("`{s}` is not `latest`, `best` or a step number")),
+        }
+    }
+}
+
+/// Which weights of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// The EMA (JanusFlow evaluates the EMA model).
+    #[default]
+    Ema,
+    /// The second EMA (`ema_decay_2`).
+    Ema2,
+    /// The raw weights.
+    Model,
+}
+
+impl Weights {
+    fn file(self) -> &'static str {
+        match self {
+            Weights::Ema => "ema",
+            Weights::Ema2 => "ema2",
+            Weights::Model => "model",
+        }
+    }
+}
+
+/// Number format of the feature store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeDtype {
+    #[default]
+    F32,
+    F16,
+}
+
 /// What to sample.
 #[derive(Debug, Clone)]
 pub struct SampleRequest {
@@ -43,13 +106,33 @@ pub struct SampleRequest {
     pub sampler: SamplerConfig,
     pub taps: TapRequest,
     pub batch_size: usize,
-    /// Use the EMA weights (JanusFlow evaluates the EMA model).
-    pub ema: bool,
+    pub weights: Weights,
+    pub checkpoint: CheckpointChoice,
+    pub probe_dtype: ProbeDtype,
+    /// Also write the decoded `x_t` of every solver step.
+    pub previews: bool,
+}
+
+/// Sees the pooled rows of every tap as batches land: `rows` are prompts
+/// `offset..offset + rows.len() / width` of `seed` at solver step (or interpolant time index)
+/// `step`.
+pub trait ProbeObserver {
+    fn on_rows(&mut self, seed: u64, step: usize, tap: &str, offset: usize, rows: &[f32], width: usize);
+    /// All of `seed`'s probes are on disk.
+    fn on_seed_done(&mut self, _seed: u64) {}
+}
+
+/// An observer that does nothing.
+pub struct NoObserver;
+
+impl ProbeObserver for NoObserver {
+    fn on_rows(&mut self, _: u64, _: usize, _: &str, _: usize, _: &[f32], _: usize) {}
 }
 
 #[derive(Debug, Serialize)]
 struct ProbeManifest<'a> {
     format: &'static str,
+    mode: &'static str,
     prompts: &'a [String],
     seeds: Vec<u64>,
     steps: usize,
@@ -57,45 +140,116 @@ struct ProbeManifest<'a> {
     cfg: f32,
     pooling: &'static str,
     branch: &'static str,
+    dtype: &'static str,
     taps: BTreeMap<String, usize>,
     checkpoint_step: usize,
     weights: &'static str,
 }
 
-/// Collects one seed's pooled taps: `values[tap][step]` = rows of all prompt batches.
-struct Collector {
+/// One seed's pooled taps: `values[tap][step]` = rows of all prompt batches.
+struct Collector<'a, B: Backend> {
+    seed: u64,
     offset: usize,
     n: usize,
     values: BTreeMap<String, Vec<Vec<f32>>>,
     widths: BTreeMap<String, usize>,
     steps: usize,
+    observer: &'a mut dyn ProbeObserver,
+    /// Decoded previews: the codec and the folder.
+    previews: Option<(&'a dyn LatentCodec<B>, PathBuf, usize)>,
+    error: Option<SampleError>,
 }
 
-impl<B: Backend> StepSink<B> for Collector {
+impl<'a, B: Backend> Collector<'a, B> {
+    fn new(seed: u64, n: usize, steps: usize, observer: &'a mut dyn ProbeObserver) -> Self {
+        Self {
+            seed,
+            offset: 0,
+            n,
+            values: BTreeMap::new(),
+            widths: BTreeMap::new(),
+            steps,
+            observer,
+            previews: None,
+            error: None,
+        }
+    }
+
+    fn add(&mut self, step: usize, name: String, pooled: Tensor<B, 2>) {
+        let [b, w] = pooled.dims();
+        self.widths.insert(name.clone(), w);
+        let rows: Vec<f32> = pooled.into_data().convert::<f32>().to_vec().expect("f32 taps");
+        self.observer
+            .on_rows(self.seed, step, &name, self.offset, &rows, w);
+        let slots = self
+            .values
+            .entry(name)
+            .or_insert_with(|| vec![vec![0f32; self.n * w]; self.steps]);
+        slots[step][self.offset * w..(self.offset + b) * w].copy_from_slice(&rows);
+    }
+}
+
+impl<B: Backend> StepSink<B> for Collector<'_, B> {
     fn on_step(&mut self, step: usize, _t: f32, taps: BTreeMap<String, Tensor<B, 2>>) {
         for (name, pooled) in taps {
-            let [b, w] = pooled.dims();
-            self.widths.insert(name.clone(), w);
-            let slots = self
-                .values
-                .entry(name)
-                .or_insert_with(|| vec![vec![0f32; self.n * w]; self.steps]);
-            let rows: Vec<f32> = pooled.into_data().to_vec().expect("f32 taps");
-            slots[step][self.offset * w..(self.offset + b) * w].copy_from_slice(&rows);
+            self.add(step, name, pooled);
+        }
+    }
+
+    fn on_state(&mut self, step: usize, _t: f32, z: &Tensor<B, 4>) {
+        let Some((codec, dir, size)) = &self.previews else {
+            return;
+        };
+        let pixels = to_host(codec.decode(z.clone()));
+        let per = 3 * size * size;
+        for (k, img) in pixels.chunks(per).enumerate() {
+            let path = dir.join(format!("{:04}_step{step:02}.png", self.offset + k));
+            if let Err(e) = write_png(&path, img, *size)
+                && self.error.is_none()
+            {
+                self.error = Some(e);
+            }
         }
     }
 }
 
-/// Maps `[-1, 1]` pixels `[3, s, s]` to an RGB PNG.
+fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 data")
+}
+
+fn rgb_bytes(pixels: &[f32]) -> impl Iterator<Item = u8> + '_ {
+    pixels
+        .iter()
+        .map(|v| ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8)
+}
+
+/// Maps `[-1, 1]` pixels `[3, s, s]` to an RGB PNG (written to a temporary name and renamed).
 pub fn write_png(path: &Path, pixels: &[f32], size: usize) -> Result<(), SampleError> {
-    let mut img = image::RgbImage::new(size as u32, size as u32);
-    for y in 0..size {
-        for x in 0..size {
-            let px = [0, 1, 2].map(|c| {
-                (((pixels[(c * size + y) * size + x] + 1.0) * 127.5).round()).clamp(0.0, 255.0)
-                    as u8
-            });
-            img.put_pixel(x as u32, y as u32, image::Rgb(px));
+    write_grid_png(path, pixels, size, 1)
+}
+
+/// Writes `n` images `[n, 3, s, s]` as one PNG grid of `cols` columns with a 2-pixel white gap.
+pub fn write_grid_png(
+    path: &Path,
+    pixels: &[f32],
+    size: usize,
+    cols: usize,
+) -> Result<(), SampleError> {
+    let per = 3 * size * size;
+    let n = pixels.len() / per;
+    let cols = cols.clamp(1, n.max(1));
+    let rows = n.div_ceil(cols);
+    let gap = if n > 1 { 2 } else { 0 };
+    let (w, h) = (cols * size + (cols - 1) * gap, rows * size + (rows - 1) * gap);
+    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+    for (i, chunk) in pixels.chunks(per).enumerate() {
+        let bytes: Vec<u8> = rgb_bytes(chunk).collect();
+        let (ox, oy) = ((i % cols) * (size + gap), (i / cols) * (size + gap));
+        for y in 0..size {
+            for x in 0..size {
+                let px = [0, 1, 2].map(|c| bytes[(c * size + y) * size + x]);
+                img.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(px));
+            }
         }
     }
     let tmp = path.with_extension("partial.png");
@@ -115,26 +269,53 @@ pub struct LoadedRun<B: Backend> {
     pub tokenizer: LlamaTokenizer,
 }
 
-/// The run's configs, its latest checkpoint's EMA (or raw) weights and its tokenizer.
+/// The run's configs, one checkpoint's weights and its tokenizer.
 pub fn load_run_model<B: Backend>(
     run_dir: &Path,
-    ema: bool,
+    weights: Weights,
+    checkpoint: CheckpointChoice,
     device: &B::Device,
 ) -> Result<LoadedRun<B>, SampleError> {
+    type T<B> = Trainer<burn::backend::Autodiff<B>>;
     let run = RunDir::open(run_dir)?;
     let config: TrainConfig = run.config()?;
     let flow = FlowConfig::preset(&config.preset, config.variant).map_err(SampleError::Other)?;
-    let Some((step, ckpt)) = Trainer::<burn::backend::Autodiff<B>>::checkpoints(&run).pop() else {
+    let all = T::<B>::checkpoints(&run);
+    let found = match checkpoint {
+        CheckpointChoice::Latest => all.last().cloned(),
+        CheckpointChoice::Best => T::<B>::best_checkpoint(&run).map(|(b, dir)| (b.step, dir)),
+        CheckpointChoice::Step(s) => all.iter().find(|(k, _)| *k == s).cloned(),
+    };
+    let Some((step, ckpt)) = found else {
+        let have: Vec<String> = all.iter().map(|(s, _)| s.to_string()).collect();
         return Err(SampleError::Other(format!(
-            "{} has no checkpoint yet; train it first",
-            run_dir.display()
+            "{} has no {} checkpoint (checkpoints: {}); train it first",
+            run_dir.display(),
+            match checkpoint {
+                CheckpointChoice::Latest => "".to_string(),
+                CheckpointChoice::Best => "best".to_string(),
+                CheckpointChoice::Step(s) => format!("step-{s}"),
+            },
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
         )));
     };
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let file = ckpt.join(if ema { "ema" } else { "model" });
-    let record = recorder
-        .load(file.clone(), device)
-        .map_err(|e| other(format!("{}: {e}", file.display())))?;
+    let file = ckpt.join(weights.file());
+    let record = recorder.load(file.clone(), device).map_err(|e| {
+        other(format!(
+            "{}: {e}{}",
+            file.display(),
+            if weights == Weights::Ema2 {
+                " (the run needs ema_decay_2 for a second EMA)"
+            } else {
+                ""
+            }
+        ))
+    })?;
     let model = FlowModel::<B>::init(&flow, device).load_record(record);
     let tokenizer = LlamaTokenizer::from_path(run.path("tokenizer.json")).map_err(other)?;
     Ok(LoadedRun {
@@ -147,10 +328,145 @@ pub fn load_run_model<B: Backend>(
     })
 }
 
+/// Noise of prompt `index` under `seed`, `[1, c, h, w]`: the same whatever the batching.
+pub fn prompt_noise<B: Backend>(
+    seed: u64,
+    index: usize,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ index as u64);
+    normal_noise::<B, 4>(&mut rng, [1, shape[0], shape[1], shape[2]], device)
+}
+
+fn id_tensors<B: Backend>(
+    rows: TokenBatch,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let (b, tl) = (rows.n, rows.len);
+    (
+        Tensor::from_data(TensorData::new(rows.ids, [b, tl]), device),
+        Tensor::from_data(TensorData::new(rows.mask, [b, tl]), device),
+    )
+}
+
+/// Generates images for `prompts` (which are prompts `first..` of a larger list, for the noise)
+/// with one seed, batch by batch; returns pixels `[n, 3, S, S]` in [-1, 1].
+#[allow(clippy::too_many_arguments)]
+pub fn generate<B: Backend>(
+    model: &FlowModel<B>,
+    flow: &FlowConfig,
+    codec: &dyn LatentCodec<B>,
+    tokenizer: &LlamaTokenizer,
+    prompts: &[String],
+    seed: u64,
+    sampler: &SamplerConfig,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Vec<f32>, SampleError> {
+    let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
+    let tokens = tokenizer
+        .encode_batch(prompts, Some(flow.text_len), PaddingSide::Right)
+        .map_err(other)?;
+    let mut sampler = sampler.clone();
+    sampler.pad_id = tokenizer.pad_id;
+    let mut out = Vec::new();
+    for start in (0..prompts.len()).step_by(batch_size.max(1)) {
+        let end = (start + batch_size.max(1)).min(prompts.len());
+        let (ids, mask) = id_tensors::<B>(tokens.rows(start, end), device);
+        let z0 = Tensor::cat(
+            (start..end)
+                .map(|i| prompt_noise::<B>(seed, i, shape, device))
+                .collect(),
+            0,
+        );
+        let x = sample_euler(
+            model,
+            z0,
+            ids,
+            mask,
+            &sampler,
+            &TapRequest::none(),
+            &mut crate::flow::rectified::NoSink,
+        )
+        .map_err(other)?;
+        out.extend(to_host(codec.decode(x)));
+    }
+    Ok(out)
+}
+
+/// Where a feature store is written and what its manifest says.
+struct ProbeStore<'a> {
+    dir: PathBuf,
+    mode: &'static str,
+    prompts: &'a [String],
+    times: Vec<f32>,
+    cfg: f32,
+    pooling: TapPooling,
+    dtype: ProbeDtype,
+    checkpoint_step: usize,
+    weights: Weights,
+    done_seeds: Vec<u64>,
+    widths: BTreeMap<String, usize>,
+}
+
+impl ProbeStore<'_> {
+    /// Writes one seed's arrays, then the manifest that lists it.
+    fn write_seed<B: Backend>(&mut self, collector: Collector<'_, B>) -> Result<(), SampleError> {
+        let n = self.prompts.len();
+        for (tap, per_step) in &collector.values {
+            let dir = self.dir.join(tap);
+            std::fs::create_dir_all(&dir).map_err(other)?;
+            let w = collector.widths[tap];
+            for (k, values) in per_step.iter().enumerate() {
+                let path = dir.join(format!("seed{}_step{k:02}.npy", collector.seed));
+                match self.dtype {
+                    ProbeDtype::F32 => crate::npy::write_f32(&path, &[n, w], values),
+                    ProbeDtype::F16 => crate::npy::write_f16(&path, &[n, w], values),
+                }
+                .map_err(|e| other(format!("{}: {e}", path.display())))?;
+            }
+        }
+        self.widths.extend(collector.widths);
+        self.done_seeds.push(collector.seed);
+        collector.observer.on_seed_done(collector.seed);
+        let manifest = ProbeManifest {
+            format: "flowlens.probes.v1",
+            mode: self.mode,
+            prompts: self.prompts,
+            seeds: self.done_seeds.clone(),
+            steps: self.times.len(),
+            times: self.times.clone(),
+            cfg: self.cfg,
+            pooling: match self.pooling {
+                TapPooling::Mean => "mean",
+                TapPooling::LayerNormMean => "layer_norm_mean",
+            },
+            branch: "conditional",
+            dtype: match self.dtype {
+                ProbeDtype::F32 => "f32",
+                ProbeDtype::F16 => "f16",
+            },
+            taps: self.widths.clone(),
+            checkpoint_step: self.checkpoint_step,
+            weights: self.weights.file(),
+        };
+        std::fs::create_dir_all(&self.dir).map_err(other)?;
+        crate::fsutil::write_atomic(
+            &self.dir.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest)
+                .map_err(other)?
+                .as_bytes(),
+        )
+        .map_err(other)
+    }
+}
+
 /// Samples `request` from the run in `run_dir`; returns the folder of the feature store.
 pub fn sample_run<B: Backend>(
     run_dir: &Path,
     request: &SampleRequest,
+    observer: &mut dyn ProbeObserver,
     device: &B::Device,
 ) -> Result<PathBuf, SampleError> {
     let LoadedRun {
@@ -160,41 +476,45 @@ pub fn sample_run<B: Backend>(
         step,
         tokenizer,
         ..
-    } = load_run_model::<B>(run_dir, request.ema, device)?;
+    } = load_run_model::<B>(run_dir, request.weights, request.checkpoint, device)?;
+    let codec = flow.codec.build::<B>().map_err(other)?;
     let n = request.prompts.len();
-    let tl = flow.text_len;
     let tokens = tokenizer
-        .encode_batch(&request.prompts, Some(tl), PaddingSide::Right)
+        .encode_batch(&request.prompts, Some(flow.text_len), PaddingSide::Right)
         .map_err(other)?;
-    let (c, s) = (flow.latent_channels, flow.latent_size);
-    let probes = run.path("probes");
+    let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
     let mut config = request.sampler.clone();
     config.pad_id = tokenizer.pad_id;
-    let mut done_seeds = Vec::new();
-    let mut widths = BTreeMap::new();
+    let mut store = ProbeStore {
+        dir: run.path("probes"),
+        mode: "sampler",
+        prompts: &request.prompts,
+        times: (0..config.steps)
+            .map(|k| k as f32 / config.steps as f32)
+            .collect(),
+        cfg: config.cfg,
+        pooling: config.pooling,
+        dtype: request.probe_dtype,
+        checkpoint_step: step,
+        weights: request.weights,
+        done_seeds: Vec::new(),
+        widths: BTreeMap::new(),
+    };
     for &seed in &request.seeds {
-        let mut collector = Collector {
-            offset: 0,
-            n,
-            values: BTreeMap::new(),
-            widths: BTreeMap::new(),
-            steps: config.steps,
-        };
         let samples = run.path("samples").join(format!("seed{seed}"));
         std::fs::create_dir_all(&samples).map_err(other)?;
+        let mut collector = Collector::new(seed, n, config.steps, &mut *observer);
+        if request.previews {
+            let dir = samples.join("xt");
+            std::fs::create_dir_all(&dir).map_err(other)?;
+            collector.previews = Some((codec.as_ref(), dir, flow.image_size));
+        }
         for start in (0..n).step_by(request.batch_size.max(1)) {
             let end = (start + request.batch_size.max(1)).min(n);
-            let b = end - start;
-            let rows = tokens.rows(start, end);
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(rows.ids, [b, tl]), device);
-            let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(rows.mask, [b, tl]), device);
+            let (ids, mask) = id_tensors::<B>(tokens.rows(start, end), device);
             let z0 = Tensor::cat(
                 (start..end)
-                    .map(|i| {
-                        let mut rng =
-                            ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ i as u64);
-                        normal_noise::<B, 4>(&mut rng, [1, c, s, s], device)
-                    })
+                    .map(|i| prompt_noise::<B>(seed, i, shape, device))
                     .collect(),
                 0,
             );
@@ -209,61 +529,176 @@ pub fn sample_run<B: Backend>(
                 &mut collector,
             )
             .map_err(other)?;
-            let pixels: Vec<f32> = x
-                .into_data()
-                .to_vec()
-                .map_err(|e| other(format!("{e:?}")))?;
+            if let Some(e) = collector.error.take() {
+                return Err(e);
+            }
+            let pixels = to_host(codec.decode(x));
+            let per = 3 * flow.image_size * flow.image_size;
             for (k, i) in (start..end).enumerate() {
                 write_png(
                     &samples.join(format!("{i:04}.png")),
-                    &pixels[k * c * s * s..(k + 1) * c * s * s],
-                    s,
+                    &pixels[k * per..(k + 1) * per],
+                    flow.image_size,
                 )?;
             }
         }
-        for (tap, per_step) in &collector.values {
-            let dir = probes.join(tap);
-            std::fs::create_dir_all(&dir).map_err(other)?;
-            let w = collector.widths[tap];
-            for (k, values) in per_step.iter().enumerate() {
-                crate::npy::write_f32(
-                    dir.join(format!("seed{seed}_step{k:02}.npy")),
-                    &[n, w],
-                    values,
-                )
-                .map_err(other)?;
+        store.write_seed(collector)?;
+    }
+    Ok(store.dir)
+}
+
+/// The interpolant mode: what to probe.
+#[derive(Debug, Clone)]
+pub struct InterpolantRequest {
+    /// Times `t` of `z_t = t x + (1 - t) z0`.
+    pub times: Vec<f32>,
+    /// Held-out examples to use.
+    pub n: usize,
+    pub seeds: Vec<u64>,
+    pub taps: TapRequest,
+    pub pooling: TapPooling,
+    pub batch_size: usize,
+    pub weights: Weights,
+    pub checkpoint: CheckpointChoice,
+    pub probe_dtype: ProbeDtype,
+    /// Held-out data; `None`: held-out scenes of the run's shapes set.
+    pub data: Option<DataSource>,
+}
+
+/// Taps the model on interpolants of held-out data (conditional branch, no guidance); writes
+/// `probes-interpolant/` in the layout of [`sample_run`], with the times in the manifest.
+pub fn probe_interpolant<B: Backend>(
+    run_dir: &Path,
+    request: &InterpolantRequest,
+    observer: &mut dyn ProbeObserver,
+    device: &B::Device,
+) -> Result<PathBuf, SampleError> {
+    let LoadedRun {
+        run,
+        config,
+        flow,
+        model,
+        step,
+        tokenizer,
+    } = load_run_model::<B>(run_dir, request.weights, request.checkpoint, device)?;
+    if request.times.iter().any(|t| !(0.0..=1.0).contains(t)) {
+        return Err(other("interpolant times must lie in [0, 1]"));
+    }
+    let codec = flow.codec.build::<B>().map_err(other)?;
+    let size = flow.image_size;
+    // Held-out examples: pixels and captions.
+    let (pixels, captions) = match &request.data {
+        Some(source) => {
+            let ds = source.open().map_err(other)?;
+            let (mut pixels, mut captions) = (Vec::new(), Vec::new());
+            for i in 0..ds.len() {
+                if captions.len() == request.n {
+                    break;
+                }
+                if let Ok(ex) = ds.get(i, size) {
+                    pixels.extend(ex.pixels);
+                    captions.push(ex.caption);
+                }
+            }
+            (pixels, captions)
+        }
+        None => {
+            let DataSource::Shapes { seed, .. } = config.data else {
+                return Err(other(
+                    "this run does not train on the shapes set: give held-out data (--data)",
+                ));
+            };
+            let held_out = crate::data::ShapesDataset::held_out(seed, request.n);
+            let mut pixels = Vec::new();
+            let mut captions = Vec::new();
+            for i in 0..request.n {
+                let (p, c) = held_out.item(i, size);
+                pixels.extend(p);
+                captions.push(c);
+            }
+            (pixels, captions)
+        }
+    };
+    let n = captions.len();
+    if n == 0 {
+        return Err(other("the held-out data yields no usable example"));
+    }
+    let tokens = tokenizer
+        .encode_batch(&captions, Some(flow.text_len), PaddingSide::Right)
+        .map_err(other)?;
+    let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
+    let mut store = ProbeStore {
+        dir: run.path("probes-interpolant"),
+        mode: "interpolant",
+        prompts: &captions,
+        times: request.times.clone(),
+        cfg: 1.0,
+        pooling: request.pooling,
+        dtype: request.probe_dtype,
+        checkpoint_step: step,
+        weights: request.weights,
+        done_seeds: Vec::new(),
+        widths: BTreeMap::new(),
+    };
+    let per = 3 * size * size;
+    for &seed in &request.seeds {
+        let mut collector = Collector::<B>::new(seed, n, request.times.len(), &mut *observer);
+        for start in (0..n).step_by(request.batch_size.max(1)) {
+            let end = (start + request.batch_size.max(1)).min(n);
+            let b = end - start;
+            let x = codec.encode(Tensor::from_data(
+                TensorData::new(pixels[start * per..end * per].to_vec(), [b, 3, size, size]),
+                device,
+            ));
+            let z0 = Tensor::cat(
+                (start..end)
+                    .map(|i| prompt_noise::<B>(seed, i, shape, device))
+                    .collect(),
+                0,
+            );
+            collector.offset = start;
+            for (k, &t) in request.times.iter().enumerate() {
+                let tt = Tensor::<B, 1>::from_data(TensorData::new(vec![t; b], [b]), device);
+                let zt = interpolate(&x, &z0, &tt);
+                let (ids, mask) = id_tensors::<B>(tokens.rows(start, end), device);
+                let out = model
+                    .forward(zt, tt, ids, mask, &request.taps)
+                    .map_err(other)?;
+                for (name, tap) in out.taps {
+                    collector.add(k, name, tap.pool(request.pooling));
+                }
             }
         }
-        widths.extend(collector.widths);
-        done_seeds.push(seed);
-        let manifest = ProbeManifest {
-            format: "flowlens.probes.v1",
-            prompts: &request.prompts,
-            seeds: done_seeds.clone(),
-            steps: config.steps,
-            times: (0..config.steps)
-                .map(|k| k as f32 / config.steps as f32)
-                .collect(),
-            cfg: config.cfg,
-            pooling: match config.pooling {
-                TapPooling::Mean => "mean",
-                TapPooling::LayerNormMean => "layer_norm_mean",
-            },
-            branch: "conditional",
-            taps: widths.clone(),
-            checkpoint_step: step,
-            weights: if request.ema { "ema" } else { "model" },
-        };
-        std::fs::create_dir_all(&probes).map_err(other)?;
-        crate::fsutil::write_atomic(
-            &probes.join("manifest.json"),
-            serde_json::to_string_pretty(&manifest)
-                .map_err(other)?
-                .as_bytes(),
-        )
-        .map_err(other)?;
+        store.write_seed(collector)?;
     }
-    Ok(probes)
+    Ok(store.dir)
+}
+
+/// Oracle prompt adherence of `model` on shapes `scenes` (one seed, batches of `batch_size`).
+#[allow(clippy::too_many_arguments)]
+pub fn shapes_adherence<B: Backend>(
+    model: &FlowModel<B>,
+    flow: &FlowConfig,
+    codec: &dyn LatentCodec<B>,
+    tokenizer: &LlamaTokenizer,
+    scenes: &[crate::data::Scene],
+    sampler: &SamplerConfig,
+    seed: u64,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<crate::data::Adherence, SampleError> {
+    use crate::data::shapes::{mean_adherence, score};
+    let captions: Vec<String> = scenes.iter().map(|s| s.caption()).collect();
+    let pixels = generate(
+        model, flow, codec, tokenizer, &captions, seed, sampler, batch_size, device,
+    )?;
+    let per = 3 * flow.image_size * flow.image_size;
+    let scores: Vec<_> = scenes
+        .iter()
+        .zip(pixels.chunks(per))
+        .map(|(scene, img)| score(scene, img, flow.image_size))
+        .collect();
+    Ok(mean_adherence(&scores))
 }
 
 /// Oracle prompt adherence of a run on held-out shapes scenes: samples `n` scenes of a data seed
@@ -273,52 +708,34 @@ pub fn evaluate_shapes<B: Backend>(
     n: usize,
     sampler: &SamplerConfig,
     seed: u64,
-    ema: bool,
+    weights: Weights,
+    checkpoint: CheckpointChoice,
     device: &B::Device,
 ) -> Result<crate::data::Adherence, SampleError> {
-    use crate::data::shapes::{mean_adherence, score};
     let LoadedRun {
         config,
         flow,
         model,
         tokenizer,
         ..
-    } = load_run_model::<B>(run_dir, ema, device)?;
-    // A data seed disjoint from training's.
-    let held_out = crate::data::ShapesDataset::new(config.data_seed ^ 0xE7A1_5EED, n);
+    } = load_run_model::<B>(run_dir, weights, checkpoint, device)?;
+    let DataSource::Shapes { seed: data_seed, .. } = config.data else {
+        return Err(other(
+            "the oracle scores shapes scenes; this run trains on other data",
+        ));
+    };
+    let held_out = crate::data::ShapesDataset::held_out(data_seed, n);
     let scenes: Vec<_> = (0..n).map(|i| held_out.scene(i)).collect();
-    let captions: Vec<String> = scenes.iter().map(|s| s.caption()).collect();
-    let (c, s, tl) = (flow.latent_channels, flow.latent_size, flow.text_len);
-    let mut sampler = sampler.clone();
-    sampler.pad_id = tokenizer.pad_id;
-    let mut scores = Vec::with_capacity(n);
-    for start in (0..n).step_by(16) {
-        let end = (start + 16).min(n);
-        let b = end - start;
-        let tokens = tokenizer
-            .encode_batch(&captions[start..end], Some(tl), PaddingSide::Right)
-            .map_err(other)?;
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.ids, [b, tl]), device);
-        let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.mask, [b, tl]), device);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ start as u64);
-        let z0 = normal_noise::<B, 4>(&mut rng, [b, c, s, s], device);
-        let x = sample_euler(
-            &model,
-            z0,
-            ids,
-            mask,
-            &sampler,
-            &TapRequest::none(),
-            &mut crate::flow::rectified::NoSink,
-        )
-        .map_err(other)?;
-        let pixels: Vec<f32> = x
-            .into_data()
-            .to_vec()
-            .map_err(|e| other(format!("{e:?}")))?;
-        for (k, scene) in scenes[start..end].iter().enumerate() {
-            scores.push(score(scene, &pixels[k * c * s * s..(k + 1) * c * s * s], s));
-        }
-    }
-    Ok(mean_adherence(&scores))
+    let codec = flow.codec.build::<B>().map_err(other)?;
+    shapes_adherence(
+        &model,
+        &flow,
+        codec.as_ref(),
+        &tokenizer,
+        &scenes,
+        sampler,
+        seed,
+        16,
+        device,
+    )
 }

@@ -600,3 +600,26 @@ pub enum LinearInit {
     /// Xavier-uniform weight, zero bias (DiT/SD3 transformer blocks).
     XavierUniform,
 }
+
+/// Writes f32 tensors `(name, shape, values)` as a safetensors file, atomically (temporary file,
+/// fsync, rename). Names are written in sorted order, as `safetensors.torch.save_file` does.
+pub fn write_safetensors_f32(
+    path: &Path,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+) -> Result<(), String> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| format!("{}: tensor {n}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = safetensors::tensor::serialize(views, None)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::fsutil::write_atomic(path, &data).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -48,11 +48,39 @@ pub struct EvalShapesCli {
     pub cfg: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Use the raw weights instead of the EMA.
-    #[arg(long)]
-    pub no_ema: bool,
+    #[command(flatten)]
+    pub weights: WeightsCli,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+}
+
+/// Which checkpoint and which weights of a run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WeightsCli {
+    /// `latest`, `best` or a step number.
+    #[arg(long, default_value = "latest")]
+    pub checkpoint: flowlens_core::sample::CheckpointChoice,
+    /// `ema` (default), `ema2` (the second EMA rate) or `model` (raw weights).
+    #[arg(long, value_enum, default_value_t = WeightsChoice::Ema)]
+    pub weights: WeightsChoice,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WeightsChoice {
+    Ema,
+    Ema2,
+    Model,
+}
+
+impl WeightsChoice {
+    pub fn get(self) -> flowlens_core::sample::Weights {
+        use flowlens_core::sample::Weights;
+        match self {
+            WeightsChoice::Ema => Weights::Ema,
+            WeightsChoice::Ema2 => Weights::Ema2,
+            WeightsChoice::Model => Weights::Model,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,9 +88,9 @@ pub struct SampleCli {
     /// The run directory (its latest checkpoint is used).
     #[arg(long)]
     pub run: PathBuf,
-    /// One prompt per line.
-    #[arg(long)]
-    pub prompts: PathBuf,
+    /// One prompt per line (not used with --interpolant, which takes held-out captions).
+    #[arg(long, required_unless_present = "interpolant")]
+    pub prompts: Option<PathBuf>,
     /// Euler steps.
     #[arg(long, default_value_t = 30)]
     pub steps: usize,
@@ -81,11 +109,36 @@ pub struct SampleCli {
     /// Prompts per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Use the raw weights instead of the EMA.
+    #[command(flatten)]
+    pub weights: WeightsCli,
+    /// Store probes as f16 (half the disk; relative error <= 2^-11).
     #[arg(long)]
-    pub no_ema: bool,
+    pub f16: bool,
+    /// Also save the decoded x_t of every solver step (samples/seed<S>/xt/), for the
+    /// trajectory viewer.
+    #[arg(long)]
+    pub previews: bool,
+    /// Tap pairs whose CKA per solver step is accumulated live while sampling, written to
+    /// probes/cka_live.json after every batch: `A:B,C:D` (e.g. `enc.text:llm.h02.text`).
+    #[arg(long, default_value = "")]
+    pub cka_pairs: String,
+    /// Interpolant mode: tap the model on z_t = t x + (1 - t) z0 of held-out data at these
+    /// times (comma-separated, in [0, 1]) instead of along the sampler's trajectory; writes
+    /// probes-interpolant/.
+    #[arg(long)]
+    pub interpolant: Option<String>,
+    /// Held-out examples in interpolant mode.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Held-out data in interpolant mode (default: held-out scenes of the run's shapes set):
+    /// `shapes:SEED:LEN`, `folder:DIR`, `parquet:PATH`, `webdataset:PATH`.
+    #[arg(long)]
+    pub data: Option<String>,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +162,24 @@ pub struct TrainCli {
     pub checkpoint_every: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Training data: `shapes` (default), `shapes:SEED:LEN`, `folder:DIR` (images + sidecar
+    /// .txt captions), `parquet:PATH` (image bytes + caption columns), `webdataset:PATH`
+    /// (.tar shards, a folder of them, or `dir/{00000..00009}.tar`), or a bare path.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Micro-batches summed per optimiser step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Evaluate (oracle adherence on held-out shapes scenes) every K steps; 0 = never.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Write a grid of EMA samples every K steps; 0 = never.
+    #[arg(long)]
+    pub sample_every: Option<usize>,
+    /// The flow model's LLM: `prior` (the stage-0 prior trained on the captions), `random`, or
+    /// a Hugging Face Llama folder (e.g. TinyLlama-1.1B).
+    #[arg(long)]
+    pub llm: Option<String>,
     /// Run directory (created; with --resume, continued from its latest checkpoint).
     #[arg(long)]
     pub run: PathBuf,

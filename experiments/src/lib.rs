@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod io;
+pub mod live_cka;
 pub mod llm_features;
 pub mod measure;
 pub mod training;

@@ -6,7 +6,8 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use flowlens_core::device::BackendTask;
 use flowlens_core::flow::Variant;
-use flowlens_core::train::{TrainConfig, Trainer, train};
+use flowlens_core::data::DataSource;
+use flowlens_core::train::{LlmInit, Prepare, TrainConfig, TrainEvent, Trainer, train};
 
 use crate::cli::TrainCli;
 
@@ -66,10 +67,8 @@ pub fn resolve(a: &TrainCli) -> Result<TrainConfig> {
             TrainConfig::for_preset(&preset, variant).map_err(anyhow::Error::msg)?,
         )?
     };
-    if let Some(serde_json::Value::Object(map)) = &file {
-        for (k, v) in map {
-            merged[k] = v.clone();
-        }
+    if let Some(f) = &file {
+        merge(&mut merged, f);
     }
     let mut config: TrainConfig = serde_json::from_value(merged).with_context(|| {
         format!(
@@ -94,7 +93,46 @@ pub fn resolve(a: &TrainCli) -> Result<TrainConfig> {
     if let Some(v) = a.seed {
         config.seed = v;
     }
+    if let Some(spec) = &a.data {
+        config.data = DataSource::parse_cli(spec).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(v) = a.grad_accum {
+        config.grad_accum = v;
+    }
+    if let Some(v) = a.eval_every {
+        config.eval_every = v;
+    }
+    if let Some(v) = a.sample_every {
+        config.sample_every = v;
+    }
+    if let Some(v) = &a.llm {
+        config.llm_init = match v.as_str() {
+            "prior" => LlmInit::Prior,
+            "random" => LlmInit::Random,
+            dir => LlmInit::Pretrained(dir.into()),
+        };
+    }
     Ok(config)
+}
+
+/// Deep merge: tables merge key by key, everything else is replaced.
+fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    // A data source of another kind replaces the table whole.
+                    Some(slot) if !(k == "data" && slot.get("kind") != v.get("kind")) => {
+                        merge(slot, v)
+                    }
+                    _ => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
 }
 
 struct TrainTask<'a> {
@@ -106,10 +144,43 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let mut trainer =
-            Trainer::<Autodiff<B>>::new(self.config, &self.cli.run, self.cli.resume, device)?;
+        let show = !self.cli.quiet;
+        let prep = crate::llm_features::progress_bar(0, show);
+        let mut phase = "";
+        let mut on_prepare = |p: Prepare| {
+            let (label, done, total, msg) = match p {
+                Prepare::Latents(d, t) => ("encoding data into the latent cache", d, t, String::new()),
+                Prepare::Prior(s, n, l) => (
+                    "stage 0: training the language-model prior",
+                    s,
+                    n,
+                    format!("next-token loss {l:.3}"),
+                ),
+            };
+            if phase != label {
+                phase = label;
+                prep.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {prefix} {wide_bar} {pos}/{len} {msg}",
+                    )
+                    .expect("valid template"),
+                );
+                prep.set_prefix(label);
+                prep.set_length(total as u64);
+            }
+            prep.set_position(done as u64);
+            prep.set_message(msg);
+        };
+        let mut trainer = Trainer::<Autodiff<B>>::prepare(
+            self.config,
+            &self.cli.run,
+            self.cli.resume,
+            device,
+            &mut on_prepare,
+        )?;
+        prep.finish_and_clear();
         let total = trainer.config.steps as u64;
-        let bar = crate::llm_features::progress_bar(total, !self.cli.quiet);
+        let bar = crate::llm_features::progress_bar(total, show);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, ETA {eta} {msg}",
@@ -117,12 +188,23 @@ impl BackendTask for TrainTask<'_> {
             .expect("valid template"),
         );
         bar.set_position(trainer.step as u64);
-        let result = train(&mut trainer, |r| {
-            bar.set_position(r.step as u64 + 1);
-            bar.set_message(format!(
-                "loss {:.4} lr {:.2e} {:.1} samples/s stage {}",
-                r.loss, r.lr, r.samples_per_s, r.stage
-            ));
+        let mut last_eval = String::new();
+        let result = train(&mut trainer, |e| match e {
+            TrainEvent::Step(r) => {
+                bar.set_position(r.step as u64 + 1);
+                bar.set_message(format!(
+                    "loss {:.4} lr {:.2e} {:.1} samples/s stage {}{last_eval}",
+                    r.loss, r.lr, r.samples_per_s, r.stage
+                ));
+            }
+            TrainEvent::Eval(step, v) => {
+                last_eval = format!(" | adherence {v:.3} @{step}");
+                bar.println(format!("step {step}: oracle prompt adherence {v:.3}"));
+            }
+            TrainEvent::Samples(step, path) => {
+                bar.println(format!("step {step}: samples in {}", path.display()));
+            }
+            TrainEvent::Checkpoint(_) => {}
         });
         bar.finish_and_clear();
         result?;
@@ -144,56 +226,135 @@ pub fn run(cli: TrainCli) -> Result<()> {
     Ok(())
 }
 
-struct SampleTask(flowlens_core::sample::SampleRequest, std::path::PathBuf);
+struct SampleTask {
+    cli: crate::cli::SampleCli,
+    request: Option<flowlens_core::sample::SampleRequest>,
+    interpolant: Option<flowlens_core::sample::InterpolantRequest>,
+    pairs: Vec<(String, String)>,
+}
 
 impl BackendTask for SampleTask {
     type Output = Result<std::path::PathBuf>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<std::path::PathBuf> {
-        Ok(flowlens_core::sample::sample_run::<B>(
-            &self.1, &self.0, &device,
-        )?)
+        let store = if self.interpolant.is_some() {
+            "probes-interpolant"
+        } else {
+            "probes"
+        };
+        let mut live = crate::live_cka::LiveCka::new(
+            self.pairs,
+            self.cli.run.join(store).join("cka_live.json"),
+            !self.cli.quiet,
+        );
+        let out = match (&self.request, &self.interpolant) {
+            (Some(r), _) => {
+                flowlens_core::sample::sample_run::<B>(&self.cli.run, r, &mut live, &device)?
+            }
+            (None, Some(r)) => flowlens_core::sample::probe_interpolant::<B>(
+                &self.cli.run,
+                r,
+                &mut live,
+                &device,
+            )?,
+            (None, None) => unreachable!("one of the two requests is built"),
+        };
+        live.finish()?;
+        Ok(out)
     }
+}
+
+fn parse_list<T: std::str::FromStr>(flag: &str, text: &str) -> Result<Vec<T>> {
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{flag}: `{s}` is not a valid value"))
+        })
+        .collect()
 }
 
 /// `flowlens sample`.
 pub fn sample(a: crate::cli::SampleCli) -> Result<()> {
     use flowlens_core::flow::rectified::SamplerConfig;
     use flowlens_core::flow::{TapPooling, TapRequest};
-    let prompts = crate::llm_features::read_prompts(&a.prompts)?;
-    let seeds = a
-        .seeds
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<u64>()
-                .with_context(|| format!("--seeds: `{s}` is not a seed"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    use flowlens_core::sample::{InterpolantRequest, ProbeDtype, SampleRequest};
+    let seeds = parse_list::<u64>("--seeds", &a.seeds)?;
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let request = flowlens_core::sample::SampleRequest {
-        prompts,
-        seeds,
-        sampler: SamplerConfig {
-            steps: a.steps,
-            cfg: a.cfg,
-            pad_id: 2,
-            pooling: if a.layer_norm {
-                TapPooling::LayerNormMean
-            } else {
-                TapPooling::Mean
-            },
-        },
-        taps: TapRequest::parse(&a.taps),
-        batch_size: a.batch_size,
-        ema: !a.no_ema,
+    let pooling = if a.layer_norm {
+        TapPooling::LayerNormMean
+    } else {
+        TapPooling::Mean
     };
-    let probes = a.device.run(SampleTask(request, a.run.clone()))??;
+    let probe_dtype = if a.f16 {
+        ProbeDtype::F16
+    } else {
+        ProbeDtype::F32
+    };
+    let pairs = crate::live_cka::parse_pairs(&a.cka_pairs)?;
+    let taps = TapRequest::parse(&a.taps);
+    let (request, interpolant) = match &a.interpolant {
+        Some(times) => {
+            let times = parse_list::<f32>("--interpolant", times)?;
+            let data = a
+                .data
+                .as_deref()
+                .map(DataSource::parse_cli)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            (
+                None,
+                Some(InterpolantRequest {
+                    times,
+                    n: a.n,
+                    seeds,
+                    taps,
+                    pooling,
+                    batch_size: a.batch_size,
+                    weights: a.weights.weights.get(),
+                    checkpoint: a.weights.checkpoint,
+                    probe_dtype,
+                    data,
+                }),
+            )
+        }
+        None => {
+            let path = a.prompts.as_ref().context("--prompts FILE is required")?;
+            let prompts = crate::llm_features::read_prompts(path)?;
+            (
+                Some(SampleRequest {
+                    prompts,
+                    seeds,
+                    sampler: SamplerConfig {
+                        steps: a.steps,
+                        cfg: a.cfg,
+                        pad_id: 2,
+                        pooling,
+                    },
+                    taps,
+                    batch_size: a.batch_size,
+                    weights: a.weights.weights.get(),
+                    checkpoint: a.weights.checkpoint,
+                    probe_dtype,
+                    previews: a.previews,
+                }),
+                None,
+            )
+        }
+    };
+    let run = a.run.clone();
+    let device = a.device;
+    let probes = device.run(SampleTask {
+        cli: a,
+        request,
+        interpolant,
+        pairs,
+    })??;
     eprintln!(
         "samples in {}, probes in {}",
-        a.run.join("samples").display(),
+        run.join("samples").display(),
         probes.display()
     );
     Ok(())
@@ -212,7 +373,13 @@ impl BackendTask for EvalTask {
             ..Default::default()
         };
         Ok(flowlens_core::sample::evaluate_shapes::<B>(
-            &a.run, a.n, &sampler, a.seed, !a.no_ema, &device,
+            &a.run,
+            a.n,
+            &sampler,
+            a.seed,
+            a.weights.weights.get(),
+            a.weights.checkpoint,
+            &device,
         )?)
     }
 }

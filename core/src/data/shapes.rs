@@ -195,6 +195,11 @@ impl ShapesDataset {
         }
     }
 
+    /// `n` held-out scenes for a training set of seed `seed`: a data seed training never uses.
+    pub fn held_out(seed: u64, n: usize) -> Self {
+        Self::new(seed ^ 0xE7A1_5EED, n)
+    }
+
     /// The scene of item `index`.
     pub fn scene(&self, index: usize) -> Scene {
         let mut rng =

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::CodecConfig;
 use crate::llm::LlamaConfig;
 
 /// The ablation variants of the paper's Table 1, plus the U-ViT baseline.
@@ -77,6 +78,10 @@ pub struct FlowConfig {
     pub preset: String,
     pub variant: Variant,
     pub llm: LlamaConfig,
+    /// Side of the RGB images the codec maps to latents (384 in the paper).
+    pub image_size: usize,
+    /// The latent codec (SDXL-VAE in the paper, pixel patches in the CPU demo).
+    pub codec: CodecConfig,
     /// Latent channels (4 for SDXL-VAE latents, 3 for the demo's pixels).
     pub latent_channels: usize,
     /// Latent height = width (48 for 384x384 images through the VAE).
@@ -123,6 +128,8 @@ impl FlowConfig {
             preset: "paper".into(),
             variant,
             llm: LlamaConfig::tiny_llama_1_1b(),
+            image_size: 384,
+            codec: CodecConfig::SdxlVae,
             latent_channels: 4,
             latent_size: 48,
             patch: 2,
@@ -159,6 +166,8 @@ impl FlowConfig {
                 head_dim: 64,
                 ..LlamaConfig::tiny_llama_1_1b()
             },
+            image_size: 256,
+            codec: CodecConfig::SdxlVae,
             latent_channels: 4,
             latent_size: 32,
             patch: 2,
@@ -178,8 +187,9 @@ impl FlowConfig {
         }
     }
 
-    /// The CPU demo: a small Llama over the demo tokenizer's 512-token vocabulary, 3x32x32
-    /// pixels (no VAE), heads of width 128.
+    /// The CPU demo: a small Llama over the demo tokenizer's (at most) 512-token vocabulary,
+    /// 32x32 RGB images as 12x16x16 pixel-patch latents (no VAE), 8x8 image tokens, heads of
+    /// width 128.
     pub fn tiny(variant: Variant) -> Self {
         Self {
             preset: "tiny".into(),
@@ -195,8 +205,10 @@ impl FlowConfig {
                 max_position_embeddings: 512,
                 ..LlamaConfig::small_test(512)
             },
-            latent_channels: 3,
-            latent_size: 32,
+            image_size: 32,
+            codec: CodecConfig::Pixels { factor: 2 },
+            latent_channels: 12,
+            latent_size: 16,
             patch: 2,
             text_len: 16,
             width: 128,

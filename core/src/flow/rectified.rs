@@ -123,6 +123,9 @@ impl<B: Backend> VelocityField<B> for FlowModel<B> {
 pub trait StepSink<B: Backend> {
     /// `step` in `0..steps`, at time `t = step / steps` (the velocity evaluated at that step).
     fn on_step(&mut self, step: usize, t: f32, taps: BTreeMap<String, Tensor<B, 2>>);
+
+    /// The state `z_t` at the start of solver step `step` (before its update), for previews.
+    fn on_state(&mut self, _step: usize, _t: f32, _z: &Tensor<B, 4>) {}
 }
 
 /// A sink that keeps nothing.
@@ -185,6 +188,7 @@ pub fn sample_euler<B: Backend>(
         } else {
             z.clone()
         };
+        sink.on_state(k, t_k, &z);
         let t = Tensor::<B, 1>::from_data(TensorData::new(vec![t_k; rows], [rows]), &device);
         let out = field.velocity(zz, t, ids.clone(), mask.clone(), taps)?;
         let v = if guided {

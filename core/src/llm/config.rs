@@ -225,6 +225,58 @@ impl LlamaConfig {
         Self::from_hf(hf, path)
     }
 
+    /// The Hugging Face `config.json` of this configuration (what `LlamaForCausalLM` reads).
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "hidden_act": "silu",
+            "attention_bias": self.attention_bias,
+            "mlp_bias": self.mlp_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "torch_dtype": self.checkpoint_dtype.as_deref().unwrap_or("float32"),
+        })
+    }
+
+    /// Whether two configurations build modules of the same shapes (token ids and dtype aside).
+    pub fn same_shapes(&self, other: &Self) -> bool {
+        (
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim,
+            self.attention_bias,
+            self.mlp_bias,
+        ) == (
+            other.vocab_size,
+            other.hidden_size,
+            other.intermediate_size,
+            other.num_hidden_layers,
+            other.num_attention_heads,
+            other.num_key_value_heads,
+            other.head_dim,
+            other.attention_bias,
+            other.mlp_bias,
+        ) && self.rope_theta == other.rope_theta
+            && self.rms_norm_eps == other.rms_norm_eps
+    }
+
     /// Validates an `HfLlamaConfig`.
     pub fn from_hf(hf: HfLlamaConfig, path: &Path) -> Result<Self, ConfigError> {
         let field = |field: &'static str, problem: String| ConfigError::Field {

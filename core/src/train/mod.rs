@@ -7,7 +7,8 @@
 //! seeded by (seed, step) and its data from the step's position, so nothing but the model,
 //! optimizer and EMA state needs saving.
 
-pub mod vocab;
+pub mod hooks;
+pub mod prior;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, TensorPrimitive};
@@ -24,7 +25,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::data::ShapesDataset;
+use crate::data::DataSource;
+use crate::latent_cache::LatentCache;
+use prior::PriorConfig;
 use crate::flow::rectified::{
     interpolate, logit_normal, normal_noise, text_dropout, velocity_loss,
 };
@@ -62,10 +65,44 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     pub seed: u64,
     pub checkpoint_every: usize,
+    /// Checkpoints kept besides the best one.
     pub keep_last: usize,
-    /// Synthetic shapes data: seed and number of distinct items.
-    pub data_seed: u64,
-    pub data_len: usize,
+    /// Keep the best checkpoint (highest oracle adherence when evaluation runs, else lowest
+    /// mean training loss since the previous checkpoint) out of `keep_last`'s pruning.
+    pub keep_best: bool,
+    /// Micro-batches of `batch_size` whose gradients are summed into one optimiser step.
+    pub grad_accum: usize,
+    /// A second EMA of the weights at this decay (e.g. 0.999), saved next to the first.
+    pub ema_decay_2: Option<f64>,
+    /// Where the (image, caption) pairs come from.
+    pub data: DataSource,
+    /// How the LLM starts: `random`, `prior` (the stage-0 prior trained on the data's captions,
+    /// cached), or `{ pretrained = "DIR" }` (a Hugging Face Llama folder, e.g. TinyLlama).
+    pub llm_init: LlmInit,
+    /// Settings of the stage-0 prior (used when `llm_init = "prior"`).
+    pub prior: PriorConfig,
+    /// Write a grid of EMA samples for fixed prompts every this many steps (0: never).
+    pub sample_every: usize,
+    /// Evaluate the EMA weights every this many steps (0: never): oracle prompt adherence on
+    /// held-out shapes scenes (shapes data only), appended to the metrics.
+    pub eval_every: usize,
+    /// Held-out scenes per evaluation.
+    pub eval_n: usize,
+    /// Solver steps and guidance of the sample grids and evaluations.
+    pub eval_solver_steps: usize,
+    pub eval_cfg: f32,
+}
+
+/// How the flow model's LLM is initialised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmInit {
+    /// Random weights, with a BPE tokenizer trained on the captions.
+    Random,
+    /// The stage-0 language-model prior (see [`prior`]).
+    Prior,
+    /// A Hugging Face Llama folder (config.json, safetensors, tokenizer.json).
+    Pretrained(PathBuf),
 }
 
 impl TrainConfig {
@@ -89,10 +126,22 @@ impl TrainConfig {
             text_dropout: 0.1,
             grad_clip: 1.0,
             seed: 0,
-            checkpoint_every: if tiny { 50 } else { 2000 },
+            checkpoint_every: if tiny { 100 } else { 2000 },
             keep_last: 3,
-            data_seed: 0,
-            data_len: if tiny { 2048 } else { 3_000_000 },
+            keep_best: true,
+            grad_accum: 1,
+            ema_decay_2: None,
+            data: DataSource::Shapes {
+                seed: 0,
+                len: if tiny { 4096 } else { 3_000_000 },
+            },
+            llm_init: if tiny { LlmInit::Prior } else { LlmInit::Pretrained(PathBuf::from("TinyLlama-1.1B")) },
+            prior: PriorConfig::default(),
+            sample_every: if tiny { 200 } else { 12_000 },
+            eval_every: if tiny { 0 } else { 12_000 },
+            eval_n: 64,
+            eval_solver_steps: if tiny { 20 } else { 30 },
+            eval_cfg: 2.0,
         })
     }
 
@@ -140,8 +189,19 @@ impl TrainConfig {
         if self.checkpoint_every == 0 {
             return bad("checkpoint_every", "must be at least 1");
         }
-        if self.data_len == 0 {
-            return bad("data_len", "must be at least 1");
+        if self.grad_accum == 0 {
+            return bad("grad_accum", "must be at least 1");
+        }
+        if let Some(d) = self.ema_decay_2
+            && !(0.0..1.0).contains(&d)
+        {
+            return bad("ema_decay_2", "must be in [0, 1)");
+        }
+        if let DataSource::Shapes { len: 0, .. } = self.data {
+            return bad("data.len", "must be at least 1");
+        }
+        if (self.sample_every > 0 || self.eval_every > 0) && self.eval_solver_steps == 0 {
+            return bad("eval_solver_steps", "must be at least 1");
         }
         Ok(())
     }
@@ -256,13 +316,43 @@ pub struct Trainer<B: AutodiffBackend> {
     pub flow: FlowConfig,
     pub model: FlowModel<B>,
     pub ema: FlowModel<B::InnerBackend>,
+    /// The second EMA (`ema_decay_2`).
+    pub ema2: Option<FlowModel<B::InnerBackend>>,
     optim_heads: Optim<B>,
     optim_llm: Optim<B>,
     pub step: usize,
-    tokenizer: LlamaTokenizer,
-    data: ShapesDataset,
+    pub tokenizer: LlamaTokenizer,
+    /// The encoded training data.
+    pub data: LatentCache,
     run: RunDir,
     device: B::Device,
+    /// Best checkpoint so far: (step, metric name, value).
+    best: Option<Best>,
+    /// Losses since the last checkpoint.
+    window: Vec<f32>,
+}
+
+/// The best checkpoint (`checkpoints/best.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Best {
+    pub step: usize,
+    /// `adherence` (higher is better) or `loss` (lower is better).
+    pub metric: String,
+    pub value: f64,
+}
+
+impl Best {
+    fn beats(&self, other: &Best) -> bool {
+        if self.metric != other.metric {
+            // An evaluated checkpoint beats one only ranked by its training loss.
+            return self.metric == "adherence";
+        }
+        if self.metric == "adherence" {
+            self.value > other.value
+        } else {
+            self.value < other.value
+        }
+    }
 }
 
 /// A step's record.
@@ -276,6 +366,15 @@ pub struct StepRecord {
     pub stage: u8,
 }
 
+/// What happens while a run is prepared (for progress displays).
+#[derive(Debug, Clone)]
+pub enum Prepare {
+    /// Encoding the data set into the latent cache: items done of total.
+    Latents(usize, usize),
+    /// Training the stage-0 language-model prior: step of steps, loss.
+    Prior(usize, usize, f32),
+}
+
 fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::new()
 }
@@ -287,22 +386,53 @@ fn ckpt_err(path: &Path) -> impl Fn(String) -> TrainError + '_ {
     }
 }
 
+fn other(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(e.to_string())
+}
+
+/// Copies the tokenizer files of a Hugging Face folder into the run.
+fn copy_tokenizer(from: &Path, run: &RunDir) -> Result<(), TrainError> {
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let src = from.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|e| other(format!("{}: {e}", src.display())))?;
+            crate::fsutil::write_atomic(&run.path(name), &bytes)
+                .map_err(|e| other(format!("{}: {e}", run.path(name).display())))?;
+        } else if name == "tokenizer.json" {
+            return Err(other(format!(
+                "{} is missing: the LLM folder needs its tokenizer",
+                src.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<B: AutodiffBackend> Trainer<B> {
     /// Starts a new run in `run_dir`, or continues the latest checkpoint there with `resume`.
+    /// Preparing a run encodes the data into the latent cache and, for `llm_init = "prior"`,
+    /// trains (or reuses) the stage-0 prior, both under [`crate::fsutil::cache_root`].
     pub fn new(
         config: TrainConfig,
         run_dir: &Path,
         resume: bool,
         device: B::Device,
     ) -> Result<Self, TrainError> {
+        Self::prepare(config, run_dir, resume, device, &mut |_| {})
+    }
+
+    /// [`Trainer::new`] with a progress callback for the preparation.
+    pub fn prepare(
+        config: TrainConfig,
+        run_dir: &Path,
+        resume: bool,
+        device: B::Device,
+        progress: &mut dyn FnMut(Prepare),
+    ) -> Result<Self, TrainError> {
         config.check()?;
         let flow = FlowConfig::preset(&config.preset, config.variant).map_err(TrainError::Other)?;
-        if flow.latent_channels != 3 {
-            return Err(TrainError::Other(format!(
-                "preset `{}` trains in a VAE latent space, which needs the SDXL-VAE (not available yet); use --preset tiny",
-                flow.preset
-            )));
-        }
+        // Fails early (with the reason) for a codec this build cannot run.
+        flow.codec.build::<B::InnerBackend>().map_err(TrainError::Other)?;
         let (run, resumed) = if resume && run_dir.join(RunDir::MANIFEST).exists() {
             let run = RunDir::open(run_dir)?;
             let saved: TrainConfig = run.config()?;
@@ -324,8 +454,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         } else {
             let run = RunDir::create(run_dir)?;
             run.write_config(&config)?;
-            let value =
-                serde_json::to_value(&config).map_err(|e| TrainError::Other(e.to_string()))?;
+            let value = serde_json::to_value(&config).map_err(other)?;
             run.write_manifest(&Manifest::new(
                 &value,
                 vec![config.seed],
@@ -333,42 +462,111 @@ impl<B: AutodiffBackend> Trainer<B> {
             ))?;
             (run, false)
         };
-        let tok_path = run.path("tokenizer.json");
-        if !tok_path.exists() {
-            vocab::write_shapes_tokenizer(&tok_path)
-                .map_err(|e| TrainError::Other(e.to_string()))?;
-        }
-        let tokenizer =
-            LlamaTokenizer::from_path(&tok_path).map_err(|e| TrainError::Other(e.to_string()))?;
-        if tokenizer.vocab_size() > flow.llm.vocab_size {
-            return Err(TrainError::Other(
-                "the demo vocabulary does not fit the LLM".into(),
-            ));
+        let cache_root = crate::fsutil::cache_root();
+        let dataset = config.data.open().map_err(other)?;
+        let data = LatentCache::open_or_build::<B::InnerBackend>(
+            &cache_root,
+            dataset.as_ref(),
+            &flow.codec,
+            flow.image_size,
+            &device,
+            |done, total| progress(Prepare::Latents(done, total)),
+        )
+        .map_err(other)?;
+        if data.meta.shape != [flow.latent_channels, flow.latent_size, flow.latent_size] {
+            return Err(other(format!(
+                "latent cache {} holds latents of shape {:?}, the model expects {:?}",
+                data.dir.display(),
+                data.meta.shape,
+                [flow.latent_channels, flow.latent_size, flow.latent_size]
+            )));
         }
         B::seed(&device, config.seed);
-        let model = FlowModel::<B>::init(&flow, &device);
+        let mut model = FlowModel::<B>::init(&flow, &device);
+        let mut prior_event = None;
+        let llm_dir = match &config.llm_init {
+            LlmInit::Random => None,
+            LlmInit::Pretrained(dir) => Some(dir.clone()),
+            LlmInit::Prior => {
+                let (dir, report, reused) = prior::prepare_prior::<B>(
+                    &cache_root,
+                    data.captions(),
+                    &flow.llm,
+                    &config.prior,
+                    &device,
+                    |s, n, l| progress(Prepare::Prior(s, n, l)),
+                )
+                .map_err(other)?;
+                prior_event = Some(json!({
+                    "event": "prior", "dir": dir, "reused": reused, "report": report
+                }));
+                Some(dir)
+            }
+        };
+        match &llm_dir {
+            Some(dir) => {
+                if !run.path("tokenizer.json").exists() {
+                    copy_tokenizer(dir, &run)?;
+                }
+                model.llm = prior::load_llm::<B>(dir, &flow.llm, &device).map_err(other)?;
+            }
+            None => {
+                if !run.path("tokenizer.json").exists() {
+                    let tok = prior::train_bpe_tokenizer(data.captions(), config.prior.vocab_size)
+                        .map_err(other)?;
+                    tok.save(run.path("tokenizer.json"), true).map_err(other)?;
+                }
+            }
+        }
+        let tokenizer = LlamaTokenizer::from_path(run.path("tokenizer.json")).map_err(other)?;
+        if tokenizer.vocab_size() > flow.llm.vocab_size {
+            return Err(other(format!(
+                "the tokenizer has {} tokens, more than the LLM's vocabulary ({})",
+                tokenizer.vocab_size(),
+                flow.llm.vocab_size
+            )));
+        }
         let ema = model.valid();
+        let ema2 = config.ema_decay_2.map(|_| model.valid());
         let mut trainer = Self {
-            data: ShapesDataset::new(config.data_seed, config.data_len),
+            data,
             config,
             flow,
             model,
             ema,
+            ema2,
             optim_heads: adamw(),
             optim_llm: adamw(),
             step: 0,
             tokenizer,
             run,
             device,
+            best: None,
+            window: Vec::new(),
         };
         if resumed {
             trainer.load_latest()?;
+        }
+        let mut metrics = trainer.run.metrics_writer()?;
+        if trainer.step == 0 {
+            metrics.log(&json!({
+                "event": "data", "cache": trainer.data.dir, "items": trainer.data.len(),
+                "skipped": trainer.data.meta.skipped,
+                "skipped_examples": trainer.data.meta.skipped_examples,
+            }))?;
+            if let Some(e) = prior_event {
+                metrics.log(&e)?;
+            }
         }
         Ok(trainer)
     }
 
     pub fn run_dir(&self) -> &RunDir {
         &self.run
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
     }
 
     fn checkpoint_dir(&self, step: usize) -> PathBuf {
@@ -391,9 +589,20 @@ impl<B: AutodiffBackend> Trainer<B> {
         out
     }
 
-    /// Writes model, EMA, both optimizers and the step into `checkpoints/step-N.partial`, syncs,
-    /// and renames it to `checkpoints/step-N`; then drops all but the newest `keep_last`.
-    pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
+    /// The best checkpoint recorded in `checkpoints/best.json`, if any.
+    pub fn best_checkpoint(run: &RunDir) -> Option<(Best, PathBuf)> {
+        let text = std::fs::read(run.path("checkpoints").join("best.json")).ok()?;
+        let best: Best = serde_json::from_slice(&text).ok()?;
+        let dir = run
+            .path("checkpoints")
+            .join(format!("step-{:08}", best.step));
+        dir.is_dir().then_some((best, dir))
+    }
+
+    /// Writes model, EMA(s), both optimizers and the step into `checkpoints/step-N.partial`,
+    /// syncs, and renames it to `checkpoints/step-N`; records it as the best when `score` beats
+    /// the best so far; then drops all but the newest `keep_last` (and the best).
+    pub fn save_checkpoint(&mut self, score: Option<Best>) -> Result<PathBuf, TrainError> {
         let done = self.checkpoint_dir(self.step);
         let tmp = done.with_extension("partial");
         let err = ckpt_err(&tmp);
@@ -404,26 +613,36 @@ impl<B: AutodiffBackend> Trainer<B> {
             .map_err(|e| err(e.to_string()))?;
         rec.record(self.ema.clone().into_record(), tmp.join("ema"))
             .map_err(|e| err(e.to_string()))?;
+        if let Some(ema2) = &self.ema2 {
+            rec.record(ema2.clone().into_record(), tmp.join("ema2"))
+                .map_err(|e| err(e.to_string()))?;
+        }
         rec.record(self.optim_heads.to_record(), tmp.join("optim_heads"))
             .map_err(|e| err(e.to_string()))?;
         rec.record(self.optim_llm.to_record(), tmp.join("optim_llm"))
             .map_err(|e| err(e.to_string()))?;
         crate::fsutil::write_atomic(
             &tmp.join("state.json"),
-            json!({"step": self.step}).to_string().as_bytes(),
+            json!({"step": self.step, "best": self.best}).to_string().as_bytes(),
         )
         .map_err(|e| err(e.to_string()))?;
-        for f in std::fs::read_dir(&tmp)
-            .map_err(|e| err(e.to_string()))?
-            .flatten()
-        {
-            std::fs::File::open(f.path())
-                .and_then(|f| f.sync_all())
-                .map_err(|e| err(e.to_string()))?;
-        }
+        crate::fsutil::sync_dir(&tmp).map_err(|e| err(e.to_string()))?;
         let _ = std::fs::remove_dir_all(&done);
         std::fs::rename(&tmp, &done).map_err(|e| err(e.to_string()))?;
-        let all = Self::checkpoints(&self.run);
+        if let Some(score) = score
+            && self.config.keep_best
+            && self.best.as_ref().is_none_or(|b| score.beats(b))
+        {
+            let path = self.run.path("checkpoints").join("best.json");
+            crate::fsutil::write_atomic(&path, json!(score).to_string().as_bytes())
+                .map_err(|e| ckpt_err(&path)(e.to_string()))?;
+            self.best = Some(score);
+        }
+        let keep_step = self.best.as_ref().map(|b| b.step);
+        let all: Vec<_> = Self::checkpoints(&self.run)
+            .into_iter()
+            .filter(|(s, _)| Some(*s) != keep_step)
+            .collect();
         for (_, old) in all
             .iter()
             .take(all.len().saturating_sub(self.config.keep_last.max(1)))
@@ -447,6 +666,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             .load(dir.join("ema"), &self.device)
             .map_err(|e| err(e.to_string()))?;
         self.ema = self.ema.clone().load_record(ema);
+        if let Some(ema2) = self.ema2.take() {
+            let record = rec
+                .load(dir.join("ema2"), &self.device)
+                .map_err(|e| err(e.to_string()))?;
+            self.ema2 = Some(ema2.load_record(record));
+        }
         let heads = rec
             .load(dir.join("optim_heads"), &self.device)
             .map_err(|e| err(e.to_string()))?;
@@ -455,62 +680,66 @@ impl<B: AutodiffBackend> Trainer<B> {
             .load(dir.join("optim_llm"), &self.device)
             .map_err(|e| err(e.to_string()))?;
         self.optim_llm = adamw::<B>().load_record(llm);
+        let state_path = dir.join("state.json");
+        let state: serde_json::Value = std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ckpt_err(&state_path)("missing or unreadable".into()))?;
+        self.best = serde_json::from_value(state["best"].clone()).unwrap_or(None);
         self.step = step;
         Ok(())
     }
 
-    /// The step's batch: images `[b, 3, s, s]` and captions, from the data cursor.
-    fn batch(&self, step: usize) -> (Tensor<B, 4>, Vec<String>) {
+    /// Micro-batch `micro` of `step`: latents `[b, c, h, w]` and captions, by position in the
+    /// data (deterministic, so a resumed run sees the same batches).
+    fn batch(&self, step: usize, micro: usize) -> (Tensor<B, 4>, Vec<String>) {
         let b = self.config.batch_size;
-        let s = self.flow.latent_size;
-        let mut pixels = Vec::with_capacity(b * 3 * s * s);
-        let mut captions = Vec::with_capacity(b);
-        for i in 0..b {
-            let (p, c) = self.data.item((step * b + i) % self.config.data_len, s);
-            pixels.extend(p);
-            captions.push(c);
-        }
+        let first = (step * self.config.grad_accum + micro) * b;
+        let n = self.data.len();
+        let indices: Vec<usize> = (first..first + b).map(|i| i % n).collect();
+        let (latents, captions) = self.data.batch(&indices);
+        let [c, h, w] = self.data.meta.shape;
         (
-            Tensor::from_data(TensorData::new(pixels, [b, 3, s, s]), &self.device),
+            Tensor::from_data(TensorData::new(latents, [b, c, h, w]), &self.device),
             captions,
         )
     }
 
-    /// One optimisation step.
-    pub fn train_step(&mut self) -> Result<StepRecord, TrainError> {
-        let start = Instant::now();
-        let step = self.step;
+    /// The loss of one micro-batch (not yet divided by the accumulation count).
+    fn micro_loss(
+        &self,
+        step: usize,
+        micro: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Tensor<B, 1>, f32), TrainError> {
         let c = &self.config;
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(c.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let (x, captions) = self.batch(step);
+        let (x, captions) = self.batch(step, micro);
         let b = c.batch_size;
         let tl = self.flow.text_len;
         let tokens = self
             .tokenizer
             .encode_batch(&captions, Some(tl), PaddingSide::Right)
-            .map_err(|e| TrainError::Other(e.to_string()))?;
+            .map_err(other)?;
         let ids =
             Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.ids, [b, tl]), &self.device);
         let mask =
             Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.mask, [b, tl]), &self.device);
-        let (ids, mask, _) =
-            text_dropout(ids, mask, c.text_dropout, self.tokenizer.pad_id, &mut rng);
+        let (ids, mask, _) = text_dropout(ids, mask, c.text_dropout, self.tokenizer.pad_id, rng);
         let t = Tensor::<B, 1>::from_data(
-            TensorData::new(logit_normal(&mut rng, b, c.t_mean, c.t_std), [b]),
+            TensorData::new(logit_normal(rng, b, c.t_mean, c.t_std), [b]),
             &self.device,
         );
-        let z0 = normal_noise::<B, 4>(&mut rng, x.dims(), &self.device);
+        let z0 = normal_noise::<B, 4>(rng, x.dims(), &self.device);
         let zt = interpolate(&x, &z0, &t);
         let target = x - z0;
         let out = self
             .model
             .forward(zt, t, ids, mask, &TapRequest::none())
-            .map_err(|e| TrainError::Other(e.to_string()))?;
+            .map_err(other)?;
         let loss = velocity_loss(out.velocity.clone(), target);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         if !loss_value.is_finite() {
-            let velocity_sum: f64 = out.velocity.clone().abs().sum().into_scalar().elem();
+            let velocity_sum: f64 = out.velocity.abs().sum().into_scalar().elem();
             let first = if velocity_sum.is_finite() {
                 "the loss (the predicted velocity is finite)".to_string()
             } else {
@@ -518,11 +747,40 @@ impl<B: AutodiffBackend> Trainer<B> {
             };
             return Err(self.diagnose(step, loss_value, first));
         }
-        let stage = c.stage(step);
-        let mut grads = loss.backward();
-        let llm_grads = GradientsParams::from_module(&mut grads, &self.model.llm);
-        let mut head_grads = GradientsParams::from_grads(grads, &self.model);
-        let mut llm_grads = if stage == 2 { Some(llm_grads) } else { None };
+        Ok((loss, loss_value))
+    }
+
+    /// One optimisation step (`grad_accum` micro-batches).
+    pub fn train_step(&mut self) -> Result<StepRecord, TrainError> {
+        let start = Instant::now();
+        let step = self.step;
+        let accum = self.config.grad_accum;
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let stage = self.config.stage(step);
+        let mut heads_acc = GradientsAccumulator::<FlowModel<B>>::new();
+        let mut llm_acc = GradientsAccumulator::<FlowModel<B>>::new();
+        let mut loss_sum = 0f32;
+        for micro in 0..accum {
+            let (loss, value) = self.micro_loss(step, micro, &mut rng)?;
+            loss_sum += value;
+            let loss = if accum > 1 {
+                loss / accum as f32
+            } else {
+                loss
+            };
+            let mut grads = loss.backward();
+            let llm_grads = GradientsParams::from_module(&mut grads, &self.model.llm);
+            heads_acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            if stage == 2 {
+                llm_acc.accumulate(&self.model, llm_grads);
+            }
+        }
+        let loss_value = loss_sum / accum as f32;
+        let c = &self.config;
+        let mut head_grads = heads_acc.grads();
+        let mut llm_grads = (stage == 2).then(|| llm_acc.grads());
         // Global gradient norm over the parameters being updated (PyTorch's clip_grad_norm_).
         let mut stats = GradStats::<B> {
             grads: &head_grads,
@@ -574,17 +832,25 @@ impl<B: AutodiffBackend> Trainer<B> {
             values: HashMap::new(),
         };
         self.model.visit(&mut collect);
+        if let (Some(ema2), Some(decay)) = (self.ema2.take(), self.config.ema_decay_2) {
+            self.ema2 = Some(ema2.map(&mut EmaUpdate {
+                current: collect.values.clone(),
+                decay,
+            }));
+        }
         self.ema = self.ema.clone().map(&mut EmaUpdate {
             current: collect.values,
-            decay: c.ema_decay,
+            decay: self.config.ema_decay,
         });
         self.step += 1;
+        self.window.push(loss_value);
+        let samples = self.config.batch_size * accum;
         Ok(StepRecord {
             step,
             loss: loss_value,
             lr,
             grad_norm,
-            samples_per_s: b as f64 / start.elapsed().as_secs_f64(),
+            samples_per_s: samples as f64 / start.elapsed().as_secs_f64(),
             stage,
         })
     }
@@ -604,28 +870,85 @@ impl<B: AutodiffBackend> Trainer<B> {
             diagnosis: path,
         }
     }
+
+    /// Held-out shapes scenes for evaluation (a data seed training never uses), when the run
+    /// trains on the shapes set.
+    pub fn held_out_scenes(&self, n: usize) -> Option<Vec<crate::data::Scene>> {
+        match self.config.data {
+            DataSource::Shapes { seed, .. } => {
+                let held_out = crate::data::ShapesDataset::held_out(seed, n);
+                Some((0..n).map(|i| held_out.scene(i)).collect())
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
 }
 
-/// Trains to `config.steps`, appending a metrics record per step and checkpointing every
-/// `checkpoint_every` steps and at the end; `on_step` sees each record (progress display).
+/// What the training loop reports besides steps.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    Step(StepRecord),
+    /// An evaluation finished: step and mean adherence.
+    Eval(usize, f64),
+    /// A sample grid was written.
+    Samples(usize, PathBuf),
+    Checkpoint(usize),
+}
+
+/// Trains to `config.steps`, appending a metrics record per step, evaluating and writing sample
+/// grids on schedule, and checkpointing every `checkpoint_every` steps, after each evaluation and
+/// at the end; `on_event` sees each record (progress display).
 pub fn train<B: AutodiffBackend>(
     trainer: &mut Trainer<B>,
-    mut on_step: impl FnMut(&StepRecord),
+    mut on_event: impl FnMut(&TrainEvent),
 ) -> Result<(), TrainError> {
     let mut metrics = trainer.run.metrics_writer()?;
     if trainer.step > 0 {
         metrics.log(&json!({"event": "resume", "from_step": trainer.step}))?;
     }
+    let due = |every: usize, step: usize| every > 0 && step.is_multiple_of(every);
     while trainer.step < trainer.config.steps {
         let record = trainer.train_step()?;
-        metrics
-            .log(&serde_json::to_value(&record).map_err(|e| TrainError::Other(e.to_string()))?)?;
-        on_step(&record);
-        if trainer.step.is_multiple_of(trainer.config.checkpoint_every)
-            || trainer.step == trainer.config.steps
-        {
+        metrics.log(&serde_json::to_value(&record).map_err(other)?)?;
+        on_event(&TrainEvent::Step(record));
+        let step = trainer.step;
+        let last = step == trainer.config.steps;
+        let mut score = None;
+        if due(trainer.config.eval_every, step) || (last && trainer.config.eval_every > 0) {
+            let started = Instant::now();
+            if let Some(adherence) = hooks::evaluate(trainer)? {
+                metrics.log(&json!({
+                    "event": "eval", "step": step, "adherence": adherence,
+                    "seconds": started.elapsed().as_secs_f64(),
+                }))?;
+                on_event(&TrainEvent::Eval(step, adherence.overall));
+                score = Some(Best {
+                    step,
+                    metric: "adherence".into(),
+                    value: adherence.overall,
+                });
+            }
+        }
+        if due(trainer.config.sample_every, step) || (last && trainer.config.sample_every > 0) {
+            let path = hooks::sample_grid(trainer)?;
+            metrics.log(&json!({"event": "samples", "step": step, "path": path}))?;
+            on_event(&TrainEvent::Samples(step, path));
+        }
+        if score.is_some() || due(trainer.config.checkpoint_every, step) || last {
+            if score.is_none() && !trainer.window.is_empty() {
+                let mean = trainer.window.iter().map(|&v| v as f64).sum::<f64>()
+                    / trainer.window.len() as f64;
+                score = Some(Best {
+                    step,
+                    metric: "loss".into(),
+                    value: mean,
+                });
+            }
+            trainer.window.clear();
             metrics.sync()?;
-            trainer.save_checkpoint()?;
+            trainer.save_checkpoint(score)?;
+            on_event(&TrainEvent::Checkpoint(step));
         }
     }
     Ok(())

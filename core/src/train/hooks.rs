@@ -1,0 +1,89 @@
+//! Training hooks: the periodic sample grid and the periodic evaluation, both on the EMA
+//! weights, with their own fixed seeds (they never touch the training's random streams, so a
+//! run with hooks has the same loss sequence as one without).
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::{Trainer, TrainError};
+use crate::data::Adherence;
+use crate::flow::rectified::SamplerConfig;
+
+/// Noise seed of the sample grids and evaluations.
+const HOOK_SEED: u64 = 0x5A4D_9E11;
+
+fn sampler<B: AutodiffBackend>(t: &Trainer<B>) -> SamplerConfig {
+    SamplerConfig {
+        steps: t.config.eval_solver_steps,
+        cfg: t.config.eval_cfg,
+        pad_id: t.tokenizer.pad_id,
+        ..Default::default()
+    }
+}
+
+/// The prompts of the sample grid: 8 held-out shapes captions, or the first 8 training captions
+/// for other data.
+pub fn grid_prompts<B: AutodiffBackend>(t: &Trainer<B>) -> Vec<String> {
+    match t.held_out_scenes(8) {
+        Some(scenes) => scenes.iter().map(|s| s.caption()).collect(),
+        None => t.data.captions().iter().take(8).cloned().collect(),
+    }
+}
+
+/// Samples the grid prompts with the EMA weights and writes `samples/grid-step<N>.png` (and the
+/// prompts next to it as `.txt`).
+pub fn sample_grid<B: AutodiffBackend>(t: &Trainer<B>) -> Result<PathBuf, TrainError> {
+    let other = |e: crate::sample::SampleError| TrainError::Other(e.to_string());
+    let prompts = grid_prompts(t);
+    let codec = t
+        .flow
+        .codec
+        .build::<B::InnerBackend>()
+        .map_err(TrainError::Other)?;
+    let pixels = crate::sample::generate(
+        &t.ema,
+        &t.flow,
+        codec.as_ref(),
+        &t.tokenizer,
+        &prompts,
+        HOOK_SEED,
+        &sampler(t),
+        16,
+        t.device(),
+    )
+    .map_err(other)?;
+    let dir = t.run_dir().path("samples");
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!("grid-step{:08}.png", t.step));
+    crate::sample::write_grid_png(&path, &pixels, t.flow.image_size, 4).map_err(other)?;
+    crate::fsutil::write_atomic(&path.with_extension("txt"), prompts.join("\n").as_bytes())
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    Ok(path)
+}
+
+/// Oracle adherence of the EMA weights on `eval_n` held-out scenes (shapes data only; `None`
+/// for other data, whose evaluation needs CLIP and FID networks).
+pub fn evaluate<B: AutodiffBackend>(t: &Trainer<B>) -> Result<Option<Adherence>, TrainError> {
+    let Some(scenes) = t.held_out_scenes(t.config.eval_n) else {
+        return Ok(None);
+    };
+    let codec = t
+        .flow
+        .codec
+        .build::<B::InnerBackend>()
+        .map_err(TrainError::Other)?;
+    crate::sample::shapes_adherence(
+        &t.ema,
+        &t.flow,
+        codec.as_ref(),
+        &t.tokenizer,
+        &scenes,
+        &sampler(t),
+        HOOK_SEED,
+        32,
+        t.device(),
+    )
+    .map(Some)
+    .map_err(|e| TrainError::Other(e.to_string()))
+}

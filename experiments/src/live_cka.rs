@@ -1,0 +1,236 @@
+//! Live CKA while sampling: exact streaming accumulators (the analysis crate's
+//! [`StreamingCka`]) for configured tap pairs, one per pair and solver step, updated as each
+//! batch's pooled rows arrive, and written to `cka_live.json` next to the feature store after
+//! every batch (write-then-rename), so a reader (the app) can show the partial grid while the
+//! sampler works. Values pool every seed seen so far; the final per-seed analysis reads the
+//! stored features.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use flowlens_analysis::Estimator;
+use flowlens_analysis::streaming::StreamingCka;
+use flowlens_core::sample::ProbeObserver;
+use ndarray::ArrayView2;
+use serde_json::json;
+
+/// Parses `A:B,C:D` into tap pairs.
+pub fn parse_pairs(text: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((a, b)) = item.split_once(':') else {
+            bail!("--cka-pairs: `{item}` is not `TAP_A:TAP_B` (e.g. enc.text:llm.h02.text)");
+        };
+        pairs.push((a.trim().to_string(), b.trim().to_string()));
+    }
+    Ok(pairs)
+}
+
+/// The observer.
+pub struct LiveCka {
+    pairs: Vec<(String, String)>,
+    path: PathBuf,
+    /// Rows of the current batch per (seed, step, offset) and tap, as f64 with their width.
+    pending: HashMap<(u64, usize, usize), BTreeMap<String, (Vec<f64>, usize)>>,
+    /// Accumulators per (pair index, step).
+    acc: BTreeMap<(usize, usize), StreamingCka>,
+    /// Time spent in accumulator updates, and their count.
+    update_seconds: f64,
+    updates: usize,
+    last_write: Option<Instant>,
+    error: Option<anyhow::Error>,
+    verbose: bool,
+}
+
+impl LiveCka {
+    pub fn new(pairs: Vec<(String, String)>, path: PathBuf, verbose: bool) -> Self {
+        Self {
+            pairs,
+            path,
+            pending: HashMap::new(),
+            acc: BTreeMap::new(),
+            update_seconds: 0.0,
+            updates: 0,
+            last_write: None,
+            error: None,
+            verbose,
+        }
+    }
+
+    /// Mean seconds per accumulator update (one pair, one step, one batch).
+    pub fn mean_update_seconds(&self) -> f64 {
+        self.update_seconds / self.updates.max(1) as f64
+    }
+
+    /// The current values as JSON.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let value = |acc: &StreamingCka, e: Estimator| {
+            acc.value(e)
+                .ok()
+                .filter(|v| v.is_finite())
+                .map_or(serde_json::Value::Null, |v| json!(v))
+        };
+        let pairs: Vec<_> = self
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| {
+                let steps: Vec<_> = self
+                    .acc
+                    .range((i, 0)..(i + 1, 0))
+                    .map(|(&(_, step), acc)| {
+                        json!({
+                            "step": step, "n": acc.n(),
+                            "biased": value(acc, Estimator::Biased),
+                            "debiased": value(acc, Estimator::Debiased),
+                        })
+                    })
+                    .collect();
+                json!({"a": a, "b": b, "steps": steps})
+            })
+            .collect();
+        json!({
+            "format": "flowlens.cka_live.v1",
+            "pooled_over": "all seeds so far",
+            "pairs": pairs,
+            "updates": self.updates,
+            "mean_update_seconds": self.mean_update_seconds(),
+        })
+    }
+
+    fn write(&mut self) -> Result<()> {
+        if self.pairs.is_empty() {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        flowlens_core::fsutil::write_atomic(
+            &self.path,
+            serde_json::to_string_pretty(&self.snapshot())?.as_bytes(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        self.last_write = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Writes the final values; reports an error an update met.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.write()?;
+        if self.verbose && !self.pairs.is_empty() {
+            eprintln!(
+                "live CKA: {} accumulator updates, {:.3} ms each; {}",
+                self.updates,
+                self.mean_update_seconds() * 1e3,
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, key: (u64, usize, usize)) -> Result<()> {
+        let Some(rows) = self.pending.get(&key) else {
+            return Ok(());
+        };
+        let step = key.1;
+        for (i, (a, b)) in self.pairs.iter().enumerate() {
+            let (Some((x, dx)), Some((y, dy))) = (rows.get(a), rows.get(b)) else {
+                continue;
+            };
+            let m = x.len() / dx;
+            let xv = ArrayView2::from_shape((m, *dx), x)?;
+            let yv = ArrayView2::from_shape((m, *dy), y)?;
+            let start = Instant::now();
+            let acc = self
+                .acc
+                .entry((i, step))
+                .or_insert_with(|| StreamingCka::new(*dx, *dy, None));
+            acc.update(xv, yv)?;
+            self.update_seconds += start.elapsed().as_secs_f64();
+            self.updates += 1;
+        }
+        Ok(())
+    }
+}
+
+impl ProbeObserver for LiveCka {
+    fn on_rows(&mut self, seed: u64, step: usize, tap: &str, offset: usize, rows: &[f32], width: usize) {
+        if self.error.is_some() || !self.pairs.iter().any(|(a, b)| a == tap || b == tap) {
+            return;
+        }
+        let key = (seed, step, offset);
+        let entry = self.pending.entry(key).or_default();
+        entry.insert(
+            tap.to_string(),
+            (rows.iter().map(|&v| v as f64).collect(), width),
+        );
+        // Update once every tap of every pair for this batch has arrived.
+        let complete = self
+            .pairs
+            .iter()
+            .all(|(a, b)| entry.contains_key(a) && entry.contains_key(b));
+        if complete {
+            if let Err(e) = self.update(key) {
+                self.error = Some(e);
+            }
+            self.pending.remove(&key);
+            let due = self
+                .last_write
+                .is_none_or(|t| t.elapsed().as_secs_f64() > 0.5);
+            if due && let Err(e) = self.write() {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn on_seed_done(&mut self, seed: u64) {
+        // Pairs naming a tap that was never produced leave batches pending: drop them.
+        self.pending.retain(|k, _| k.0 != seed);
+        if let Err(e) = self.write() {
+            self.error.get_or_insert(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_accumulate_to_the_full_data_cka() {
+        use flowlens_analysis::linear_cka;
+        let n = 24;
+        let x: Vec<f32> = (0..n * 3).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
+        let y: Vec<f32> = (0..n * 2).map(|i| ((i * 13 % 7) as f32) + 0.5 * (i % 3) as f32).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cka_live.json");
+        let mut live = LiveCka::new(parse_pairs("a:b").unwrap(), path.clone(), false);
+        for start in (0..n).step_by(8) {
+            live.on_rows(0, 0, "a", start, &x[start * 3..(start + 8) * 3], 3);
+            live.on_rows(0, 0, "other", start, &[0.0; 8], 1);
+            live.on_rows(0, 0, "b", start, &y[start * 2..(start + 8) * 2], 2);
+        }
+        live.on_seed_done(0);
+        let snapshot = live.snapshot();
+        live.finish().unwrap();
+        let xa = ndarray::Array2::from_shape_vec((n, 3), x.iter().map(|&v| v as f64).collect())
+            .unwrap();
+        let ya = ndarray::Array2::from_shape_vec((n, 2), y.iter().map(|&v| v as f64).collect())
+            .unwrap();
+        let biased = linear_cka(xa.view(), ya.view(), Estimator::Biased).unwrap();
+        let debiased = linear_cka(xa.view(), ya.view(), Estimator::Debiased).unwrap();
+        let step = &snapshot["pairs"][0]["steps"][0];
+        assert_eq!(step["n"], 24);
+        assert!((step["biased"].as_f64().unwrap() - biased).abs() < 1e-9);
+        assert!((step["debiased"].as_f64().unwrap() - debiased).abs() < 1e-9);
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(on_disk["pairs"][0]["steps"][0]["n"], 24);
+        assert!(parse_pairs("enc.text").is_err());
+    }
+}
