@@ -83,13 +83,7 @@ impl Manifest {
 
 /// FNV-1a 64 of the canonical JSON text (serde_json's maps are key-sorted).
 pub fn config_hash(config: &serde_json::Value) -> String {
-    let text = config.to_string();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::fsutil::fnv1a64(config.to_string().as_bytes()))
 }
 
 fn git_revision() -> Option<String> {

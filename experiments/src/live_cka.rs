@@ -28,12 +28,15 @@ pub fn parse_pairs(text: &str) -> Result<Vec<(String, String)>> {
     Ok(pairs)
 }
 
+/// One batch's rows per tap, as f64 with their width.
+type BatchRows = BTreeMap<String, (Vec<f64>, usize)>;
+
 /// The observer.
 pub struct LiveCka {
     pairs: Vec<(String, String)>,
     path: PathBuf,
     /// Rows of the current batch per (seed, step, offset) and tap, as f64 with their width.
-    pending: HashMap<(u64, usize, usize), BTreeMap<String, (Vec<f64>, usize)>>,
+    pending: HashMap<(u64, usize, usize), BatchRows>,
     /// Accumulators per (pair index, step).
     acc: BTreeMap<(usize, usize), StreamingCka>,
     /// Time spent in accumulator updates, and their count.

@@ -7,13 +7,32 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `flowlens` with its caches (latents, the LLM prior) in the run's parent folder.
+fn flowlens_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flowlens"));
+    c.env("FLOWLENS_CACHE", dir.join("cache"));
+    c
+}
+
 fn flowlens() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flowlens"))
 }
 
+/// A config that keeps the tests fast: a short stage-0 prior, little data, no sample grids.
+const FAST: &str = "sample_every = 0\n[prior]\nsteps = 12\nbatch_size = 16\n[data]\nkind = \"shapes\"\nseed = 0\nlen = 96\n";
+
+fn fast_config(dir: &Path) -> String {
+    let path = dir.join("fast.toml");
+    std::fs::write(&path, FAST).unwrap();
+    path.display().to_string()
+}
+
 fn train_args(run: &Path, extra: &[&str]) -> Vec<String> {
+    let parent = run.parent().unwrap();
     let mut args: Vec<String> = [
         "train",
+        "--config",
+        &fast_config(parent),
         "--preset",
         "tiny",
         "--steps",
@@ -51,7 +70,10 @@ fn lines(run: &Path) -> usize {
 fn a_run_killed_at_a_random_moment_resumes_with_the_same_losses() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
-    let status = flowlens().args(train_args(&whole, &[])).status().unwrap();
+    let status = flowlens_in(dir.path())
+        .args(train_args(&whole, &[]))
+        .status()
+        .unwrap();
     assert!(status.success());
     let expected = losses(&whole);
     assert_eq!(expected.len(), 6);
@@ -63,7 +85,7 @@ fn a_run_killed_at_a_random_moment_resumes_with_the_same_losses() {
         .subsec_nanos();
     let kill_after = 1 + (nanos % 4) as usize;
     let killed = dir.path().join("killed");
-    let mut child = flowlens()
+    let mut child = flowlens_in(dir.path())
         .args(train_args(&killed, &[]))
         .stderr(Stdio::null())
         .spawn()
@@ -74,7 +96,7 @@ fn a_run_killed_at_a_random_moment_resumes_with_the_same_losses() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let status = flowlens()
+    let status = flowlens_in(dir.path())
         .args(train_args(&killed, &["--resume"]))
         .status()
         .unwrap();
@@ -91,9 +113,11 @@ fn a_run_killed_at_a_random_moment_resumes_with_the_same_losses() {
 fn a_non_finite_loss_stops_with_a_diagnosis_and_keeps_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("nan");
-    let out = flowlens()
+    let out = flowlens_in(dir.path())
         .args([
             "train",
+            "--config",
+            &fast_config(dir.path()),
             "--preset",
             "tiny",
             "--steps",
@@ -149,9 +173,11 @@ fn bad_configs_and_reused_run_folders_are_clear_errors() {
 fn sampling_writes_images_and_per_step_probes_independent_of_the_batch_size() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let status = flowlens()
+    let status = flowlens_in(dir.path())
         .args([
             "train",
+            "--config",
+            &fast_config(dir.path()),
             "--preset",
             "tiny",
             "--variant",
@@ -220,4 +246,143 @@ fn sampling_writes_images_and_per_step_probes_independent_of_the_batch_size() {
         let png = std::fs::read(run.join(format!("samples/seed0/{i:04}.png"))).unwrap();
         assert_eq!(&png[1..4], b"PNG");
     }
+}
+
+fn read_metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn gradient_accumulation_matches_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let run = dir.path().join(name);
+        let args = train_args(&run, extra);
+        let out = flowlens_in(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        read_metrics(&run)
+            .into_iter()
+            .filter(|v| v.get("loss").is_some())
+            .map(|v| (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let whole = train("whole", &["--batch-size", "4"]);
+    let split = train("split", &["--batch-size", "2", "--grad-accum", "2"]);
+    let other = train("other", &["--batch-size", "2"]);
+    assert_eq!(whole.len(), 6);
+    for ((lw, gw), (ls, gs)) in whole.iter().zip(&split) {
+        assert!((lw - ls).abs() <= 1e-5 * lw.abs(), "loss {lw} vs {ls}");
+        assert!((gw - gs).abs() <= 1e-4 * gw.abs(), "grad norm {gw} vs {gs}");
+    }
+    // Half the batch is a different step: the comparison can fail.
+    assert!((whole[0].0 - other[0].0).abs() > 1e-4);
+}
+
+#[test]
+fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cfg = dir.path().join("hooks.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ema_decay_2 = 0.999\neval_every = 2\neval_n = 4\neval_solver_steps = 2\nkeep_last = 1\n{}",
+            FAST.replace("sample_every = 0", "sample_every = 2")
+        ),
+    )
+    .unwrap();
+    let out = flowlens_in(dir.path())
+        .args(["train", "--preset", "tiny", "--steps", "4", "--checkpoint-every", "1", "--quiet"])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = read_metrics(&run);
+    let events = |name: &str| {
+        metrics
+            .iter()
+            .filter(|v| v["event"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events("eval").len(), 2);
+    assert!(events("eval")[0]["adherence"]["overall"].as_f64().is_some());
+    assert_eq!(events("samples").len(), 2);
+    assert_eq!(events("prior").len(), 1);
+    assert_eq!(events("data")[0]["items"], 96);
+    let grid = std::fs::read(run.join("samples/grid-step00000004.png")).unwrap();
+    assert_eq!(&grid[1..4], b"PNG");
+    let best: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoints/best.json")).unwrap()).unwrap();
+    assert_eq!(best["metric"], "adherence");
+    let best_dir = run.join(format!("checkpoints/step-{:08}", best["step"].as_u64().unwrap()));
+    assert!(best_dir.join("ema2.mpk").is_file(), "{best_dir:?}");
+    assert!(run.join("checkpoints/step-00000004").is_dir());
+    // keep_last = 1 plus the best: nothing else survives.
+    let kept = std::fs::read_dir(run.join("checkpoints")).unwrap().count();
+    assert!(kept <= 3, "{kept} entries");
+
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a small red circle\na large blue square\n").unwrap();
+    let sample = |extra: &[&str]| {
+        let out = flowlens()
+            .args(["sample", "--steps", "3", "--taps", "enc.text,llm.h02.text,llm.h04.image", "--quiet"])
+            .arg("--run")
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    sample(&[
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--checkpoint",
+        "best",
+        "--weights",
+        "ema2",
+        "--f16",
+        "--previews",
+        "--cka-pairs",
+        "enc.text:llm.h02.text,llm.h02.text:llm.h04.image",
+    ]);
+    let probe =
+        flowlens_core::npy::NpyArray::read(run.join("probes/llm.h02.text/seed0_step02.npy")).unwrap();
+    assert_eq!(probe.dtype, flowlens_core::npy::NpyDtype::F16);
+    assert_eq!(probe.shape, vec![2, 128]);
+    assert!(probe.as_f32().iter().all(|v| v.is_finite()));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("probes/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["dtype"], "f16");
+    assert_eq!(manifest["weights"], "ema2");
+    assert_eq!(manifest["checkpoint_step"], best["step"]);
+    for k in 0..3 {
+        let png = std::fs::read(run.join(format!("samples/seed0/xt/0001_step{k:02}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+    let live: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("probes/cka_live.json")).unwrap()).unwrap();
+    assert_eq!(live["pairs"].as_array().unwrap().len(), 2);
+    assert_eq!(live["pairs"][0]["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(live["pairs"][0]["steps"][2]["n"], 2);
+
+    sample(&["--interpolant", "0.2,0.8", "--n", "5", "--seeds", "0,1"]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("probes-interpolant/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["mode"], "interpolant");
+    let times: Vec<f64> = serde_json::from_value(manifest["times"].clone()).unwrap();
+    assert!(times.len() == 2 && (times[0] - 0.2).abs() < 1e-6 && (times[1] - 0.8).abs() < 1e-6);
+    assert_eq!(manifest["seeds"], serde_json::json!([0, 1]));
+    let p = flowlens_core::npy::NpyArray::read(run.join("probes-interpolant/enc.text/seed1_step01.npy"))
+        .unwrap();
+    assert_eq!(p.shape, vec![5, 128]);
 }

@@ -9,6 +9,12 @@ PyTorch parallel (single-stream) and U-ViT blocks. float32, 2 threads, batch 8, 
 after a warm-up; milliseconds per sample.
 
     OPENBLAS_NUM_THREADS=1 /tmp/pyref/bin/python tools/bench/flow_tiny_torch.py
+    OPENBLAS_NUM_THREADS=1 /tmp/pyref/bin/python tools/bench/flow_tiny_torch.py --train 16
+
+`--train B` measures whole training steps at batch B instead, as `flowlens train` runs them
+(stage 2): logit-normal t, z_t = t x + (1 - t) z0, 10 % text dropout, velocity MSE, backward,
+global gradient-norm clipping at 1.0, AdamW (0.9, 0.95, wd 0), EMA 0.99; samples/s over 20
+steps after 3 warm-up steps.
 """
 
 import math
@@ -29,7 +35,8 @@ from make_heads_fixtures import ConvNextBlock, RMSNorm  # noqa: E402
 torch.set_num_threads(2)
 LLM = dict(vocab_size=512, hidden_size=128, intermediate_size=344, num_hidden_layers=4,
            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-D_LLM, C, S, P, T, W, HEADS = 128, 3, 32, 2, 16, 128, 4
+# The tiny preset: 32x32 RGB images as 12x16x16 pixel-patch latents (space-to-depth by 2).
+D_LLM, C, S, P, T, W, HEADS = 128, 12, 16, 2, 16, 128, 4
 G = S // P
 N = G * G
 
@@ -179,7 +186,52 @@ def median_ms(f, reps=7):
     return statistics.median(times) * 1e3
 
 
+def train_steps(variant, b, steps=20, warmup=3):
+    torch.manual_seed(0)
+    m = Flow(variant)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    ema = [p.detach().clone() for p in m.parameters()]
+    ids = (torch.arange(b * T).reshape(b, T) * 7 + 3) % 500
+    ids[:, 0] = 1
+    mask = (torch.arange(T)[None] < 10).long().expand(b, T).contiguous()
+
+    def step():
+        x = torch.rand(b, C, S, S) * 2 - 1
+        t = torch.sigmoid(torch.randn(b))
+        z0 = torch.randn_like(x)
+        zt = t[:, None, None, None] * x + (1 - t[:, None, None, None]) * z0
+        drop = torch.rand(b) < 0.1
+        i = torch.where(drop[:, None], torch.full_like(ids, 2), ids)
+        i[:, 0] = 1
+        mk = torch.where(drop[:, None], torch.zeros_like(mask), mask)
+        mk[:, 0] = 1
+        loss = F.mse_loss(m(zt, t, i, mk), x - z0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, m.parameters()):
+                e.lerp_(p, 0.01)
+        return loss.item()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * b / (time.perf_counter() - start)
+
+
 def main():
+    if "--train" in sys.argv:
+        b = int(sys.argv[sys.argv.index("--train") + 1])
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {b}; training samples/s")
+        print("| variant | samples/s |")
+        print("|---|---|")
+        for v in ("baseline", "decoder-only", "encoder-only", "both", "uvit"):
+            print(f"| {v} | {train_steps(v, b):.1f} |")
+        return
     b = 8
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {b}; ms per sample")
     print("| variant | forward | forward + backward |")

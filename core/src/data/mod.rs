@@ -254,37 +254,7 @@ pub(crate) fn has_extension(path: &Path, exts: &[&str]) -> bool {
         .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// 64-bit FNV-1a: a small hash that is stable across Rust versions and platforms (unlike std's
-/// `DefaultHasher`), for [`Dataset::fingerprint`]s.
-#[derive(Debug, Clone)]
-pub(crate) struct Fnv64(u64);
-
-impl Fnv64 {
-    pub(crate) fn new() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-
-    pub(crate) fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self
-    }
-
-    /// Hashes a string with its length first, so that consecutive fields cannot run together.
-    pub(crate) fn str(&mut self, s: &str) -> &mut Self {
-        self.u64(s.len() as u64).bytes(s.as_bytes())
-    }
-
-    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
-        self.bytes(&v.to_le_bytes())
-    }
-
-    pub(crate) fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
+pub(crate) use crate::fsutil::Fnv64;
 
 /// Hashes a file's identity: `name`, byte length and modification time (nanoseconds since the
 /// epoch; 0 where the platform cannot tell).

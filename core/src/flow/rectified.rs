@@ -30,14 +30,18 @@ pub fn normal_noise<B: Backend, const D: usize>(
     shape: [usize; D],
     device: &B::Device,
 ) -> Tensor<B, D> {
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n)
+    let values = normal_values(rng, shape.iter().product());
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `n` standard normal values from `rng` (Box-Muller).
+pub fn normal_values(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n)
         .map(|_| {
             let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
             ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
         })
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+        .collect()
 }
 
 /// `z_t = t x + (1 - t) z0` for `x`, `z0` `[b, C, H, W]` and `t [b]`.
@@ -66,10 +70,22 @@ pub fn text_dropout<B: Backend>(
     pad_id: u32,
     rng: &mut impl Rng,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Vec<bool>) {
-    let [b, t] = ids.dims();
+    let b = ids.dims()[0];
     let dropped: Vec<bool> = (0..b).map(|_| rng.random_bool(p)).collect();
+    let (ids, mask) = drop_rows(ids, mask, &dropped, pad_id);
+    (ids, mask, dropped)
+}
+
+/// Replaces the rows where `dropped` is true with unconditional CFG rows.
+pub fn drop_rows<B: Backend>(
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    dropped: &[bool],
+    pad_id: u32,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let [b, t] = ids.dims();
     if !dropped.iter().any(|&d| d) {
-        return (ids, mask, dropped);
+        return (ids, mask);
     }
     let (u_ids, u_mask) = unconditional_rows(&ids, pad_id);
     let device = ids.device();
@@ -85,7 +101,6 @@ pub fn text_dropout<B: Backend>(
     (
         ids * keep.clone() + u_ids * drop.clone(),
         mask * keep + u_mask * drop,
-        dropped,
     )
 }
 

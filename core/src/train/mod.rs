@@ -29,7 +29,7 @@ use crate::data::DataSource;
 use crate::latent_cache::LatentCache;
 use prior::PriorConfig;
 use crate::flow::rectified::{
-    interpolate, logit_normal, normal_noise, text_dropout, velocity_loss,
+    drop_rows, interpolate, logit_normal, normal_values, velocity_loss,
 };
 use crate::flow::{FlowConfig, FlowModel, TapRequest, Variant};
 use crate::run::{Manifest, RunDir, RunError};
@@ -705,13 +705,24 @@ impl<B: AutodiffBackend> Trainer<B> {
         )
     }
 
+    /// The randomness of item `index` of `step`'s effective batch: text dropout, `t` and the
+    /// noise `z0`, from a generator seeded by (seed, step, index). Per item, so a step sees the
+    /// same items, times and noise however it is split into micro-batches.
+    fn item_randomness(&self, step: usize, index: usize) -> (bool, f32, Vec<f32>) {
+        let c = &self.config;
+        let key = (step as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add((index as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+        let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ key);
+        let dropped = rand::Rng::random_bool(&mut rng, c.text_dropout);
+        let t = logit_normal(&mut rng, 1, c.t_mean, c.t_std)[0];
+        let per: usize = self.data.meta.shape.iter().product();
+        let noise = normal_values(&mut rng, per);
+        (dropped, t, noise)
+    }
+
     /// The loss of one micro-batch (not yet divided by the accumulation count).
-    fn micro_loss(
-        &self,
-        step: usize,
-        micro: usize,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<(Tensor<B, 1>, f32), TrainError> {
+    fn micro_loss(&self, step: usize, micro: usize) -> Result<(Tensor<B, 1>, f32), TrainError> {
         let c = &self.config;
         let (x, captions) = self.batch(step, micro);
         let b = c.batch_size;
@@ -724,12 +735,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.ids, [b, tl]), &self.device);
         let mask =
             Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.mask, [b, tl]), &self.device);
-        let (ids, mask, _) = text_dropout(ids, mask, c.text_dropout, self.tokenizer.pad_id, rng);
-        let t = Tensor::<B, 1>::from_data(
-            TensorData::new(logit_normal(rng, b, c.t_mean, c.t_std), [b]),
-            &self.device,
-        );
-        let z0 = normal_noise::<B, 4>(rng, x.dims(), &self.device);
+        let (mut dropped, mut times, mut noise) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..b {
+            let (d, t, z) = self.item_randomness(step, micro * b + i);
+            dropped.push(d);
+            times.push(t);
+            noise.extend(z);
+        }
+        let (ids, mask) = drop_rows(ids, mask, &dropped, self.tokenizer.pad_id);
+        let t = Tensor::<B, 1>::from_data(TensorData::new(times, [b]), &self.device);
+        let z0 = Tensor::<B, 4>::from_data(TensorData::new(noise, x.dims()), &self.device);
         let zt = interpolate(&x, &z0, &t);
         let target = x - z0;
         let out = self
@@ -755,15 +770,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         let start = Instant::now();
         let step = self.step;
         let accum = self.config.grad_accum;
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
         let stage = self.config.stage(step);
         let mut heads_acc = GradientsAccumulator::<FlowModel<B>>::new();
         let mut llm_acc = GradientsAccumulator::<FlowModel<B>>::new();
         let mut loss_sum = 0f32;
         for micro in 0..accum {
-            let (loss, value) = self.micro_loss(step, micro, &mut rng)?;
+            let (loss, value) = self.micro_loss(step, micro)?;
             loss_sum += value;
             let loss = if accum > 1 {
                 loss / accum as f32
