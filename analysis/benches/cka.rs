@@ -5,7 +5,9 @@
 //! 1. this machine's f64 GEMM peak through faer (the yardstick for GFLOP/s);
 //! 2. one pair, n = 2000, d = 2048 x 2048, both estimators;
 //! 3. the full grid: 30 solver steps x (2 encoder streams x 23 LLM layers), n = 2000, d = 2048;
-//! 4. the streaming accumulator's peak memory at n = 20k and n = 200k (must not grow).
+//! 4. the streaming accumulator's peak memory at n = 20k and n = 200k (must not grow);
+//! 5. the live accumulator's update cost per sampling batch (`FLOWLENS_BENCH_ONLY=live` runs
+//!    only this part).
 //!
 //! tools/bench/cka_numpy.py runs the NumPy side.
 
@@ -38,9 +40,37 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// 5. The live CKA accumulator's update cost per sampling batch (`flowlens sample
+/// --cka-pairs`): one pair, one solver step, `m` pooled rows of width `d` into the moments store.
+fn live_updates(rng: &mut ChaCha8Rng) {
+    for (d, m) in [(128, 8), (128, 32), (2048, 8), (2048, 32)] {
+        let mut acc = StreamingCka::moments(d, d);
+        let x = random(rng, m, d);
+        let y = random(rng, m, d);
+        acc.update(x.view(), y.view()).unwrap();
+        let mut times: Vec<f64> = (0..21)
+            .map(|_| {
+                let t = Instant::now();
+                acc.update(x.view(), y.view()).unwrap();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| live CKA update, d={d}x{d}, batch of {m} rows | {:.3} ms |",
+            times[10] * 1e3
+        );
+    }
+}
+
 fn main() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     println!("threads: {}", rayon::current_num_threads());
+    if std::env::var("FLOWLENS_BENCH_ONLY").is_ok_and(|v| v == "live") {
+        live_updates(&mut rng);
+        return;
+    }
+    live_updates(&mut rng);
 
     // 4. (run first, before the large allocations) Streaming memory: the moments store must not grow with n.
     let d = 256;

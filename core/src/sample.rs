@@ -674,6 +674,15 @@ pub fn probe_interpolant<B: Backend>(
     Ok(store.dir)
 }
 
+/// An oracle evaluation: the adherence of each image to its own prompt, and the chance level of
+/// the same images, each scored against another image's prompt (scene `i + 1`): what a model
+/// that drew equally clean shapes while ignoring its prompt would score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapesEval {
+    pub adherence: crate::data::Adherence,
+    pub chance: crate::data::Adherence,
+}
+
 /// Oracle prompt adherence of `model` on shapes `scenes` (one seed, batches of `batch_size`).
 #[allow(clippy::too_many_arguments)]
 pub fn shapes_adherence<B: Backend>(
@@ -686,19 +695,27 @@ pub fn shapes_adherence<B: Backend>(
     seed: u64,
     batch_size: usize,
     device: &B::Device,
-) -> Result<crate::data::Adherence, SampleError> {
+) -> Result<ShapesEval, SampleError> {
     use crate::data::shapes::{mean_adherence, score};
     let captions: Vec<String> = scenes.iter().map(|s| s.caption()).collect();
     let pixels = generate(
         model, flow, codec, tokenizer, &captions, seed, sampler, batch_size, device,
     )?;
     let per = 3 * flow.image_size * flow.image_size;
+    let images: Vec<&[f32]> = pixels.chunks(per).collect();
     let scores: Vec<_> = scenes
         .iter()
-        .zip(pixels.chunks(per))
+        .zip(&images)
         .map(|(scene, img)| score(scene, img, flow.image_size))
         .collect();
-    Ok(mean_adherence(&scores))
+    let n = scenes.len();
+    let chance: Vec<_> = (0..n)
+        .map(|i| score(&scenes[(i + 1) % n], images[i], flow.image_size))
+        .collect();
+    Ok(ShapesEval {
+        adherence: mean_adherence(&scores),
+        chance: mean_adherence(&chance),
+    })
 }
 
 /// Oracle prompt adherence of a run on held-out shapes scenes: samples `n` scenes of a data seed
@@ -711,7 +728,7 @@ pub fn evaluate_shapes<B: Backend>(
     weights: Weights,
     checkpoint: CheckpointChoice,
     device: &B::Device,
-) -> Result<crate::data::Adherence, SampleError> {
+) -> Result<ShapesEval, SampleError> {
     let LoadedRun {
         config,
         flow,

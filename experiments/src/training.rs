@@ -197,9 +197,11 @@ impl BackendTask for TrainTask<'_> {
                     r.loss, r.lr, r.samples_per_s, r.stage
                 ));
             }
-            TrainEvent::Eval(step, v) => {
+            TrainEvent::Eval(step, v, chance) => {
                 last_eval = format!(" | adherence {v:.3} @{step}");
-                bar.println(format!("step {step}: oracle prompt adherence {v:.3}"));
+                bar.println(format!(
+                    "step {step}: oracle prompt adherence {v:.3} (chance {chance:.3})"
+                ));
             }
             TrainEvent::Samples(step, path) => {
                 bar.println(format!("step {step}: samples in {}", path.display()));
@@ -363,9 +365,9 @@ pub fn sample(a: crate::cli::SampleCli) -> Result<()> {
 struct EvalTask(crate::cli::EvalShapesCli);
 
 impl BackendTask for EvalTask {
-    type Output = Result<flowlens_core::data::Adherence>;
+    type Output = Result<flowlens_core::sample::ShapesEval>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<flowlens_core::data::Adherence> {
+    fn run<B: Backend>(self, device: B::Device) -> Result<flowlens_core::sample::ShapesEval> {
         let a = self.0;
         let sampler = flowlens_core::flow::rectified::SamplerConfig {
             steps: a.steps,

@@ -19,7 +19,7 @@ fn flowlens() -> Command {
 }
 
 /// A config that keeps the tests fast: a short stage-0 prior, little data, no sample grids.
-const FAST: &str = "sample_every = 0\n[prior]\nsteps = 12\nbatch_size = 16\n[data]\nkind = \"shapes\"\nseed = 0\nlen = 96\n";
+const FAST: &str = "sample_every = 0\neval_every = 0\nbatch_size = 4\n[prior]\nsteps = 12\nbatch_size = 16\n[data]\nkind = \"shapes\"\nseed = 0\nlen = 96\n";
 
 fn fast_config(dir: &Path) -> String {
     let path = dir.join("fast.toml");
@@ -290,8 +290,9 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     std::fs::write(
         &cfg,
         format!(
-            "ema_decay_2 = 0.999\neval_every = 2\neval_n = 4\neval_solver_steps = 2\nkeep_last = 1\n{}",
+            "ema_decay_2 = 0.999\neval_n = 4\neval_solver_steps = 2\nkeep_last = 1\n{}",
             FAST.replace("sample_every = 0", "sample_every = 2")
+                .replace("eval_every = 0", "eval_every = 2")
         ),
     )
     .unwrap();
@@ -385,4 +386,48 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     let p = flowlens_core::npy::NpyArray::read(run.join("probes-interpolant/enc.text/seed1_step01.npy"))
         .unwrap();
     assert_eq!(p.shape, vec![5, 128]);
+}
+
+#[test]
+fn training_on_an_image_folder_counts_the_corrupt_files_and_empty_data_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    std::fs::create_dir_all(&data).unwrap();
+    for (i, rgb) in [[220u8, 40, 40], [40, 80, 220], [40, 170, 60]].iter().enumerate() {
+        let img = image::RgbImage::from_pixel(48, 40, image::Rgb(*rgb));
+        img.save(data.join(format!("img{i}.png"))).unwrap();
+        std::fs::write(data.join(format!("img{i}.txt")), format!("a flat colour number {i}"))
+            .unwrap();
+    }
+    std::fs::write(data.join("broken.jpg"), b"\xff\xd8 truncated").unwrap();
+    std::fs::write(data.join("broken.txt"), "never used").unwrap();
+    let run = dir.path().join("run");
+    let args = |run: &Path, data: &Path| {
+        let mut a = train_args(run, &["--data"]);
+        a.push(format!("folder:{}", data.display()));
+        a
+    };
+    let out = flowlens_in(dir.path()).args(args(&run, &data)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = read_metrics(&run);
+    let data_event = metrics.iter().find(|v| v["event"] == "data").unwrap();
+    assert_eq!(data_event["items"], 3);
+    assert_eq!(data_event["skipped"], 1);
+    assert!(data_event["skipped_examples"][0].as_str().unwrap().contains("broken.jpg"));
+    assert_eq!(metrics.iter().filter(|v| v.get("loss").is_some()).count(), 6);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["data"]["kind"], "folder");
+
+    // Only undecodable images: a clear error, not a crash.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.png"), b"nope").unwrap();
+    std::fs::write(bad.join("x.txt"), "caption").unwrap();
+    let out = flowlens_in(dir.path())
+        .args(args(&dir.path().join("run2"), &bad))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no usable") && err.contains("x.png"), "{err}");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::{Trainer, TrainError};
-use crate::data::Adherence;
+use crate::sample::ShapesEval;
 use crate::flow::rectified::SamplerConfig;
 
 /// Noise seed of the sample grids and evaluations.
@@ -64,7 +64,7 @@ pub fn sample_grid<B: AutodiffBackend>(t: &Trainer<B>) -> Result<PathBuf, TrainE
 
 /// Oracle adherence of the EMA weights on `eval_n` held-out scenes (shapes data only; `None`
 /// for other data, whose evaluation needs CLIP and FID networks).
-pub fn evaluate<B: AutodiffBackend>(t: &Trainer<B>) -> Result<Option<Adherence>, TrainError> {
+pub fn evaluate<B: AutodiffBackend>(t: &Trainer<B>) -> Result<Option<ShapesEval>, TrainError> {
     let Some(scenes) = t.held_out_scenes(t.config.eval_n) else {
         return Ok(None);
     };

@@ -113,13 +113,13 @@ impl TrainConfig {
         Ok(Self {
             preset: preset.into(),
             variant,
-            steps: if tiny { 300 } else { 120_000 },
-            batch_size: if tiny { 4 } else { 512 },
-            lr: if tiny { 3e-4 } else { 1e-4 },
+            steps: if tiny { 1200 } else { 120_000 },
+            batch_size: if tiny { 16 } else { 512 },
+            lr: if tiny { 1e-3 } else { 1e-4 },
             llm_lr: None,
-            warmup: if tiny { 20 } else { 2000 },
+            warmup: if tiny { 50 } else { 2000 },
             schedule: Schedule::Constant,
-            stage1_steps: if tiny { 100 } else { 10_000 },
+            stage1_steps: if tiny { 300 } else { 10_000 },
             ema_decay: 0.99,
             t_mean: 0.0,
             t_std: 1.0,
@@ -138,8 +138,8 @@ impl TrainConfig {
             llm_init: if tiny { LlmInit::Prior } else { LlmInit::Pretrained(PathBuf::from("TinyLlama-1.1B")) },
             prior: PriorConfig::default(),
             sample_every: if tiny { 200 } else { 12_000 },
-            eval_every: if tiny { 0 } else { 12_000 },
-            eval_n: 64,
+            eval_every: if tiny { 400 } else { 12_000 },
+            eval_n: 48,
             eval_solver_steps: if tiny { 20 } else { 30 },
             eval_cfg: 2.0,
         })
@@ -722,7 +722,12 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     /// The loss of one micro-batch (not yet divided by the accumulation count).
-    fn micro_loss(&self, step: usize, micro: usize) -> Result<(Tensor<B, 1>, f32), TrainError> {
+    fn micro_loss(
+        &self,
+        step: usize,
+        micro: usize,
+        stage: u8,
+    ) -> Result<(Tensor<B, 1>, f32), TrainError> {
         let c = &self.config;
         let (x, captions) = self.batch(step, micro);
         let b = c.batch_size;
@@ -747,8 +752,14 @@ impl<B: AutodiffBackend> Trainer<B> {
         let z0 = Tensor::<B, 4>::from_data(TensorData::new(noise, x.dims()), &self.device);
         let zt = interpolate(&x, &z0, &t);
         let target = x - z0;
-        let out = self
-            .model
+        // Stage 1 does not update the LLM: no gradients for its weights (gradients still flow
+        // through it to the encoder).
+        let model = if stage == 1 {
+            self.model.clone().freeze_llm()
+        } else {
+            self.model.clone()
+        };
+        let out = model
             .forward(zt, t, ids, mask, &TapRequest::none())
             .map_err(other)?;
         let loss = velocity_loss(out.velocity.clone(), target);
@@ -775,7 +786,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut llm_acc = GradientsAccumulator::<FlowModel<B>>::new();
         let mut loss_sum = 0f32;
         for micro in 0..accum {
-            let (loss, value) = self.micro_loss(step, micro)?;
+            let (loss, value) = self.micro_loss(step, micro, stage)?;
             loss_sum += value;
             let loss = if accum > 1 {
                 loss / accum as f32
@@ -901,8 +912,8 @@ impl<B: AutodiffBackend> Trainer<B> {
 #[derive(Debug, Clone)]
 pub enum TrainEvent {
     Step(StepRecord),
-    /// An evaluation finished: step and mean adherence.
-    Eval(usize, f64),
+    /// An evaluation finished: step, mean adherence and its chance level.
+    Eval(usize, f64, f64),
     /// A sample grid was written.
     Samples(usize, PathBuf),
     Checkpoint(usize),
@@ -929,16 +940,16 @@ pub fn train<B: AutodiffBackend>(
         let mut score = None;
         if due(trainer.config.eval_every, step) || (last && trainer.config.eval_every > 0) {
             let started = Instant::now();
-            if let Some(adherence) = hooks::evaluate(trainer)? {
+            if let Some(eval) = hooks::evaluate(trainer)? {
                 metrics.log(&json!({
-                    "event": "eval", "step": step, "adherence": adherence,
-                    "seconds": started.elapsed().as_secs_f64(),
+                    "event": "eval", "step": step, "adherence": eval.adherence,
+                    "chance": eval.chance, "seconds": started.elapsed().as_secs_f64(),
                 }))?;
-                on_event(&TrainEvent::Eval(step, adherence.overall));
+                on_event(&TrainEvent::Eval(step, eval.adherence.overall, eval.chance.overall));
                 score = Some(Best {
                     step,
                     metric: "adherence".into(),
-                    value: adherence.overall,
+                    value: eval.adherence.overall,
                 });
             }
         }
