@@ -97,3 +97,22 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
     File::open(dir)?.sync_all()
 }
+
+/// Moves a folder built under a temporary name (`tmp`) into place at `dir`, where a complete
+/// `dir` holds the file `marker` (written last). An incomplete `dir` (a crashed build, a
+/// partial copy) is replaced; a complete one that another process published first is kept and
+/// `tmp` dropped.
+pub fn publish_dir(tmp: &Path, dir: &Path, marker: &str) -> std::io::Result<()> {
+    let complete = |d: &Path| d.join(marker).is_file();
+    if !complete(dir) && dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    if complete(dir) {
+        return std::fs::remove_dir_all(tmp);
+    }
+    match std::fs::rename(tmp, dir) {
+        Ok(()) => Ok(()),
+        Err(_) if complete(dir) => std::fs::remove_dir_all(tmp),
+        Err(e) => Err(e),
+    }
+}

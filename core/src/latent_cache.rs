@@ -177,10 +177,7 @@ impl LatentCache {
         write_json("captions.json", &captions)?;
         write_json("meta.json", &meta)?;
         crate::fsutil::sync_dir(&tmp).map_err(io(&tmp))?;
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // Another process finished the same cache first: use theirs.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
+        crate::fsutil::publish_dir(&tmp, &dir, "meta.json").map_err(io(&dir))?;
         Self::open(&dir)
     }
 

@@ -161,10 +161,8 @@ pub fn prepare_prior<B: AutodiffBackend>(
     std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp)(e.to_string()))?;
     let report = build_prior::<B>(&tmp, &key, captions, llm, config, device, progress)?;
     crate::fsutil::sync_dir(&tmp).map_err(|e| io_err(&tmp)(e.to_string()))?;
-    if std::fs::rename(&tmp, &dir).is_err() {
-        // Another process finished the same prior first.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
+    crate::fsutil::publish_dir(&tmp, &dir, "prior.json")
+        .map_err(|e| io_err(&dir)(e.to_string()))?;
     Ok((dir, report, false))
 }
 
