@@ -36,7 +36,11 @@ impl CodecConfig {
     /// Latent `[channels, size, size]` of an `image_size` x `image_size` RGB image.
     pub fn latent_shape(&self, image_size: usize) -> [usize; 3] {
         match self {
-            CodecConfig::Pixels { factor } => [3 * factor * factor, image_size / factor, image_size / factor],
+            CodecConfig::Pixels { factor } => [
+                3 * factor * factor,
+                image_size / factor,
+                image_size / factor,
+            ],
             CodecConfig::SdxlVae => [4, image_size / 8, image_size / 8],
         }
     }
@@ -130,7 +134,10 @@ mod tests {
                 }
             }
         }
-        let back: Vec<f32> = LatentCodec::<B>::decode(&codec, z).into_data().to_vec().unwrap();
+        let back: Vec<f32> = LatentCodec::<B>::decode(&codec, z)
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(back, values);
         assert_eq!(
             CodecConfig::Pixels { factor: 2 }.latent_shape(32),

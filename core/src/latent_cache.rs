@@ -150,9 +150,9 @@ impl LatentCache {
             return Err(DataError::Empty {
                 source_desc: dataset.fingerprint(),
                 detail: match examples.first() {
-                    Some(first) => format!(
-                        ": all {skipped} items were skipped; the first because {first}"
-                    ),
+                    Some(first) => {
+                        format!(": all {skipped} items were skipped; the first because {first}")
+                    }
                     None => String::new(),
                 },
             }

@@ -83,7 +83,10 @@ impl Manifest {
 
 /// FNV-1a 64 of the canonical JSON text (serde_json's maps are key-sorted).
 pub fn config_hash(config: &serde_json::Value) -> String {
-    format!("{:016x}", crate::fsutil::fnv1a64(config.to_string().as_bytes()))
+    format!(
+        "{:016x}",
+        crate::fsutil::fnv1a64(config.to_string().as_bytes())
+    )
 }
 
 fn git_revision() -> Option<String> {

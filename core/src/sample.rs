@@ -117,7 +117,15 @@ pub struct SampleRequest {
 /// `offset..offset + rows.len() / width` of `seed` at solver step (or interpolant time index)
 /// `step`.
 pub trait ProbeObserver {
-    fn on_rows(&mut self, seed: u64, step: usize, tap: &str, offset: usize, rows: &[f32], width: usize);
+    fn on_rows(
+        &mut self,
+        seed: u64,
+        step: usize,
+        tap: &str,
+        offset: usize,
+        rows: &[f32],
+        width: usize,
+    );
     /// All of `seed`'s probes are on disk.
     fn on_seed_done(&mut self, _seed: u64) {}
 }
@@ -178,7 +186,11 @@ impl<'a, B: Backend> Collector<'a, B> {
     fn add(&mut self, step: usize, name: String, pooled: Tensor<B, 2>) {
         let [b, w] = pooled.dims();
         self.widths.insert(name.clone(), w);
-        let rows: Vec<f32> = pooled.into_data().convert::<f32>().to_vec().expect("f32 taps");
+        let rows: Vec<f32> = pooled
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 taps");
         self.observer
             .on_rows(self.seed, step, &name, self.offset, &rows, w);
         let slots = self
@@ -240,7 +252,10 @@ pub fn write_grid_png(
     let cols = cols.clamp(1, n.max(1));
     let rows = n.div_ceil(cols);
     let gap = if n > 1 { 2 } else { 0 };
-    let (w, h) = (cols * size + (cols - 1) * gap, rows * size + (rows - 1) * gap);
+    let (w, h) = (
+        cols * size + (cols - 1) * gap,
+        rows * size + (rows - 1) * gap,
+    );
     let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
     for (i, chunk) in pixels.chunks(per).enumerate() {
         let bytes: Vec<u8> = rgb_bytes(chunk).collect();
@@ -736,7 +751,10 @@ pub fn evaluate_shapes<B: Backend>(
         tokenizer,
         ..
     } = load_run_model::<B>(run_dir, weights, checkpoint, device)?;
-    let DataSource::Shapes { seed: data_seed, .. } = config.data else {
+    let DataSource::Shapes {
+        seed: data_seed, ..
+    } = config.data
+    else {
         return Err(other(
             "the oracle scores shapes scenes; this run trains on other data",
         ));

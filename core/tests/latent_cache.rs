@@ -31,8 +31,7 @@ fn folder(dir: &Path) {
 }
 
 fn build(root: &Path, ds: &dyn Dataset, codec: CodecConfig, size: usize) -> LatentCache {
-    LatentCache::open_or_build::<B>(root, ds, &codec, size, &Default::default(), |_, _| {})
-        .unwrap()
+    LatentCache::open_or_build::<B>(root, ds, &codec, size, &Default::default(), |_, _| {}).unwrap()
 }
 
 #[test]

@@ -162,7 +162,15 @@ impl LiveCka {
 }
 
 impl ProbeObserver for LiveCka {
-    fn on_rows(&mut self, seed: u64, step: usize, tap: &str, offset: usize, rows: &[f32], width: usize) {
+    fn on_rows(
+        &mut self,
+        seed: u64,
+        step: usize,
+        tap: &str,
+        offset: usize,
+        rows: &[f32],
+        width: usize,
+    ) {
         if self.error.is_some() || !self.pairs.iter().any(|(a, b)| a == tap || b == tap) {
             return;
         }
@@ -209,7 +217,9 @@ mod tests {
         use flowlens_analysis::linear_cka;
         let n = 24;
         let x: Vec<f32> = (0..n * 3).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
-        let y: Vec<f32> = (0..n * 2).map(|i| ((i * 13 % 7) as f32) + 0.5 * (i % 3) as f32).collect();
+        let y: Vec<f32> = (0..n * 2)
+            .map(|i| ((i * 13 % 7) as f32) + 0.5 * (i % 3) as f32)
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cka_live.json");
         let mut live = LiveCka::new(parse_pairs("a:b").unwrap(), path.clone(), false);
@@ -221,10 +231,10 @@ mod tests {
         live.on_seed_done(0);
         let snapshot = live.snapshot();
         live.finish().unwrap();
-        let xa = ndarray::Array2::from_shape_vec((n, 3), x.iter().map(|&v| v as f64).collect())
-            .unwrap();
-        let ya = ndarray::Array2::from_shape_vec((n, 2), y.iter().map(|&v| v as f64).collect())
-            .unwrap();
+        let xa =
+            ndarray::Array2::from_shape_vec((n, 3), x.iter().map(|&v| v as f64).collect()).unwrap();
+        let ya =
+            ndarray::Array2::from_shape_vec((n, 2), y.iter().map(|&v| v as f64).collect()).unwrap();
         let biased = linear_cka(xa.view(), ya.view(), Estimator::Biased).unwrap();
         let debiased = linear_cka(xa.view(), ya.view(), Estimator::Debiased).unwrap();
         let step = &snapshot["pairs"][0]["steps"][0];

@@ -4,9 +4,9 @@
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
+use flowlens_core::data::DataSource;
 use flowlens_core::device::BackendTask;
 use flowlens_core::flow::Variant;
-use flowlens_core::data::DataSource;
 use flowlens_core::train::{LlmInit, Prepare, TrainConfig, TrainEvent, Trainer, train};
 
 use crate::cli::TrainCli;
@@ -149,7 +149,9 @@ impl BackendTask for TrainTask<'_> {
         let mut phase = "";
         let mut on_prepare = |p: Prepare| {
             let (label, done, total, msg) = match p {
-                Prepare::Latents(d, t) => ("encoding data into the latent cache", d, t, String::new()),
+                Prepare::Latents(d, t) => {
+                    ("encoding data into the latent cache", d, t, String::new())
+                }
                 Prepare::Prior(s, n, l) => (
                     "stage 0: training the language-model prior",
                     s,
@@ -253,12 +255,9 @@ impl BackendTask for SampleTask {
             (Some(r), _) => {
                 flowlens_core::sample::sample_run::<B>(&self.cli.run, r, &mut live, &device)?
             }
-            (None, Some(r)) => flowlens_core::sample::probe_interpolant::<B>(
-                &self.cli.run,
-                r,
-                &mut live,
-                &device,
-            )?,
+            (None, Some(r)) => {
+                flowlens_core::sample::probe_interpolant::<B>(&self.cli.run, r, &mut live, &device)?
+            }
             (None, None) => unreachable!("one of the two requests is built"),
         };
         live.finish()?;

@@ -263,11 +263,20 @@ fn gradient_accumulation_matches_the_whole_batch() {
         let run = dir.path().join(name);
         let args = train_args(&run, extra);
         let out = flowlens_in(dir.path()).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         read_metrics(&run)
             .into_iter()
             .filter(|v| v.get("loss").is_some())
-            .map(|v| (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap()))
+            .map(|v| {
+                (
+                    v["loss"].as_f64().unwrap(),
+                    v["grad_norm"].as_f64().unwrap(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     let whole = train("whole", &["--batch-size", "4"]);
@@ -297,14 +306,27 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     )
     .unwrap();
     let out = flowlens_in(dir.path())
-        .args(["train", "--preset", "tiny", "--steps", "4", "--checkpoint-every", "1", "--quiet"])
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--steps",
+            "4",
+            "--checkpoint-every",
+            "1",
+            "--quiet",
+        ])
         .arg("--config")
         .arg(&cfg)
         .arg("--run")
         .arg(&run)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let metrics = read_metrics(&run);
     let events = |name: &str| {
         metrics
@@ -323,7 +345,10 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     let best: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("checkpoints/best.json")).unwrap()).unwrap();
     assert_eq!(best["metric"], "adherence");
-    let best_dir = run.join(format!("checkpoints/step-{:08}", best["step"].as_u64().unwrap()));
+    let best_dir = run.join(format!(
+        "checkpoints/step-{:08}",
+        best["step"].as_u64().unwrap()
+    ));
     assert!(best_dir.join("ema2.mpk").is_file(), "{best_dir:?}");
     assert!(run.join("checkpoints/step-00000004").is_dir());
     // keep_last = 1 plus the best: nothing else survives.
@@ -334,13 +359,24 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     std::fs::write(&prompts, "a small red circle\na large blue square\n").unwrap();
     let sample = |extra: &[&str]| {
         let out = flowlens()
-            .args(["sample", "--steps", "3", "--taps", "enc.text,llm.h02.text,llm.h04.image", "--quiet"])
+            .args([
+                "sample",
+                "--steps",
+                "3",
+                "--taps",
+                "enc.text,llm.h02.text,llm.h04.image",
+                "--quiet",
+            ])
             .arg("--run")
             .arg(&run)
             .args(extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     sample(&[
         "--prompts",
@@ -355,7 +391,8 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
         "enc.text:llm.h02.text,llm.h02.text:llm.h04.image",
     ]);
     let probe =
-        flowlens_core::npy::NpyArray::read(run.join("probes/llm.h02.text/seed0_step02.npy")).unwrap();
+        flowlens_core::npy::NpyArray::read(run.join("probes/llm.h02.text/seed0_step02.npy"))
+            .unwrap();
     assert_eq!(probe.dtype, flowlens_core::npy::NpyDtype::F16);
     assert_eq!(probe.shape, vec![2, 128]);
     assert!(probe.as_f32().iter().all(|v| v.is_finite()));
@@ -383,8 +420,10 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     let times: Vec<f64> = serde_json::from_value(manifest["times"].clone()).unwrap();
     assert!(times.len() == 2 && (times[0] - 0.2).abs() < 1e-6 && (times[1] - 0.8).abs() < 1e-6);
     assert_eq!(manifest["seeds"], serde_json::json!([0, 1]));
-    let p = flowlens_core::npy::NpyArray::read(run.join("probes-interpolant/enc.text/seed1_step01.npy"))
-        .unwrap();
+    let p = flowlens_core::npy::NpyArray::read(
+        run.join("probes-interpolant/enc.text/seed1_step01.npy"),
+    )
+    .unwrap();
     assert_eq!(p.shape, vec![5, 128]);
 }
 
@@ -393,11 +432,17 @@ fn training_on_an_image_folder_counts_the_corrupt_files_and_empty_data_is_an_err
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("images");
     std::fs::create_dir_all(&data).unwrap();
-    for (i, rgb) in [[220u8, 40, 40], [40, 80, 220], [40, 170, 60]].iter().enumerate() {
+    for (i, rgb) in [[220u8, 40, 40], [40, 80, 220], [40, 170, 60]]
+        .iter()
+        .enumerate()
+    {
         let img = image::RgbImage::from_pixel(48, 40, image::Rgb(*rgb));
         img.save(data.join(format!("img{i}.png"))).unwrap();
-        std::fs::write(data.join(format!("img{i}.txt")), format!("a flat colour number {i}"))
-            .unwrap();
+        std::fs::write(
+            data.join(format!("img{i}.txt")),
+            format!("a flat colour number {i}"),
+        )
+        .unwrap();
     }
     std::fs::write(data.join("broken.jpg"), b"\xff\xd8 truncated").unwrap();
     std::fs::write(data.join("broken.txt"), "never used").unwrap();
@@ -407,14 +452,29 @@ fn training_on_an_image_folder_counts_the_corrupt_files_and_empty_data_is_an_err
         a.push(format!("folder:{}", data.display()));
         a
     };
-    let out = flowlens_in(dir.path()).args(args(&run, &data)).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flowlens_in(dir.path())
+        .args(args(&run, &data))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let metrics = read_metrics(&run);
     let data_event = metrics.iter().find(|v| v["event"] == "data").unwrap();
     assert_eq!(data_event["items"], 3);
     assert_eq!(data_event["skipped"], 1);
-    assert!(data_event["skipped_examples"][0].as_str().unwrap().contains("broken.jpg"));
-    assert_eq!(metrics.iter().filter(|v| v.get("loss").is_some()).count(), 6);
+    assert!(
+        data_event["skipped_examples"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.jpg")
+    );
+    assert_eq!(
+        metrics.iter().filter(|v| v.get("loss").is_some()).count(),
+        6
+    );
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["data"]["kind"], "folder");
@@ -429,5 +489,8 @@ fn training_on_an_image_folder_counts_the_corrupt_files_and_empty_data_is_an_err
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no usable") && err.contains("x.png"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no usable") && err.contains("x.png"),
+        "{err}"
+    );
 }

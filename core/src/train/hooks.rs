@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{Trainer, TrainError};
-use crate::sample::ShapesEval;
+use super::{TrainError, Trainer};
 use crate::flow::rectified::SamplerConfig;
+use crate::sample::ShapesEval;
 
 /// Noise seed of the sample grids and evaluations.
 const HOOK_SEED: u64 = 0x5A4D_9E11;
@@ -54,7 +54,8 @@ pub fn sample_grid<B: AutodiffBackend>(t: &Trainer<B>) -> Result<PathBuf, TrainE
     )
     .map_err(other)?;
     let dir = t.run_dir().path("samples");
-    std::fs::create_dir_all(&dir).map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))?;
     let path = dir.join(format!("grid-step{:08}.png", t.step));
     crate::sample::write_grid_png(&path, &pixels, t.flow.image_size, 4).map_err(other)?;
     crate::fsutil::write_atomic(&path.with_extension("txt"), prompts.join("\n").as_bytes())

@@ -26,14 +26,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::data::DataSource;
-use crate::latent_cache::LatentCache;
-use prior::PriorConfig;
-use crate::flow::rectified::{
-    drop_rows, interpolate, logit_normal, normal_values, velocity_loss,
-};
+use crate::flow::rectified::{drop_rows, interpolate, logit_normal, normal_values, velocity_loss};
 use crate::flow::{FlowConfig, FlowModel, TapRequest, Variant};
+use crate::latent_cache::LatentCache;
 use crate::run::{Manifest, RunDir, RunError};
 use crate::tokenizer::{LlamaTokenizer, PaddingSide};
+use prior::PriorConfig;
 
 /// Learning-rate schedule after the linear warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +133,11 @@ impl TrainConfig {
                 seed: 0,
                 len: if tiny { 4096 } else { 3_000_000 },
             },
-            llm_init: if tiny { LlmInit::Prior } else { LlmInit::Pretrained(PathBuf::from("TinyLlama-1.1B")) },
+            llm_init: if tiny {
+                LlmInit::Prior
+            } else {
+                LlmInit::Pretrained(PathBuf::from("TinyLlama-1.1B"))
+            },
             prior: PriorConfig::default(),
             sample_every: if tiny { 200 } else { 12_000 },
             eval_every: if tiny { 400 } else { 12_000 },
@@ -395,7 +397,8 @@ fn copy_tokenizer(from: &Path, run: &RunDir) -> Result<(), TrainError> {
     for name in ["tokenizer.json", "tokenizer_config.json"] {
         let src = from.join(name);
         if src.is_file() {
-            let bytes = std::fs::read(&src).map_err(|e| other(format!("{}: {e}", src.display())))?;
+            let bytes =
+                std::fs::read(&src).map_err(|e| other(format!("{}: {e}", src.display())))?;
             crate::fsutil::write_atomic(&run.path(name), &bytes)
                 .map_err(|e| other(format!("{}: {e}", run.path(name).display())))?;
         } else if name == "tokenizer.json" {
@@ -432,7 +435,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         config.check()?;
         let flow = FlowConfig::preset(&config.preset, config.variant).map_err(TrainError::Other)?;
         // Fails early (with the reason) for a codec this build cannot run.
-        flow.codec.build::<B::InnerBackend>().map_err(TrainError::Other)?;
+        flow.codec
+            .build::<B::InnerBackend>()
+            .map_err(TrainError::Other)?;
         let (run, resumed) = if resume && run_dir.join(RunDir::MANIFEST).exists() {
             let run = RunDir::open(run_dir)?;
             let saved: TrainConfig = run.config()?;
@@ -623,7 +628,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             .map_err(|e| err(e.to_string()))?;
         crate::fsutil::write_atomic(
             &tmp.join("state.json"),
-            json!({"step": self.step, "best": self.best}).to_string().as_bytes(),
+            json!({"step": self.step, "best": self.best})
+                .to_string()
+                .as_bytes(),
         )
         .map_err(|e| err(e.to_string()))?;
         crate::fsutil::sync_dir(&tmp).map_err(|e| err(e.to_string()))?;
@@ -788,11 +795,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         for micro in 0..accum {
             let (loss, value) = self.micro_loss(step, micro, stage)?;
             loss_sum += value;
-            let loss = if accum > 1 {
-                loss / accum as f32
-            } else {
-                loss
-            };
+            let loss = if accum > 1 { loss / accum as f32 } else { loss };
             let mut grads = loss.backward();
             let llm_grads = GradientsParams::from_module(&mut grads, &self.model.llm);
             heads_acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
@@ -945,7 +948,11 @@ pub fn train<B: AutodiffBackend>(
                     "event": "eval", "step": step, "adherence": eval.adherence,
                     "chance": eval.chance, "seconds": started.elapsed().as_secs_f64(),
                 }))?;
-                on_event(&TrainEvent::Eval(step, eval.adherence.overall, eval.chance.overall));
+                on_event(&TrainEvent::Eval(
+                    step,
+                    eval.adherence.overall,
+                    eval.chance.overall,
+                ));
                 score = Some(Best {
                     step,
                     metric: "adherence".into(),

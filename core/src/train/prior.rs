@@ -16,12 +16,12 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::{AddedToken, Tokenizer};
 
@@ -201,8 +201,7 @@ fn build_prior<B: AutodiffBackend>(
         .to_string(),
     )
     .map_err(|e| io_err(&tc_path)(e.to_string()))?;
-    let tokenizer =
-        LlamaTokenizer::from_path(dir).map_err(|e| PriorError::Other(e.to_string()))?;
+    let tokenizer = LlamaTokenizer::from_path(dir).map_err(|e| PriorError::Other(e.to_string()))?;
     let eos = tokenizer.eos_id.unwrap_or(2) as i64;
     let len = config.seq_len;
     let mut rows = Vec::with_capacity(captions.len());
@@ -351,7 +350,9 @@ pub fn save_llama_hf<B: burn::tensor::backend::Backend>(
     config: &LlamaConfig,
     dir: &Path,
 ) -> Result<(), PriorError> {
-    fn host<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    fn host<B: burn::tensor::backend::Backend, const D: usize>(
+        t: Tensor<B, D>,
+    ) -> (Vec<usize>, Vec<f32>) {
         let shape = t.dims().to_vec();
         (shape, t.into_data().convert::<f32>().to_vec().expect("f32"))
     }
@@ -361,7 +362,10 @@ pub fn save_llama_hf<B: burn::tensor::backend::Backend>(
     };
     // burn's Linear stores [in, out]; Hugging Face stores [out, in].
     let linear = |l: &burn::nn::Linear<B>| host(l.weight.val().transpose());
-    push("model.embed_tokens.weight".into(), host(model.embed_tokens.val()));
+    push(
+        "model.embed_tokens.weight".into(),
+        host(model.embed_tokens.val()),
+    );
     for (i, layer) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
         let a = &layer.self_attn;
@@ -446,7 +450,11 @@ mod tests {
         for c in &caps[..20] {
             let enc = tok.encode(c.as_str(), false).unwrap();
             // Frequent words become single tokens: far fewer tokens than characters.
-            assert!(enc.get_ids().len() * 3 < c.len(), "{c}: {:?}", enc.get_tokens());
+            assert!(
+                enc.get_ids().len() * 3 < c.len(),
+                "{c}: {:?}",
+                enc.get_tokens()
+            );
             assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), *c);
         }
     }
@@ -475,7 +483,12 @@ mod tests {
             report.first_loss,
             report.last_loss
         );
-        for f in ["config.json", "model.safetensors", "tokenizer.json", "prior.json"] {
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "prior.json",
+        ] {
             assert!(dir.join(f).is_file(), "{f}");
         }
         // Loads through the Hugging Face path, and a second call reuses the cache.
