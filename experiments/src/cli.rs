@@ -85,7 +85,7 @@ impl WeightsChoice {
 
 #[derive(Debug, clap::Args)]
 pub struct SampleCli {
-    /// The run directory (its latest checkpoint is used).
+    /// The run directory.
     #[arg(long)]
     pub run: PathBuf,
     /// One prompt per line (not used with --interpolant, which takes held-out captions).

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::fsutil::fnv1a64;
@@ -113,13 +114,24 @@ pub fn train_bpe_tokenizer(captions: &[String], vocab_size: usize) -> Result<Tok
     tokenizer
         .train(&mut trainer, captions.iter())
         .map_err(|e| e.to_string())?;
+    // Like TinyLlama's tokenizer.json: `<s>` prepended by the post-processor, so Hugging Face
+    // tokenizers add BOS too (flowlens adds it itself and encodes without special tokens).
+    let bos = tokenizer.token_to_id("<s>").ok_or("no <s> token")?;
+    let post = TemplateProcessing::builder()
+        .try_single("<s> $A")
+        .and_then(|b| b.try_pair("<s> $A <s> $B"))
+        .map_err(|e| e.to_string())?
+        .special_tokens(vec![("<s>", bos)])
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokenizer.with_post_processor(Some(post));
     Ok(tokenizer)
 }
 
 /// The cache key of a prior.
 pub fn prior_key(captions: &[String], llm: &LlamaConfig, config: &PriorConfig) -> String {
     let mut text = format!(
-        "flowlens.prior.v1|{}|{}|",
+        "flowlens.prior.v2|{}|{}|",
         serde_json::to_string(llm).unwrap_or_default(),
         serde_json::to_string(config).unwrap_or_default()
     );
@@ -449,6 +461,9 @@ mod tests {
         assert_eq!(tok.token_to_id("</s>"), Some(2));
         for c in &caps[..20] {
             let enc = tok.encode(c.as_str(), false).unwrap();
+            let with_bos = tok.encode(c.as_str(), true).unwrap();
+            assert_eq!(with_bos.get_ids()[0], 1);
+            assert_eq!(&with_bos.get_ids()[1..], enc.get_ids());
             // Frequent words become single tokens: far fewer tokens than characters.
             assert!(
                 enc.get_ids().len() * 3 < c.len(),
