@@ -1,7 +1,7 @@
 //! Summaries of a curve over solver steps (paper section 7, experiment 2): the area under the
 //! curve over normalised time and the time at which it first reaches a threshold.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{AnalysisError, Result};
 use crate::stats::Summary;
@@ -47,7 +47,7 @@ pub fn auc(ts: &[f64], values: &[f64]) -> Result<f64> {
 }
 
 /// When a curve first reaches a threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "t", rename_all = "snake_case")]
 pub enum Crossing {
     /// First time at which the linearly interpolated curve is >= the threshold.
@@ -83,7 +83,7 @@ pub fn time_to_threshold(ts: &[f64], values: &[f64], threshold: f64) -> Result<C
 
 /// Crossings aggregated over seeds: the summary of the seeds that reached the threshold and how
 /// many did not.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrossingSummary {
     pub reached: Option<Summary>,
     pub n_reached: usize,
@@ -104,7 +104,7 @@ pub fn summarise_crossings(crossings: &[Crossing]) -> Result<CrossingSummary> {
 }
 
 /// A curve's summaries aggregated over seeds: AUC mean +- SE and the crossing summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurveSummary {
     pub auc: Summary,
     pub crossing: CrossingSummary,

@@ -11,14 +11,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cka::{self, CkaTerms, Estimator};
 use crate::error::{AnalysisError, Result};
 use crate::linalg;
 
 /// Mean, sample standard deviation and standard error of a set of values (e.g. over seeds).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub n: usize,
     pub mean: f64,

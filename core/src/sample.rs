@@ -111,6 +111,11 @@ pub struct SampleRequest {
     pub probe_dtype: ProbeDtype,
     /// Also write the decoded `x_t` of every solver step.
     pub previews: bool,
+    /// The feature store's folder in the run (`probes`; experiments use their own, e.g.
+    /// `probes-exp1`, whose images go to `<store>/samples/`).
+    pub store: String,
+    /// Only these solver steps are written (all when `None`).
+    pub tap_steps: Option<Vec<usize>>,
 }
 
 /// Sees the pooled rows of every tap as batches land: `rows` are prompts
@@ -152,6 +157,8 @@ struct ProbeManifest<'a> {
     taps: BTreeMap<String, usize>,
     checkpoint_step: usize,
     weights: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tap_steps: Option<Vec<usize>>,
 }
 
 /// One seed's pooled taps: `values[tap][step]` = rows of all prompt batches.
@@ -159,9 +166,10 @@ struct Collector<'a, B: Backend> {
     seed: u64,
     offset: usize,
     n: usize,
-    values: BTreeMap<String, Vec<Vec<f32>>>,
+    values: BTreeMap<String, BTreeMap<usize, Vec<f32>>>,
     widths: BTreeMap<String, usize>,
-    steps: usize,
+    /// The steps kept (all when `None`).
+    keep: Option<Vec<usize>>,
     observer: &'a mut dyn ProbeObserver,
     /// Decoded previews: the codec and the folder.
     previews: Option<(&'a dyn LatentCodec<B>, PathBuf, usize)>,
@@ -169,14 +177,19 @@ struct Collector<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Collector<'a, B> {
-    fn new(seed: u64, n: usize, steps: usize, observer: &'a mut dyn ProbeObserver) -> Self {
+    fn new(
+        seed: u64,
+        n: usize,
+        keep: Option<Vec<usize>>,
+        observer: &'a mut dyn ProbeObserver,
+    ) -> Self {
         Self {
             seed,
             offset: 0,
             n,
             values: BTreeMap::new(),
             widths: BTreeMap::new(),
-            steps,
+            keep,
             observer,
             previews: None,
             error: None,
@@ -184,6 +197,9 @@ impl<'a, B: Backend> Collector<'a, B> {
     }
 
     fn add(&mut self, step: usize, name: String, pooled: Tensor<B, 2>) {
+        if self.keep.as_ref().is_some_and(|k| !k.contains(&step)) {
+            return;
+        }
         let [b, w] = pooled.dims();
         self.widths.insert(name.clone(), w);
         let rows: Vec<f32> = pooled
@@ -193,11 +209,14 @@ impl<'a, B: Backend> Collector<'a, B> {
             .expect("f32 taps");
         self.observer
             .on_rows(self.seed, step, &name, self.offset, &rows, w);
-        let slots = self
+        let n = self.n;
+        let slot = self
             .values
             .entry(name)
-            .or_insert_with(|| vec![vec![0f32; self.n * w]; self.steps]);
-        slots[step][self.offset * w..(self.offset + b) * w].copy_from_slice(&rows);
+            .or_default()
+            .entry(step)
+            .or_insert_with(|| vec![0f32; n * w]);
+        slot[self.offset * w..(self.offset + b) * w].copy_from_slice(&rows);
     }
 }
 
@@ -423,6 +442,7 @@ struct ProbeStore<'a> {
     weights: Weights,
     done_seeds: Vec<u64>,
     widths: BTreeMap<String, usize>,
+    tap_steps: Option<Vec<usize>>,
 }
 
 impl ProbeStore<'_> {
@@ -433,7 +453,7 @@ impl ProbeStore<'_> {
             let dir = self.dir.join(tap);
             std::fs::create_dir_all(&dir).map_err(other)?;
             let w = collector.widths[tap];
-            for (k, values) in per_step.iter().enumerate() {
+            for (k, values) in per_step {
                 let path = dir.join(format!("seed{}_step{k:02}.npy", collector.seed));
                 match self.dtype {
                     ProbeDtype::F32 => crate::npy::write_f32(&path, &[n, w], values),
@@ -465,6 +485,7 @@ impl ProbeStore<'_> {
             taps: self.widths.clone(),
             checkpoint_step: self.checkpoint_step,
             weights: self.weights.file(),
+            tap_steps: self.tap_steps.clone(),
         };
         std::fs::create_dir_all(&self.dir).map_err(other)?;
         crate::fsutil::write_atomic(
@@ -500,8 +521,17 @@ pub fn sample_run<B: Backend>(
     let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
     let mut config = request.sampler.clone();
     config.pad_id = tokenizer.pad_id;
+    if request.store.is_empty()
+        || request.store.contains(['/', '\\'])
+        || request.store.starts_with('.')
+    {
+        return Err(other(format!(
+            "`{}` is not a store name (a plain folder name such as `probes`)",
+            request.store
+        )));
+    }
     let mut store = ProbeStore {
-        dir: run.path("probes"),
+        dir: run.path(&request.store),
         mode: "sampler",
         prompts: &request.prompts,
         times: (0..config.steps)
@@ -514,11 +544,17 @@ pub fn sample_run<B: Backend>(
         weights: request.weights,
         done_seeds: Vec::new(),
         widths: BTreeMap::new(),
+        tap_steps: request.tap_steps.clone(),
+    };
+    let samples_root = if request.store == "probes" {
+        run.path("samples")
+    } else {
+        run.path(&request.store).join("samples")
     };
     for &seed in &request.seeds {
-        let samples = run.path("samples").join(format!("seed{seed}"));
+        let samples = samples_root.join(format!("seed{seed}"));
         std::fs::create_dir_all(&samples).map_err(other)?;
-        let mut collector = Collector::new(seed, n, config.steps, &mut *observer);
+        let mut collector = Collector::new(seed, n, request.tap_steps.clone(), &mut *observer);
         if request.previews {
             let dir = samples.join("xt");
             std::fs::create_dir_all(&dir).map_err(other)?;
@@ -654,10 +690,11 @@ pub fn probe_interpolant<B: Backend>(
         weights: request.weights,
         done_seeds: Vec::new(),
         widths: BTreeMap::new(),
+        tap_steps: None,
     };
     let per = 3 * size * size;
     for &seed in &request.seeds {
-        let mut collector = Collector::<B>::new(seed, n, request.times.len(), &mut *observer);
+        let mut collector = Collector::<B>::new(seed, n, None, &mut *observer);
         for start in (0..n).step_by(request.batch_size.max(1)) {
             let end = (start + request.batch_size.max(1)).min(n);
             let b = end - start;

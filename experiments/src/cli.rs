@@ -6,8 +6,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use flowlens_core::device::DeviceSpec;
 
+use crate::commands;
 use crate::llm_features::{self, Input, LayerSelection, LlmFeaturesArgs, Pooling};
 use crate::measure::{self, CkaArgs, EstimatorChoice};
+use crate::pipeline::Stages;
 
 /// flowlens: how a language model's hidden states align with an image generator's streams.
 #[derive(Debug, Parser)]
@@ -33,6 +35,92 @@ pub enum Command {
     Sample(SampleCli),
     /// Oracle prompt adherence of a tiny-preset run on held-out shapes scenes (JSON).
     EvalShapes(EvalShapesCli),
+    /// Table 1: train the variants on identical data, seeds and budget, evaluating every K
+    /// steps; the table (mean +- sd over seeds) and the training curves.
+    Ablation(ExperimentCli),
+    /// Experiment 1: encoder text/noise streams vs LLM layers, Delta CKA (ours - baseline) over
+    /// seeds, biased and debiased, with the permutation-null floor.
+    Exp1(ExperimentCli),
+    /// Experiment 2: the same dual-stream encoder under two decoders; text-noise CKA at every
+    /// solver step, AUC and time-to-threshold.
+    Exp2(ExperimentCli),
+    /// The full tap x solver-step CKA grid of one run for any tap pair, as a table and heatmap.
+    Grid(GridCli),
+    /// Render experiment folders as a report: index.md/index.html, figures (PNG+SVG), tables
+    /// (CSV+LaTeX), manifest.json.
+    Report(ReportCli),
+    /// The whole paper pipeline at the tiny preset on this CPU (prior, five variants, exp1,
+    /// exp2, ablation table, report), nothing downloaded.
+    Demo(DemoCli),
+}
+
+/// An experiment command.
+#[derive(Debug, clap::Args)]
+pub struct ExperimentCli {
+    /// The experiment file (assets/experiments/*.toml); default: the demo's (tiny.toml, into
+    /// runs/demo).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output folder (overrides the file's `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GridCli {
+    #[command(flatten)]
+    pub experiment: ExperimentCli,
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Read this existing feature store of the run (e.g. `probes` from `flowlens sample`)
+    /// instead of sampling into `probes-grid`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// The row tap (default: the file's `[grid] a`, `enc.noise`).
+    #[arg(long)]
+    pub a: Option<String>,
+    /// The column taps, a pattern (default: the file's `[grid] b`, `llm.h*.image`).
+    #[arg(long)]
+    pub b: Option<String>,
+    /// Sampling seeds to average (comma-separated; default: the file's).
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// biased | debiased (default: the file's).
+    #[arg(long)]
+    pub estimator: Option<flowlens_analysis::cka::Estimator>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportCli {
+    /// Experiment folders (each with ablation/, exp1/, exp2/ or grid/ results).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Output folder (default: the first folder's report/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoCli {
+    /// The same pipeline at toy sizes (about a minute): for tests and a first look.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output folder (default runs/demo, or runs/demo-quick with --quick).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -353,6 +441,68 @@ impl Cli {
             Command::Train(a) => crate::training::run(a),
             Command::Sample(a) => crate::training::sample(a),
             Command::EvalShapes(a) => crate::training::eval_shapes(a),
+            Command::Ablation(a) => experiment(
+                a,
+                Stages {
+                    ablation: true,
+                    ..Default::default()
+                },
+            ),
+            Command::Exp1(a) => experiment(
+                a,
+                Stages {
+                    exp1: true,
+                    ..Default::default()
+                },
+            ),
+            Command::Exp2(a) => experiment(
+                a,
+                Stages {
+                    exp2: true,
+                    ..Default::default()
+                },
+            ),
+            Command::Grid(a) => {
+                let mut file = commands::load(a.experiment.config.as_deref(), a.experiment.out)?;
+                if let Some(v) = a.a {
+                    file.grid.a = v;
+                }
+                if let Some(v) = a.b {
+                    file.grid.b = v;
+                }
+                if let Some(v) = a.estimator {
+                    file.grid.estimator = v;
+                }
+                if let Some(s) = &a.seeds {
+                    file.grid.probing.seeds = s
+                        .split(',')
+                        .map(|x| {
+                            x.trim()
+                                .parse()
+                                .map_err(|_| anyhow::anyhow!("--seeds: `{x}` is not a seed"))
+                        })
+                        .collect::<Result<_>>()?;
+                }
+                file.check()?;
+                commands::run_stages(
+                    file,
+                    Stages::default(),
+                    Some((a.run, a.store)),
+                    a.experiment.device,
+                    !a.experiment.quiet,
+                )?;
+                Ok(())
+            }
+            Command::Report(a) => {
+                let out = a.out.unwrap_or_else(|| a.dirs[0].join("report"));
+                let index = crate::report::write_report(&a.dirs, &out)?;
+                eprintln!("report: {}", index.display());
+                Ok(())
+            }
+            Command::Demo(a) => {
+                commands::demo(a.quick, a.out, a.device, !a.quiet)?;
+                Ok(())
+            }
             Command::Fid(a) => {
                 let fid = measure::fid_value(&a.a, &a.b)?;
                 if a.json {
@@ -364,4 +514,11 @@ impl Cli {
             }
         }
     }
+}
+
+/// `flowlens ablation | exp1 | exp2`.
+fn experiment(a: ExperimentCli, stages: Stages) -> Result<()> {
+    let file = commands::load(a.config.as_deref(), a.out)?;
+    commands::run_stages(file, stages, None, a.device, !a.quiet)?;
+    Ok(())
 }

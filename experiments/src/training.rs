@@ -116,7 +116,7 @@ pub fn resolve(a: &TrainCli) -> Result<TrainConfig> {
 }
 
 /// Deep merge: tables merge key by key, everything else is replaced.
-fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+pub fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
     match (into, from) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
             for (k, v) in b {
@@ -144,7 +144,28 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let show = !self.cli.quiet;
+        train_with_progress::<B>(
+            self.config,
+            &self.cli.run,
+            self.cli.resume,
+            device,
+            !self.cli.quiet,
+            "",
+        )
+    }
+}
+
+/// Trains `config` into `run` (continuing it with `resume`) with progress bars (`label` prefixes
+/// them) for the preparation and the steps.
+pub fn train_with_progress<B: Backend>(
+    config: TrainConfig,
+    run: &std::path::Path,
+    resume: bool,
+    device: B::Device,
+    show: bool,
+    label: &str,
+) -> Result<()> {
+    {
         let prep = crate::llm_features::progress_bar(0, show);
         let mut phase = "";
         let mut on_prepare = |p: Prepare| {
@@ -173,22 +194,20 @@ impl BackendTask for TrainTask<'_> {
             prep.set_position(done as u64);
             prep.set_message(msg);
         };
-        let mut trainer = Trainer::<Autodiff<B>>::prepare(
-            self.config,
-            &self.cli.run,
-            self.cli.resume,
-            device,
-            &mut on_prepare,
-        )?;
+        let mut trainer =
+            Trainer::<Autodiff<B>>::prepare(config, run, resume, device, &mut on_prepare)?;
         prep.finish_and_clear();
         let total = trainer.config.steps as u64;
         let bar = crate::llm_features::progress_bar(total, show);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, ETA {eta} {msg}",
+                "{spinner} [{elapsed_precise}] {prefix}{wide_bar} {pos}/{len} steps, ETA {eta} {msg}",
             )
             .expect("valid template"),
         );
+        if !label.is_empty() {
+            bar.set_prefix(format!("{label} "));
+        }
         bar.set_position(trainer.step as u64);
         let mut last_eval = String::new();
         let result = train(&mut trainer, |e| match e {
@@ -212,11 +231,13 @@ impl BackendTask for TrainTask<'_> {
         });
         bar.finish_and_clear();
         result?;
-        eprintln!(
-            "trained {} steps; run in {}",
-            trainer.step,
-            trainer.run_dir().root().display()
-        );
+        if show {
+            eprintln!(
+                "trained {} steps; run in {}",
+                trainer.step,
+                trainer.run_dir().root().display()
+            );
+        }
         Ok(())
     }
 }
@@ -340,6 +361,8 @@ pub fn sample(a: crate::cli::SampleCli) -> Result<()> {
                     checkpoint: a.weights.checkpoint,
                     probe_dtype,
                     previews: a.previews,
+                    store: "probes".into(),
+                    tap_steps: None,
                 }),
                 None,
             )

@@ -9,6 +9,7 @@
 
 pub mod hooks;
 pub mod prior;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,7 +90,14 @@ pub struct TrainConfig {
     /// Solver steps and guidance of the sample grids and evaluations.
     pub eval_solver_steps: usize,
     pub eval_cfg: f32,
+    /// Start from another run's dual-stream encoder, time embedding and LLM (its EMA weights at
+    /// a checkpoint step) and keep the encoder, the time embedding and the token embeddings
+    /// frozen: experiment 2's second system (see [`transfer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
 }
+
+pub use transfer::Transfer;
 
 /// How the flow model's LLM is initialised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +152,7 @@ impl TrainConfig {
             eval_n: 48,
             eval_solver_steps: if tiny { 20 } else { 30 },
             eval_cfg: 2.0,
+            transfer: None,
         })
     }
 
@@ -240,6 +249,11 @@ struct Collect<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        // Frozen parameters keep their EMA exactly (decay x + (1 - decay) x is not always x
+        // in floating point).
+        if !param.is_require_grad() {
+            return;
+        }
         self.values
             .insert(param.id, param.val().inner().into_primitive());
     }
@@ -508,6 +522,11 @@ impl<B: AutodiffBackend> Trainer<B> {
                 Some(dir)
             }
         };
+        if let Some(t) = &config.transfer
+            && !run.path("tokenizer.json").exists()
+        {
+            copy_tokenizer(&t.from, &run)?;
+        }
         match &llm_dir {
             Some(dir) => {
                 if !run.path("tokenizer.json").exists() {
@@ -530,6 +549,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 tokenizer.vocab_size(),
                 flow.llm.vocab_size
             )));
+        }
+        if let Some(t) = &config.transfer {
+            model = transfer::apply(model, &flow, t, &device).map_err(other)?;
         }
         let ema = model.valid();
         let ema2 = config.ema_decay_2.map(|_| model.valid());

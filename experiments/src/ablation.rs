@@ -1,0 +1,138 @@
+//! The ablation (paper Table 1): per variant and training seed, the evaluations logged during
+//! training (`metrics.jsonl`) and the final numbers, summarised as mean +- sd over seeds.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use flowlens_core::run::RunDir;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One evaluation during training (the shapes oracle; FID/CLIP once their networks exist).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalPoint {
+    pub step: usize,
+    pub adherence: f64,
+    pub colour: f64,
+    pub shape: f64,
+    pub size: f64,
+    pub relation: Option<f64>,
+    /// The same images scored against other scenes' prompts.
+    pub chance: f64,
+}
+
+/// One trained run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub variant: String,
+    pub seed: u64,
+    pub run: String,
+    pub steps: usize,
+    /// Time in optimiser steps (sum of step times) and in evaluations, from the metrics.
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    /// Mean loss over the last tenth of the steps.
+    pub final_loss: f64,
+    pub evals: Vec<EvalPoint>,
+    /// `(step, mean loss)` over bins of consecutive steps.
+    pub loss_curve: Vec<(usize, f64)>,
+}
+
+impl RunResult {
+    pub fn final_eval(&self) -> Option<&EvalPoint> {
+        self.evals.last()
+    }
+}
+
+/// `ablation/results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    pub format: String,
+    pub preset: String,
+    pub steps: usize,
+    pub eval_every: usize,
+    pub variants: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub runs: Vec<RunResult>,
+}
+
+fn f(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+/// Reads a run's metrics (the last record of a step wins: a resumed run re-logs the steps after
+/// its last checkpoint).
+pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Result<RunResult> {
+    let run = RunDir::open(dir)?;
+    let records = run
+        .read_metrics()
+        .with_context(|| format!("reading the metrics of {}", dir.display()))?;
+    let mut steps: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+    let mut evals: BTreeMap<usize, (EvalPoint, f64)> = BTreeMap::new();
+    let mut batch = 1.0;
+    if let Ok(c) = run.config::<flowlens_core::train::TrainConfig>() {
+        batch = (c.batch_size * c.grad_accum) as f64;
+    }
+    for r in &records {
+        match r.get("event").and_then(Value::as_str) {
+            None => {
+                let (Some(step), Some(loss)) =
+                    (r.get("step").and_then(Value::as_u64), f(r, "loss"))
+                else {
+                    continue;
+                };
+                let secs = f(r, "samples_per_s").map_or(0.0, |s| batch / s.max(1e-12));
+                steps.insert(step as usize, (loss, secs));
+            }
+            Some("eval") => {
+                let (Some(step), Some(a), Some(c)) = (
+                    r.get("step").and_then(Value::as_u64),
+                    r.get("adherence"),
+                    r.get("chance"),
+                ) else {
+                    continue;
+                };
+                let point = EvalPoint {
+                    step: step as usize,
+                    adherence: f(a, "overall").unwrap_or(f64::NAN),
+                    colour: f(a, "colour").unwrap_or(f64::NAN),
+                    shape: f(a, "shape").unwrap_or(f64::NAN),
+                    size: f(a, "size").unwrap_or(f64::NAN),
+                    relation: f(a, "relation"),
+                    chance: f(c, "overall").unwrap_or(f64::NAN),
+                };
+                evals.insert(step as usize, (point, f(r, "seconds").unwrap_or(0.0)));
+            }
+            _ => {}
+        }
+    }
+    if steps.is_empty() {
+        bail!("{} has no training steps in its metrics", dir.display());
+    }
+    let n = steps.len();
+    let tail = (n / 10).max(1);
+    let final_loss = steps.values().skip(n - tail).map(|v| v.0).sum::<f64>() / tail as f64;
+    let per_bin = n.div_ceil(bins.max(1));
+    let losses: Vec<(usize, f64)> = steps.iter().map(|(&s, v)| (s, v.0)).collect();
+    let loss_curve = losses
+        .chunks(per_bin)
+        .map(|c| {
+            (
+                c[c.len() - 1].0 + 1,
+                c.iter().map(|v| v.1).sum::<f64>() / c.len() as f64,
+            )
+        })
+        .collect();
+    Ok(RunResult {
+        variant: variant.into(),
+        seed,
+        run: dir.display().to_string(),
+        steps: steps.keys().last().map_or(0, |s| s + 1),
+        train_seconds: steps.values().map(|v| v.1).sum(),
+        eval_seconds: evals.values().map(|v| v.1).sum(),
+        final_loss,
+        evals: evals.into_values().map(|v| v.0).collect(),
+        loss_curve,
+    })
+}

@@ -1,0 +1,397 @@
+//! The experiment file: one TOML file (assets/experiments/) holds the parameters of every
+//! protocol (`[ablation]`, `[exp1]`, `[exp2]`, `[grid]`); each `flowlens` experiment command reads
+//! its own section, the demo reads them all. Every field has the paper's value as its default, so
+//! a section may be empty; unknown fields are errors that name the file and the field (checked
+//! against the defaults' own keys, since serde cannot deny unknown fields of flattened tables).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use flowlens_analysis::cka::Estimator;
+use flowlens_core::flow::Variant;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExperimentFile {
+    /// Where the experiment writes its runs, results and report (relative to the working
+    /// directory); `--out` overrides it.
+    #[serde(default = "default_out")]
+    pub out: PathBuf,
+    #[serde(default)]
+    pub ablation: Ablation,
+    #[serde(default)]
+    pub exp1: Exp1,
+    #[serde(default)]
+    pub exp2: Exp2,
+    #[serde(default)]
+    pub grid: Grid,
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs/experiment")
+}
+
+impl Default for ExperimentFile {
+    fn default() -> Self {
+        Self {
+            out: default_out(),
+            ablation: Ablation::default(),
+            exp1: Exp1::default(),
+            exp2: Exp2::default(),
+            grid: Grid::default(),
+        }
+    }
+}
+
+/// Table 1: the variants trained on identical data, seeds and budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Ablation {
+    pub preset: String,
+    pub variants: Vec<Variant>,
+    /// Training seeds; the table reports mean +- sd over them.
+    pub seeds: Vec<u64>,
+    /// Optimiser steps per run (the paper: 120k).
+    pub steps: usize,
+    /// Evaluate every K steps (the paper: 12k) and at the end.
+    pub eval_every: usize,
+    /// Overrides of the training configuration (any `TrainConfig` field, as in
+    /// `flowlens train --config`), applied to every run.
+    pub train: toml::Table,
+}
+
+impl Default for Ablation {
+    fn default() -> Self {
+        Self {
+            preset: "paper".into(),
+            variants: vec![
+                Variant::Baseline,
+                Variant::DecoderOnly,
+                Variant::EncoderOnly,
+                Variant::Both,
+                Variant::Uvit,
+            ],
+            seeds: vec![0, 1, 2, 3, 4],
+            steps: 120_000,
+            eval_every: 12_000,
+            train: toml::Table::new(),
+        }
+    }
+}
+
+/// Where the prompts of a CKA study come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompts {
+    /// One prompt per line.
+    File(PathBuf),
+    /// `n` held-out scenes of the run's shapes data (a data seed the training never saw).
+    HeldOut(usize),
+}
+
+/// The sampling and probing protocol shared by experiments 1 and 2 (paper section 7).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Probing {
+    pub prompts: Prompts,
+    /// Sampling seeds (the paper: S = 5).
+    pub seeds: Vec<u64>,
+    /// Euler steps.
+    pub solver_steps: usize,
+    pub cfg: f32,
+    /// Prompts per forward pass.
+    pub batch_size: usize,
+    /// Which trained seed of each variant is probed (default: the ablation's first seed).
+    pub run_seed: Option<u64>,
+}
+
+impl Default for Probing {
+    fn default() -> Self {
+        Self {
+            prompts: Prompts::File("mjhq-2k.txt".into()),
+            seeds: vec![0, 1, 2, 3, 4],
+            solver_steps: 30,
+            cfg: 2.0,
+            batch_size: 16,
+            run_seed: None,
+        }
+    }
+}
+
+/// Pooling of the tapped tokens before CKA.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Global average over the valid tokens.
+    Mean,
+    /// Layer norm over the width, then the average (the paper's Exp. 2).
+    LayerNormMean,
+}
+
+impl Pooling {
+    pub fn tap_pooling(self) -> flowlens_core::flow::TapPooling {
+        match self {
+            Pooling::Mean => flowlens_core::flow::TapPooling::Mean,
+            Pooling::LayerNormMean => flowlens_core::flow::TapPooling::LayerNormMean,
+        }
+    }
+}
+
+/// Experiment 1: encoder streams vs LLM layers, ours - baseline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Exp1 {
+    /// The model with the dual-stream encoder ("ours") and the baseline: variant names of the
+    /// ablation's runs, or run directories.
+    pub ours: String,
+    pub baseline: String,
+    /// LLM hidden states in Hugging Face indexing (0 = embeddings, last = after the final norm).
+    pub layers: Vec<usize>,
+    /// Solver steps to probe (t = step / solver_steps).
+    pub steps: Vec<usize>,
+    pub pooling: Pooling,
+    /// The estimator of the headline table and figures (both are always computed and written).
+    #[serde(with = "estimator_serde")]
+    pub estimator: Estimator,
+    /// Row permutations for the null floor (0 = none).
+    pub permutations: usize,
+    #[serde(flatten)]
+    pub probing: Probing,
+}
+
+impl Default for Exp1 {
+    fn default() -> Self {
+        Self {
+            ours: "both".into(),
+            baseline: "baseline".into(),
+            layers: vec![2, 12, 22],
+            steps: vec![9, 18, 27],
+            pooling: Pooling::Mean,
+            estimator: Estimator::Debiased,
+            permutations: 100,
+            probing: Probing::default(),
+        }
+    }
+}
+
+/// Experiment 2: the same dual-stream encoder under two decoders.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Exp2 {
+    /// The trained dual-stream-encoder + single-stream-decoder system (variant name of the
+    /// ablation's runs, or a run directory) whose encoder both conditions share.
+    pub ours: String,
+    /// Steps to train the ConvNeXt-decoder system around the frozen encoder (default: the
+    /// ablation's budget).
+    pub steps: Option<usize>,
+    /// CKA threshold of the time-to-threshold summary.
+    pub threshold: f64,
+    pub pooling: Pooling,
+    #[serde(with = "estimator_serde")]
+    pub estimator: Estimator,
+    #[serde(flatten)]
+    pub probing: Probing,
+}
+
+impl Default for Exp2 {
+    fn default() -> Self {
+        Self {
+            ours: "both".into(),
+            steps: None,
+            threshold: 0.5,
+            pooling: Pooling::LayerNormMean,
+            estimator: Estimator::Debiased,
+            probing: Probing::default(),
+        }
+    }
+}
+
+/// The full layer x step grid of one tap pair of one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Grid {
+    /// The row tap (`enc.noise`) and the column taps, one per LLM layer (`llm.h*.image`).
+    pub a: String,
+    pub b: String,
+    pub pooling: Pooling,
+    #[serde(with = "estimator_serde")]
+    pub estimator: Estimator,
+    #[serde(flatten)]
+    pub probing: Probing,
+}
+
+impl Default for Grid {
+    fn default() -> Self {
+        Self {
+            a: "enc.noise".into(),
+            b: "llm.h*.image".into(),
+            pooling: Pooling::Mean,
+            estimator: Estimator::Debiased,
+            probing: Probing {
+                seeds: vec![0],
+                ..Probing::default()
+            },
+        }
+    }
+}
+
+mod estimator_serde {
+    use flowlens_analysis::cka::Estimator;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(e: &Estimator, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(e.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Estimator, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl ExperimentFile {
+    /// Reads and checks an experiment file; errors name the file and the field.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read experiment file {}", path.display()))?;
+        let file = Self::parse(&text)
+            .with_context(|| format!("experiment file {} is not valid", path.display()))?;
+        file.check()
+            .with_context(|| format!("experiment file {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Parses the TOML text; an unknown field is an error that names it.
+    pub fn parse(text: &str) -> Result<Self> {
+        let value: toml::Value = toml::from_str(text)?;
+        let known = serde_json::to_value(Self::default())?;
+        unknown_keys(&value, &known, "")?;
+        Ok(value.try_into()?)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let a = &self.ablation;
+        if a.variants.is_empty() || a.seeds.is_empty() {
+            bail!("[ablation] needs at least one variant and one seed");
+        }
+        if a.steps == 0 {
+            bail!("[ablation] steps must be at least 1");
+        }
+        for (section, p) in [
+            ("exp1", &self.exp1.probing),
+            ("exp2", &self.exp2.probing),
+            ("grid", &self.grid.probing),
+        ] {
+            if p.seeds.is_empty() {
+                bail!("[{section}] seeds: give at least one sampling seed");
+            }
+            if p.solver_steps == 0 || p.batch_size == 0 {
+                bail!("[{section}] solver_steps and batch_size must be at least 1");
+            }
+            if let Prompts::HeldOut(n) = p.prompts
+                && n < 4
+            {
+                bail!("[{section}] prompts: CKA needs at least 4 prompts (debiased estimator)");
+            }
+        }
+        if let Some(&s) = self
+            .exp1
+            .steps
+            .iter()
+            .find(|&&s| s >= self.exp1.probing.solver_steps)
+        {
+            bail!(
+                "[exp1] steps: step {s} does not exist with solver_steps = {} (steps are 0..{})",
+                self.exp1.probing.solver_steps,
+                self.exp1.probing.solver_steps - 1
+            );
+        }
+        if self.exp1.layers.is_empty() || self.exp1.steps.is_empty() {
+            bail!("[exp1] layers and steps must not be empty");
+        }
+        if !(self.exp2.threshold.is_finite()) {
+            bail!("[exp2] threshold must be a number");
+        }
+        Ok(())
+    }
+
+    /// The run directory of `variant`'s training seed `seed` in the ablation.
+    pub fn ablation_run(&self, variant: Variant, seed: u64) -> PathBuf {
+        self.out
+            .join("ablation")
+            .join(variant.name())
+            .join(format!("seed{seed}"))
+    }
+
+    /// A run named in exp1/exp2: a variant of the ablation (at `run_seed`) or a directory.
+    pub fn resolve_run(&self, name: &str, run_seed: Option<u64>) -> PathBuf {
+        match name.parse::<Variant>() {
+            Ok(v) => {
+                let seed = run_seed.unwrap_or(self.ablation.seeds[0]);
+                self.ablation_run(v, seed)
+            }
+            Err(_) => PathBuf::from(name),
+        }
+    }
+}
+
+/// Fails on the first key of `user` that the defaults (`known`) do not have; free-form tables
+/// (`train`, the training overrides) and enum values (`prompts`) are not descended into.
+fn unknown_keys(user: &toml::Value, known: &serde_json::Value, path: &str) -> Result<()> {
+    let (Some(user), Some(known)) = (user.as_table(), known.as_object()) else {
+        return Ok(());
+    };
+    for (key, value) in user {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match known.get(key) {
+            None => {
+                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                bail!(
+                    "unknown field `{here}`; the fields here are: {}",
+                    names.join(", ")
+                );
+            }
+            Some(k) if key != "train" && key != "prompts" => unknown_keys(value, k, &here)?,
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers_and_files_parse() {
+        let empty = ExperimentFile::parse("").unwrap();
+        assert_eq!(empty, ExperimentFile::default());
+        assert_eq!(empty.exp1.layers, vec![2, 12, 22]);
+        assert_eq!(empty.exp1.steps, vec![9, 18, 27]);
+        assert_eq!(empty.exp1.probing.seeds.len(), 5);
+        assert_eq!(empty.exp2.threshold, 0.5);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/experiments");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            ExperimentFile::load(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_steps_are_named() {
+        let e = ExperimentFile::parse("[exp1]\nlayerz = [1]\n").unwrap_err();
+        assert!(e.to_string().contains("exp1.layerz"), "{e}");
+        let f = ExperimentFile::parse("[exp1]\nsteps = [30]\nseeds = [1, 2]\n").unwrap();
+        assert_eq!(f.exp1.probing.seeds, vec![1, 2]);
+        let e = f.check().unwrap_err().to_string();
+        assert!(e.contains("[exp1] steps"), "{e}");
+        let e = ExperimentFile::parse("[exp2]\nestimator = \"fast\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("fast"), "{e:#}");
+    }
+}
