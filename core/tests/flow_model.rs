@@ -75,7 +75,11 @@ fn every_variant_predicts_a_velocity_of_the_latent_shape_and_counts_its_paramete
         );
         let (z, t, ids, mask) = inputs::<B>(&c, 2, &device);
         let out = model.forward(z, t, ids, mask, &TapRequest::none()).unwrap();
-        assert_eq!(out.velocity.dims(), [2, 3, 32, 32], "{v:?}");
+        assert_eq!(
+            out.velocity.dims(),
+            [2, c.latent_channels, c.latent_size, c.latent_size],
+            "{v:?}"
+        );
         assert!(out.taps.is_empty());
         let values: Vec<f32> = out.velocity.into_data().to_vec().unwrap();
         assert!(values.iter().all(|x| x.is_finite()), "{v:?}");

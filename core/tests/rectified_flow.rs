@@ -137,7 +137,8 @@ fn the_sampler_hands_every_steps_pooled_conditional_taps_to_the_sink_determinist
     };
     let taps = TapRequest::parse("enc.text,enc.noise,llm.h02");
     let run = |sink: &mut Recorder| {
-        let z0 = normal_noise::<B, 4>(&mut ChaCha8Rng::seed_from_u64(5), [3, 3, 32, 32], &device);
+        let shape = [3, c.latent_channels, c.latent_size, c.latent_size];
+        let z0 = normal_noise::<B, 4>(&mut ChaCha8Rng::seed_from_u64(5), shape, &device);
         sample_euler(&model, z0, ids.clone(), mask.clone(), &config, &taps, sink).unwrap()
     };
     let mut rec = Recorder(Vec::new());
@@ -202,6 +203,7 @@ fn a_short_training_run_on_shapes_lowers_the_loss() {
     ))
     .unwrap();
     let data = ShapesDataset::new(0, 64);
+    let codec = c.codec.build::<A>().unwrap();
     let mut optim = AdamWConfig::new()
         .with_beta_2(0.95)
         .with_weight_decay(0.0)
@@ -210,10 +212,15 @@ fn a_short_training_run_on_shapes_lowers_the_loss() {
     let b = 4;
     let mut losses = Vec::new();
     for step in 0..24 {
-        let items: Vec<(Vec<f32>, String)> =
-            (0..b).map(|i| data.item((step * b + i) % 64, 32)).collect();
+        let items: Vec<(Vec<f32>, String)> = (0..b)
+            .map(|i| data.item((step * b + i) % 64, c.image_size))
+            .collect();
         let pixels: Vec<f32> = items.iter().flat_map(|(p, _)| p.clone()).collect();
-        let x = Tensor::<A, 4>::from_data(TensorData::new(pixels, [b, 3, 32, 32]), &device);
+        let size = c.image_size;
+        let x = codec.encode(Tensor::<A, 4>::from_data(
+            TensorData::new(pixels, [b, 3, size, size]),
+            &device,
+        ));
         let captions: Vec<&str> = items.iter().map(|(_, c)| c.as_str()).collect();
         let batch = tok
             .encode_batch(&captions, Some(c.text_len), PaddingSide::Right)
@@ -224,7 +231,7 @@ fn a_short_training_run_on_shapes_lowers_the_loss() {
             Tensor::<A, 2, Int>::from_data(TensorData::new(batch.mask, [b, c.text_len]), &device);
         let t = logit_normal(&mut rng, b, 0.0, 1.0);
         let t = Tensor::<A, 1>::from_data(TensorData::new(t, [b]), &device);
-        let z0 = normal_noise::<A, 4>(&mut rng, [b, 3, 32, 32], &device);
+        let z0 = normal_noise::<A, 4>(&mut rng, x.dims(), &device);
         let zt = interpolate(&x, &z0, &t);
         let target = x - z0;
         let out = model

@@ -57,8 +57,11 @@ pub struct Results {
     pub conditions: Vec<Condition>,
 }
 
-/// The text-vs-noise curve of every seed, both estimators.
-fn curves(store: &Store, seeds: &[u64]) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+/// `curves[seed][step]`.
+type Curves = Vec<Vec<f64>>;
+
+/// The text-vs-noise curve of every seed: (biased, debiased).
+fn curves(store: &Store, seeds: &[u64]) -> Result<(Curves, Curves)> {
     let mut biased = Vec::new();
     let mut debiased = Vec::new();
     for &seed in seeds {

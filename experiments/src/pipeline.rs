@@ -150,7 +150,7 @@ pub fn ensure_sampled<B: Backend>(
             && m.checkpoint_step == trained_steps(run)
             && m.tap_steps == tap_steps
             && probing.seeds.iter().all(|s| m.seeds.contains(s))
-            && taps.iter().all(|t| m.taps.contains_key(t));
+            && taps.iter().all(|t| !existing.taps_matching(t).is_empty());
         if same {
             log.say(format!("{}: sampled, reused", dir.display()));
             return Ok(existing);
@@ -275,6 +275,18 @@ pub fn run_exp1<B: Backend>(
     let baseline = file.resolve_run(&c.baseline, c.probing.run_seed);
     require_trained(&ours, "exp1's `ours`")?;
     require_trained(&baseline, "exp1's `baseline`")?;
+    for run in [&ours, &baseline] {
+        let config: TrainConfig = RunDir::open(run)?.config()?;
+        let flow = flowlens_core::flow::FlowConfig::preset(&config.preset, config.variant)
+            .map_err(anyhow::Error::msg)?;
+        let n = flow.llm.num_hidden_layers;
+        if let Some(l) = c.layers.iter().find(|&&l| l > n) {
+            bail!(
+                "[exp1] layers: layer {l} does not exist in the LLM of {} ({n} layers: hidden states 0 to {n}, {n} = after the final norm)",
+                run.display()
+            );
+        }
+    }
     let mut taps = vec!["enc.text".to_string(), "enc.noise".to_string()];
     for &l in &c.layers {
         taps.push(llm_tap_name(l, "text"));

@@ -49,6 +49,11 @@ pub enum Block {
         stem: String,
         caption: String,
     },
+    /// A PNG without an SVG twin (sample grids), path relative to the report.
+    Image {
+        path: String,
+        caption: String,
+    },
     /// Links to files (tables as CSV/LaTeX).
     Files(Vec<String>),
 }
@@ -252,6 +257,39 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
         rows: md_rows,
     });
     blocks.push(Block::Files(files));
+    let finals: Vec<&ablation::EvalPoint> = r.runs.iter().filter_map(|x| x.final_eval()).collect();
+    if !finals.is_empty() && finals.iter().all(|e| e.adherence <= e.chance) {
+        blocks.push(Block::Para(
+            "At this budget no variant's adherence is above its chance level: the samples are \
+             not yet clean enough shapes for the oracle (see the sample grids below). Train \
+             longer (`steps` in `[ablation]`) before comparing the variants."
+                .into(),
+        ));
+    }
+    // Qualitative results: the last sample grid of each variant's first seed.
+    for v in &r.variants {
+        let Some(run) = r.runs.iter().find(|x| &x.variant == v) else {
+            continue;
+        };
+        let Some(grid) = last_sample_grid(Path::new(&run.run)) else {
+            continue;
+        };
+        std::fs::create_dir_all(&out.figures)?;
+        let name = format!("{}samples_{v}.png", out.prefix);
+        write_bytes(&out.figures.join(&name), &upscaled_png(&grid, 4)?)?;
+        let prompts = std::fs::read_to_string(grid.with_extension("txt")).unwrap_or_default();
+        blocks.push(Block::Image {
+            path: format!("figures/{name}"),
+            caption: format!(
+                "{v}, seed {}: EMA samples at the last grid ({}); prompts: {}",
+                run.seed,
+                grid.file_stem()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+                prompts.lines().collect::<Vec<_>>().join("; ")
+            ),
+        });
+    }
     // Curves: the evaluations and the loss over training steps, one line per variant.
     let mut adherence = Vec::new();
     let mut loss = Vec::new();
@@ -308,6 +346,15 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
     let chance_mean =
         (!chance.is_empty()).then(|| chance.iter().sum::<f64>() / chance.len() as f64);
     if !adherence.is_empty() {
+        // Adherence is a fraction: the axis starts at 0 and shows at least 0..0.05, so a flat
+        // zero line reads as "nothing learned yet", not as noise around 0.
+        let top = adherence
+            .iter()
+            .flat_map(|l| l.ys.iter())
+            .chain(chance_mean.iter())
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.05f64, f64::max);
         let stem = out.figure(
             &LinePlot {
                 title: "Prompt adherence during training (shapes oracle)".into(),
@@ -315,7 +362,7 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
                 y_label: "adherence".into(),
                 lines: adherence,
                 reference: chance_mean.map(|c| (c, "chance (mean)".into())),
-                y_range: None,
+                y_range: Some((0.0, (top * 1.15).min(1.0))),
             },
             "ablation_adherence",
         )?;
@@ -358,6 +405,44 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
     )?;
     blocks.push(Block::Files(vec![csv]));
     Ok(blocks)
+}
+
+/// The newest `samples/grid-step*.png` of a run.
+fn last_sample_grid(run: &Path) -> Option<PathBuf> {
+    let mut grids: Vec<PathBuf> = std::fs::read_dir(run.join("samples"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "png")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("grid-step"))
+        })
+        .collect();
+    grids.sort();
+    grids.pop()
+}
+
+/// A small image enlarged `factor` times with nearest-neighbour sampling (sample grids of 32 px
+/// images stay readable in the report), as PNG bytes.
+fn upscaled_png(path: &Path, factor: u32) -> Result<Vec<u8>> {
+    let img = image::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let big = img.resize(
+        img.width() * factor,
+        img.height() * factor,
+        image::imageops::FilterType::Nearest,
+    );
+    let mut bytes = Vec::new();
+    big.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageOutputFormat::Png,
+    )
+    .with_context(|| format!("encoding {}", path.display()))?;
+    Ok(bytes)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    flowlens_core::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -661,39 +746,62 @@ pub fn exp2_section(r: &exp2::Results, out: &Out) -> Result<Vec<Block>> {
         stem,
         caption: "AUC per decoder, mean ± 1 SE over seeds.".into(),
     });
-    let ttt = |c: &exp2::Condition, e: Estimator| {
-        c.summary(e)
-            .crossing
-            .reached
-            .map_or((1.0, 0.0), |s| (s.mean, s.se))
-    };
-    let stem = out.figure(
-        &BarChart {
-            title: format!(
-                "Time to CKA ≥ {} (lower is better; never reached drawn at 1)",
-                r.threshold
-            ),
-            y_label: "normalised time".into(),
-            groups: names.clone(),
-            series: series.iter().map(|e| e.name().to_string()).collect(),
-            values: series
-                .iter()
-                .map(|&e| r.conditions.iter().map(|c| ttt(c, e).0).collect())
-                .collect(),
-            errors: Some(
-                series
-                    .iter()
-                    .map(|&e| r.conditions.iter().map(|c| ttt(c, e).1).collect())
-                    .collect(),
-            ),
-        },
-        "exp2_time_to_threshold",
-    )?;
-    blocks.push(Block::Figure {
-        stem,
-        caption: "Time-to-threshold per decoder, mean ± 1 SE over the seeds that reached it."
-            .into(),
-    });
+    let reached: Vec<&exp2::Condition> = r
+        .conditions
+        .iter()
+        .filter(|c| c.summary(headline).crossing.n_reached > 0)
+        .collect();
+    if reached.is_empty() {
+        blocks.push(Block::Para(format!(
+            "No seed's {} curve reached CKA ≥ {} under either decoder, so the time-to-threshold \
+             is not drawn (it is \"not reached\" in the table).",
+            headline.name(),
+            r.threshold
+        )));
+    } else {
+        let label = |c: &exp2::Condition| {
+            let x = &c.summary(headline).crossing;
+            let n = x.n_reached + x.n_not_reached;
+            if x.n_reached == 0 {
+                format!("{} (never reached)", c.name)
+            } else if x.n_not_reached > 0 {
+                format!("{} ({} of {n} seeds)", c.name, x.n_reached)
+            } else {
+                c.name.clone()
+            }
+        };
+        let stem = out.figure(
+            &BarChart {
+                title: format!(
+                    "Time to CKA ≥ {} ({}; lower is better)",
+                    r.threshold,
+                    headline.name()
+                ),
+                y_label: "normalised time".into(),
+                groups: r.conditions.iter().map(label).collect(),
+                series: vec![headline.name().to_string()],
+                values: vec![
+                    r.conditions
+                        .iter()
+                        .map(|c| c.summary(headline).crossing.reached.map_or(0.0, |s| s.mean))
+                        .collect(),
+                ],
+                errors: Some(vec![
+                    r.conditions
+                        .iter()
+                        .map(|c| c.summary(headline).crossing.reached.map_or(0.0, |s| s.se))
+                        .collect(),
+                ]),
+            },
+            "exp2_time_to_threshold",
+        )?;
+        blocks.push(Block::Figure {
+            stem,
+            caption: "Time-to-threshold per decoder, mean ± 1 SE over the seeds that reached it \
+                      (a decoder whose seeds never reached it has no bar)."
+                .into(),
+        });
+    }
     let mut header = vec!["Decoder".to_string()];
     for e in series {
         header.push(format!("AUC ({})", e.name()));
@@ -797,13 +905,22 @@ pub fn grid_section(r: &grid::Results, out: &Out, name: &str) -> Result<Vec<Bloc
         )),
     ];
     let values = Array2::from_shape_fn((r.taps.len(), r.steps.len()), |(i, j)| r.mean[i][j]);
+    // LLM taps are labelled by layer (short labels keep the axis title clear of them).
+    let layers: Option<Vec<usize>> = r.taps.iter().map(|t| crate::probes::llm_layer(t)).collect();
+    let (y_label, y_ticks) = match layers {
+        Some(l) => (
+            "LLM layer".to_string(),
+            l.iter().map(|&l| layer_label(l)).collect(),
+        ),
+        None => ("tap".to_string(), r.taps.clone()),
+    };
     let stem = out.figure(
         &Heatmap {
             title: format!("CKA: {} vs {}", r.a, r.b),
             x_label: "solver step".into(),
-            y_label: "tap".into(),
+            y_label,
             x_ticks: r.steps.iter().map(|s| s.to_string()).collect(),
-            y_ticks: r.taps.clone(),
+            y_ticks,
             values,
             diverging: false,
             annotate: r.steps.len() <= 12,
@@ -903,6 +1020,9 @@ pub fn markdown(title: &str, blocks: &[Block]) -> String {
                     "![{caption}](figures/{stem}.png)\n\n*{caption}* ([SVG](figures/{stem}.svg))\n"
                 );
             }
+            Block::Image { path, caption } => {
+                let _ = writeln!(s, "![{caption}]({path})\n\n*{caption}*\n");
+            }
             Block::Files(files) => {
                 let links: Vec<String> = files.iter().map(|f| format!("[{f}]({f})")).collect();
                 let _ = writeln!(s, "Files: {}\n", links.join(", "));
@@ -949,6 +1069,15 @@ pub fn html(title: &str, blocks: &[Block]) -> String {
                 let _ = writeln!(
                     s,
                     "<figure><a href=\"figures/{stem}.svg\"><img src=\"figures/{stem}.png\" alt=\"{}\"></a><figcaption>{}</figcaption></figure>",
+                    html_escape(caption),
+                    html_inline(caption)
+                );
+            }
+            Block::Image { path, caption } => {
+                let _ = writeln!(
+                    s,
+                    "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+                    html_escape(path),
                     html_escape(caption),
                     html_inline(caption)
                 );
