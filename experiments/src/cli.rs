@@ -61,7 +61,15 @@ pub struct ExperimentCli {
     /// runs/demo).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Output folder (overrides the file's `out`).
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+/// Where an experiment writes and what it runs on.
+#[derive(Debug, clap::Args)]
+pub struct RunOpts {
+    /// Output folder (overrides the experiment file's `out`; the demo's default is runs/demo,
+    /// or runs/demo-quick with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
@@ -112,15 +120,8 @@ pub struct DemoCli {
     /// The same pipeline at toy sizes (about a minute): for tests and a first look.
     #[arg(long)]
     pub quick: bool,
-    /// Output folder (default runs/demo, or runs/demo-quick with --quick).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    /// No progress output.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 #[derive(Debug, clap::Args)]
@@ -463,7 +464,8 @@ impl Cli {
                 },
             ),
             Command::Grid(a) => {
-                let mut file = commands::load(a.experiment.config.as_deref(), a.experiment.out)?;
+                let mut file =
+                    commands::load(a.experiment.config.as_deref(), a.experiment.run.out)?;
                 if let Some(v) = a.a {
                     file.grid.a = v;
                 }
@@ -488,8 +490,8 @@ impl Cli {
                     file,
                     Stages::default(),
                     Some((a.run, a.store)),
-                    a.experiment.device,
-                    !a.experiment.quiet,
+                    a.experiment.run.device,
+                    !a.experiment.run.quiet,
                 )?;
                 Ok(())
             }
@@ -500,7 +502,7 @@ impl Cli {
                 Ok(())
             }
             Command::Demo(a) => {
-                commands::demo(a.quick, a.out, a.device, !a.quiet)?;
+                commands::demo(a.quick, a.run.out, a.run.device, !a.run.quiet)?;
                 Ok(())
             }
             Command::Fid(a) => {
@@ -518,7 +520,7 @@ impl Cli {
 
 /// `flowlens ablation | exp1 | exp2`.
 fn experiment(a: ExperimentCli, stages: Stages) -> Result<()> {
-    let file = commands::load(a.config.as_deref(), a.out)?;
-    commands::run_stages(file, stages, None, a.device, !a.quiet)?;
+    let file = commands::load(a.config.as_deref(), a.run.out)?;
+    commands::run_stages(file, stages, None, a.run.device, !a.run.quiet)?;
     Ok(())
 }
