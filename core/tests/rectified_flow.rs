@@ -240,7 +240,7 @@ fn a_short_training_run_on_shapes_lowers_the_loss() {
         let loss = velocity_loss(out.velocity, target);
         losses.push(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(3e-4, model, grads);
+        model = optim.step(1e-3, model, grads);
     }
     let first: f32 = losses[..6].iter().sum::<f32>() / 6.0;
     let last: f32 = losses[18..].iter().sum::<f32>() / 6.0;
