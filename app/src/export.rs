@@ -1,0 +1,129 @@
+//! Export from the app through the analysis crate's figure and table code, so an exported plot
+//! looks exactly like the report's: heatmaps and curves as PNG (3x) + SVG, grids as CSV + LaTeX.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use flowlens_analysis::figures::{self, Heatmap, Line, LinePlot};
+use flowlens_analysis::tables::{Better, Column, SummaryTable, write_csv, write_text};
+
+use crate::cka::Grid;
+
+/// A file-name-safe version of a label.
+pub fn stem(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
+}
+
+fn title(grid: &Grid, delta: bool) -> String {
+    let run = grid
+        .query
+        .run
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| grid.query.run.display().to_string());
+    format!(
+        "{}CKA({}, {}) {} · {} · {} seed(s)",
+        if delta { "Δ " } else { "" },
+        grid.query.a,
+        grid.query.b,
+        grid.query.estimator.name(),
+        run,
+        grid.seeds.len()
+    )
+}
+
+/// The grid as a heatmap figure: `dir/stem.png` and `.svg`.
+pub fn heatmap(grid: &Grid, delta: bool, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let fig = Heatmap {
+        title: title(grid, delta),
+        x_label: "solver step".into(),
+        y_label: "tap".into(),
+        x_ticks: grid.steps.iter().map(|s| s.to_string()).collect(),
+        y_ticks: grid.rows.clone(),
+        values: grid.mean(),
+        diverging: delta,
+        annotate: grid.total_cells() <= 120,
+        colorbar_label: if delta { "Δ CKA".into() } else { "CKA".into() },
+        range: None,
+    };
+    let (png, svg) = figures::save(&fig, dir, name)?;
+    Ok(vec![png, svg])
+}
+
+/// One row of the grid over solver time with its +-SE band, the permutation-null floor and the
+/// threshold as reference lines.
+pub fn curve(
+    grid: &Grid,
+    row: usize,
+    reference: Option<(f64, String)>,
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>> {
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    let mut band = Vec::new();
+    for c in 0..grid.steps.len() {
+        if let Some(s) = grid.summary(row, c) {
+            xs.push(grid.ts[c]);
+            ys.push(s.mean);
+            band.push(s.se);
+        }
+    }
+    let fig = LinePlot {
+        title: title(grid, false),
+        x_label: "t".into(),
+        y_label: format!("CKA({}, {})", grid.query.a, grid.rows[row]),
+        lines: vec![Line {
+            name: grid.rows[row].clone(),
+            xs,
+            ys,
+            band: Some(band),
+        }],
+        reference,
+        y_range: None,
+    };
+    let (png, svg) = figures::save(&fig, dir, name)?;
+    Ok(vec![png, svg])
+}
+
+/// The grid as a table (rows = taps, one column per solver step, mean +- sd over seeds): CSV
+/// (mean, sd, se, n per step) and booktabs LaTeX.
+pub fn table(grid: &Grid, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let table = SummaryTable {
+        row_header: "tap".into(),
+        rows: grid.rows.clone(),
+        columns: grid
+            .steps
+            .iter()
+            .map(|s| Column {
+                name: format!("step{s:02}"),
+                latex_header: format!("{s}"),
+                better: Better::Neither,
+                decimals: 3,
+            })
+            .collect(),
+        cells: (0..grid.rows.len())
+            .map(|r| (0..grid.steps.len()).map(|c| grid.summary(r, c)).collect())
+            .collect(),
+    };
+    let csv = dir.join(format!("{name}.csv"));
+    let tex = dir.join(format!("{name}.tex"));
+    write_csv(&table.to_dataframe()?, &csv)?;
+    write_text(
+        &table.to_latex(Some(&title(grid, false)), Some(&format!("tab:{name}")))?,
+        &tex,
+    )?;
+    Ok(vec![csv, tex])
+}

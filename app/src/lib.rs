@@ -1,0 +1,87 @@
+//! flowlens-lab, the desktop laboratory: browse and compare runs, launch and watch training and
+//! the paper's experiments, explore CKA (heatmaps, curves with ±SE, Δ views, permutation nulls,
+//! AUC and time-to-threshold, mutual k-NN drill-down), step through sampling trajectories,
+//! sample interactively, and export figures and tables with the report's look.
+//!
+//! Layout (ARCHITECTURE.md): [`app`] draws each frame from [`app::LabApp`]; [`jobs`] runs every
+//! file read and computation off the UI thread; [`catalog`], [`metrics`] and [`cka`] read run
+//! directories; [`launch`] starts `flowlens` child processes; [`sampling`] samples in-process on
+//! a background thread; [`export`] goes through the analysis crate's figures and tables;
+//! [`softrender`] paints frames on the CPU for `--screenshot` and the snapshot tests.
+
+pub mod app;
+pub mod catalog;
+pub mod cka;
+pub mod export;
+pub mod fixture;
+pub mod jobs;
+pub mod launch;
+pub mod metrics;
+pub mod sampling;
+pub mod softrender;
+pub mod widgets;
+
+pub use app::LabApp;
+
+use std::path::Path;
+use std::time::Duration;
+
+use eframe::egui;
+
+/// Runs the app headless for `frames` frames of a `width` x `height` window, letting background
+/// jobs finish between frames, and returns the last frame painted by [`softrender`].
+pub fn render_headless(
+    app: &mut LabApp,
+    width: f32,
+    height: f32,
+    frames: usize,
+    configure: impl Fn(&mut LabApp),
+) -> softrender::Pixels {
+    let ctx = egui::Context::default();
+    let mut renderer = softrender::SoftRenderer::default();
+    let mut last = None;
+    for i in 0..frames.max(1) {
+        let mut input = egui::RawInput {
+            screen_rect: Some(egui::Rect::from_min_size(
+                egui::Pos2::ZERO,
+                egui::vec2(width, height),
+            )),
+            time: Some(i as f64 * 0.1),
+            ..Default::default()
+        };
+        input
+            .viewports
+            .entry(egui::ViewportId::ROOT)
+            .or_default()
+            .native_pixels_per_point = Some(1.0);
+        configure(app);
+        let mut output = ctx.run_ui(input, |ui| app.ui(ui));
+        // Keep every texture upload; paint only the last frame.
+        renderer.set_textures(&output.textures_delta);
+        renderer.free_textures(&output.textures_delta);
+        output.textures_delta.clear();
+        app.settle(&ctx, Duration::from_secs(60));
+        last = Some(output);
+    }
+    let output = last.expect("at least one frame");
+    let primitives = ctx.tessellate(output.shapes.clone(), output.pixels_per_point);
+    let bg = ctx.global_style().visuals.panel_fill;
+    renderer.paint(
+        &primitives,
+        output.pixels_per_point,
+        width as u32,
+        height as u32,
+        bg,
+    )
+}
+
+/// Saves RGBA pixels as a PNG.
+pub fn save_png(pixels: &softrender::Pixels, path: &Path) -> anyhow::Result<()> {
+    let img = image::RgbaImage::from_raw(pixels.width, pixels.height, pixels.rgba.clone())
+        .ok_or_else(|| anyhow::anyhow!("pixel buffer of the wrong size"))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    img.save(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}

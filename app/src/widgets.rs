@@ -1,0 +1,278 @@
+//! Widgets drawn by hand: the CKA heatmap (rows = taps, columns = solver steps) and the image
+//! cache that shows PNGs from run directories (decoded on a worker thread).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use eframe::egui::{self, Color32, Rect, Sense, Stroke, TextureHandle, Vec2, pos2, vec2};
+
+/// Viridis anchors (the report's sequential map).
+const SEQUENTIAL: [[u8; 3]; 5] = [
+    [68, 1, 84],
+    [59, 82, 139],
+    [33, 145, 140],
+    [94, 201, 98],
+    [253, 231, 37],
+];
+/// Blue - white - red (the report's diverging map for Delta CKA).
+const DIVERGING: [[u8; 3]; 5] = [
+    [33, 102, 172],
+    [146, 197, 222],
+    [247, 247, 247],
+    [244, 165, 130],
+    [178, 24, 43],
+];
+
+pub fn ramp(diverging: bool, t: f64) -> Color32 {
+    let anchors = if diverging { &DIVERGING } else { &SEQUENTIAL };
+    let t = t.clamp(0.0, 1.0) * (anchors.len() - 1) as f64;
+    let i = (t.floor() as usize).min(anchors.len() - 2);
+    let f = t - i as f64;
+    let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * f).round() as u8;
+    let (a, b) = (anchors[i], anchors[i + 1]);
+    Color32::from_rgb(mix(a[0], b[0]), mix(a[1], b[1]), mix(a[2], b[2]))
+}
+
+/// Colour range of a grid: the data range, symmetric around 0 when diverging.
+pub fn value_range(values: &ndarray::Array2<f64>, diverging: bool) -> (f64, f64) {
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if diverging {
+        let m = lo.abs().max(hi.abs()).max(1e-12);
+        (-m, m)
+    } else if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    }
+}
+
+/// What the heatmap reports.
+pub struct HeatmapResponse {
+    pub clicked: Option<(usize, usize)>,
+    pub response: egui::Response,
+}
+
+/// A heatmap of `values[row][col]`; `tooltip(row, col)` gives the hover text. Cells that are
+/// not computed yet (NaN) are grey. The selected cell is outlined.
+pub fn heatmap_ui(
+    ui: &mut egui::Ui,
+    values: &ndarray::Array2<f64>,
+    row_labels: &[String],
+    col_labels: &[String],
+    diverging: bool,
+    selected: Option<(usize, usize)>,
+    tooltip: impl Fn(usize, usize) -> String,
+) -> HeatmapResponse {
+    let (rows, cols) = values.dim();
+    let label_w = 110.0;
+    let bar_w = 60.0;
+    let avail = ui.available_width().max(200.0);
+    let cell_w = ((avail - label_w - bar_w) / cols.max(1) as f32).clamp(6.0, 48.0);
+    let cell_h = (cell_w * 0.6).clamp(10.0, 22.0);
+    let size = vec2(
+        label_w + cell_w * cols as f32 + bar_w,
+        cell_h * rows as f32 + 18.0,
+    );
+    let (rect, response) = ui.allocate_exact_size(size, Sense::click());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, "CKA heatmap"));
+    let painter = ui.painter_at(rect);
+    let (lo, hi) = value_range(values, diverging);
+    let origin = rect.min + vec2(label_w, 0.0);
+    let cell_rect = |r: usize, c: usize| {
+        Rect::from_min_size(
+            origin + vec2(c as f32 * cell_w, r as f32 * cell_h),
+            vec2(cell_w - 1.0, cell_h - 1.0),
+        )
+    };
+    let text_colour = ui.visuals().text_color();
+    let font = egui::FontId::proportional(11.0);
+    for r in 0..rows {
+        let y = origin.y + r as f32 * cell_h + cell_h / 2.0;
+        if let Some(label) = row_labels.get(r) {
+            painter.text(
+                pos2(rect.min.x + label_w - 4.0, y),
+                egui::Align2::RIGHT_CENTER,
+                label,
+                font.clone(),
+                text_colour,
+            );
+        }
+        for c in 0..cols {
+            let v = values[[r, c]];
+            let colour = if v.is_finite() {
+                ramp(diverging, (v - lo) / (hi - lo))
+            } else {
+                Color32::from_gray(90)
+            };
+            painter.rect_filled(cell_rect(r, c), 0.0, colour);
+        }
+    }
+    let every = ((28.0 / cell_w).ceil() as usize).max(1);
+    for c in (0..cols).step_by(every) {
+        if let Some(label) = col_labels.get(c) {
+            painter.text(
+                pos2(
+                    origin.x + c as f32 * cell_w + cell_w / 2.0,
+                    origin.y + rows as f32 * cell_h + 2.0,
+                ),
+                egui::Align2::CENTER_TOP,
+                label,
+                font.clone(),
+                text_colour,
+            );
+        }
+    }
+    // Colour bar.
+    let bar = Rect::from_min_size(
+        pos2(origin.x + cols as f32 * cell_w + 10.0, origin.y),
+        vec2(12.0, cell_h * rows as f32),
+    );
+    let steps = 32;
+    for i in 0..steps {
+        let t = 1.0 - i as f64 / (steps - 1) as f64;
+        let h = bar.height() / steps as f32;
+        painter.rect_filled(
+            Rect::from_min_size(
+                bar.min + vec2(0.0, i as f32 * h),
+                vec2(bar.width(), h + 0.5),
+            ),
+            0.0,
+            ramp(diverging, t),
+        );
+    }
+    painter.text(
+        bar.right_top() + vec2(3.0, 0.0),
+        egui::Align2::LEFT_TOP,
+        format!("{hi:.2}"),
+        font.clone(),
+        text_colour,
+    );
+    painter.text(
+        bar.right_bottom() + vec2(3.0, 0.0),
+        egui::Align2::LEFT_BOTTOM,
+        format!("{lo:.2}"),
+        font,
+        text_colour,
+    );
+    if let Some((r, c)) = selected
+        && r < rows
+        && c < cols
+    {
+        painter.rect_stroke(
+            cell_rect(r, c).expand(1.0),
+            0.0,
+            Stroke::new(2.0, Color32::WHITE),
+            egui::StrokeKind::Outside,
+        );
+    }
+    let cell_at = |p: egui::Pos2| {
+        let d = p - origin;
+        let (c, r) = ((d.x / cell_w).floor(), (d.y / cell_h).floor());
+        (c >= 0.0 && r >= 0.0 && (r as usize) < rows && (c as usize) < cols)
+            .then(|| (r as usize, c as usize))
+    };
+    let mut response = response;
+    if let Some((r, c)) = response.hover_pos().and_then(cell_at) {
+        response = response.on_hover_text_at_pointer(tooltip(r, c));
+    }
+    let clicked = if response.clicked() {
+        response.interact_pointer_pos().and_then(cell_at)
+    } else {
+        None
+    };
+    HeatmapResponse { clicked, response }
+}
+
+/// Where the centre of cell (row, col) of a heatmap drawn in `rect` lies (for tests that click).
+pub fn heatmap_cell_centre(
+    rect: Rect,
+    rows: usize,
+    cols: usize,
+    row: usize,
+    col: usize,
+) -> egui::Pos2 {
+    let label_w = 110.0;
+    let bar_w = 60.0;
+    let cell_w = (rect.width() - label_w - bar_w) / cols as f32;
+    let cell_h = (rect.height() - 18.0) / rows as f32;
+    pos2(
+        rect.min.x + label_w + (col as f32 + 0.5) * cell_w,
+        rect.min.y + (row as f32 + 0.5) * cell_h,
+    )
+}
+
+/// Textures of PNG files, decoded off the UI thread.
+#[derive(Default)]
+pub struct Images {
+    textures: HashMap<PathBuf, TextureHandle>,
+    requested: HashSet<PathBuf>,
+    failed: HashMap<PathBuf, String>,
+}
+
+/// A decoded image on its way to the UI.
+pub type Decoded = Result<egui::ColorImage, String>;
+
+pub fn decode_png(path: &Path) -> Decoded {
+    let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rgba = img.to_rgba8();
+    Ok(egui::ColorImage::from_rgba_unmultiplied(
+        [rgba.width() as usize, rgba.height() as usize],
+        rgba.as_raw(),
+    ))
+}
+
+impl Images {
+    /// Paths to decode that nobody asked for yet (the caller submits them to the worker).
+    pub fn wanted(&mut self, path: &Path) -> bool {
+        !self.textures.contains_key(path)
+            && !self.failed.contains_key(path)
+            && self.requested.insert(path.to_path_buf())
+    }
+
+    pub fn insert(&mut self, ctx: &egui::Context, path: PathBuf, image: Decoded) {
+        self.requested.remove(&path);
+        match image {
+            Ok(img) => {
+                let tex = ctx.load_texture(
+                    path.display().to_string(),
+                    img,
+                    egui::TextureOptions::NEAREST,
+                );
+                self.textures.insert(path, tex);
+            }
+            Err(e) => {
+                self.failed.insert(path, e);
+            }
+        }
+    }
+
+    /// Forget a path (the file changed).
+    pub fn forget(&mut self, path: &Path) {
+        self.textures.remove(path);
+        self.failed.remove(path);
+    }
+
+    /// Shows the image scaled to fit `max` (keeping its aspect), a spinner while it loads, or
+    /// the decoding error.
+    pub fn show(&self, ui: &mut egui::Ui, path: &Path, max: Vec2) -> Option<egui::Response> {
+        if let Some(tex) = self.textures.get(path) {
+            let size = tex.size_vec2();
+            let scale = (max.x / size.x).min(max.y / size.y);
+            return Some(ui.add(egui::Image::new((tex.id(), size * scale))));
+        }
+        if let Some(e) = self.failed.get(path) {
+            ui.colored_label(Color32::LIGHT_RED, e);
+        } else {
+            ui.spinner();
+        }
+        None
+    }
+}

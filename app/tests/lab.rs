@@ -1,0 +1,286 @@
+//! The laboratory driven headless with egui_kittest: open a runs fixture, pick taps, click a
+//! heatmap cell, drill down, export, launch children (one that fails, one that succeeds), and
+//! compare snapshot images painted by the app's CPU renderer (`UPDATE_SNAPSHOTS=1` rewrites
+//! them in app/tests/snapshots/).
+
+use std::time::Duration;
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, TestRenderer};
+use flowlens_analysis::cka::Estimator;
+use flowlens_app::LabApp;
+use flowlens_app::app::Tab;
+use flowlens_app::fixture::{self, FixtureSpec};
+use flowlens_app::softrender::SoftRenderer;
+
+struct Soft(SoftRenderer);
+
+impl TestRenderer for Soft {
+    fn handle_delta(&mut self, delta: &mut eframe::egui::TexturesDelta) {
+        self.0.set_textures(delta);
+        self.0.free_textures(delta);
+        delta.clear();
+    }
+
+    fn render(
+        &mut self,
+        ctx: &eframe::egui::Context,
+        output: &eframe::egui::FullOutput,
+    ) -> Result<image025::RgbaImage, String> {
+        let ppp = output.pixels_per_point;
+        let rect = ctx.content_rect();
+        let (w, h) = ((rect.width() * ppp) as u32, (rect.height() * ppp) as u32);
+        let prims = ctx.tessellate(output.shapes.clone(), ppp);
+        let px = self
+            .0
+            .paint(&prims, ppp, w, h, ctx.global_style().visuals.panel_fill);
+        image025::RgbaImage::from_raw(px.width, px.height, px.rgba).ok_or("bad buffer".into())
+    }
+}
+
+fn harness(app: LabApp) -> Harness<'static, LabApp> {
+    Harness::builder()
+        .with_size([1300.0, 860.0])
+        .with_step_dt(0.05)
+        .with_max_steps(400)
+        .renderer(Soft(SoftRenderer::default()))
+        .build_ui_state(|ui, app: &mut LabApp| app.ui(ui), app)
+}
+
+/// Steps frames until the background jobs are done and their results applied.
+fn settle(h: &mut Harness<'static, LabApp>) {
+    for _ in 0..6 {
+        h.step();
+        let ctx = h.ctx.clone();
+        assert!(
+            h.state_mut().settle(&ctx, Duration::from_secs(60)),
+            "jobs did not finish"
+        );
+    }
+    h.step();
+}
+
+fn fixture_app() -> (tempfile::TempDir, LabApp) {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write(dir.path(), FixtureSpec::small()).unwrap();
+    let mut app = LabApp::new(dir.path().to_path_buf());
+    app.show_frame_time = false;
+    (dir, app)
+}
+
+#[test]
+fn the_run_browser_groups_runs_and_compares_configs() {
+    let (dir, app) = fixture_app();
+    let mut h = harness(app);
+    settle(&mut h);
+    assert_eq!(h.state().runs.len(), 3);
+    h.get_by_label("demo/ablation").hover();
+    h.get_by_label("decoder-only/seed0").click();
+    settle(&mut h);
+    let selected = h.state().selected.clone().unwrap();
+    assert!(
+        selected.ends_with("ablation/decoder-only/seed0"),
+        "{}",
+        selected.display()
+    );
+    h.state_mut().compare_config = Some(dir.path().join("demo/ablation/baseline/seed0"));
+    settle(&mut h);
+    // Differences only: the variant differs, the learning rate does not.
+    h.get_by_label("variant");
+    assert!(h.query_by_label("lr").is_none());
+    h.snapshot("runs_compare");
+}
+
+#[test]
+fn the_explorer_selects_taps_drills_into_a_cell_and_exports() {
+    let (dir, app) = fixture_app();
+    let mut h = harness(app);
+    settle(&mut h);
+    h.get_by_label("CKA explorer").click();
+    settle(&mut h);
+    assert_eq!(h.state().tab, Tab::Explorer);
+    {
+        let app = h.state_mut();
+        app.explorer.choice.a = "enc.text".into();
+        app.explorer.choice.b = "llm.h*.text".into();
+    }
+    h.get_by_label("biased").click();
+    settle(&mut h);
+    assert_eq!(h.state().explorer.choice.estimator, Estimator::Biased);
+    let grid = h.state().grids["grid:explorer"]
+        .grid
+        .clone()
+        .expect("the grid was computed");
+    assert_eq!(grid.rows.len(), 5);
+    assert_eq!(grid.steps.len(), 8);
+    assert_eq!(grid.complete_cells, 40);
+    // The app's numbers are the analysis crate's.
+    let store = flowlens_experiments::probes::Store::open(&grid.query.run.join("probes")).unwrap();
+    let x = store.read("enc.text", 1, 5).unwrap();
+    let y = store.read("llm.h02.text", 1, 5).unwrap();
+    let v = flowlens_analysis::cka::linear_cka(x.view(), y.view(), Estimator::Biased).unwrap();
+    assert!((grid.values[2][5][&1] - v).abs() < 1e-12);
+
+    let rect = h.get_by_label("CKA heatmap").rect();
+    let at = flowlens_app::widgets::heatmap_cell_centre(rect, 5, 8, 2, 5);
+    h.hover_at(at);
+    h.step();
+    h.event(eframe::egui::Event::PointerButton {
+        pos: at,
+        button: eframe::egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: Default::default(),
+    });
+    h.step();
+    h.event(eframe::egui::Event::PointerButton {
+        pos: at,
+        button: eframe::egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Default::default(),
+    });
+    settle(&mut h);
+    assert_eq!(h.state().explorer.selected, Some((2, 5)));
+    let detail = match &h.state().explorer.detail {
+        Some(Ok(d)) => d.clone(),
+        other => panic!(
+            "no cell detail: {:?}",
+            other.as_ref().map(|r| r.as_ref().err())
+        ),
+    };
+    assert_eq!(detail.row, "llm.h02.text");
+    assert_eq!(detail.step, 5);
+    let knn = detail.knn.expect("mutual k-NN");
+    assert_eq!(knn.per_sample.len(), 12);
+    assert!(
+        detail.null.is_some_and(|n| n.observed > n.null_upper),
+        "mid-depth layers carry the shared signal"
+    );
+    h.snapshot("explorer_cell");
+
+    h.get_by_label("Export heatmap").click();
+    h.get_by_label("Export table").click();
+    settle(&mut h);
+    let exports: Vec<String> = std::fs::read_dir(dir.path().join("exports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for ext in ["png", "svg", "csv", "tex"] {
+        assert!(
+            exports.iter().any(|f| f.ends_with(ext)),
+            "{ext} missing from {exports:?}"
+        );
+    }
+}
+
+#[test]
+fn the_delta_view_of_a_run_against_itself_is_zero_everywhere() {
+    let (dir, app) = fixture_app();
+    let mut h = harness(app);
+    settle(&mut h);
+    let run = dir.path().join("demo/ablation/baseline/seed0");
+    {
+        let app = h.state_mut();
+        app.select(run.clone());
+        app.tab = Tab::Explorer;
+    }
+    settle(&mut h);
+    {
+        let app = h.state_mut();
+        app.explorer.compare = Some(dir.path().join("demo/ablation/decoder-only/seed0"));
+        app.explorer.delta = true;
+    }
+    settle(&mut h);
+    let ours = h.state().grids["grid:explorer"].grid.clone().unwrap();
+    let base = h.state().grids["grid:compare"].grid.clone().unwrap();
+    let d = flowlens_app::cka::delta(&ours, &base);
+    let (r, c) = (1, 3);
+    let want = ours.summary(r, c).unwrap().mean - base.summary(r, c).unwrap().mean;
+    assert!((d.summary(r, c).unwrap().mean - want).abs() < 1e-12);
+    assert!(
+        flowlens_app::cka::delta(&ours, &ours)
+            .mean()
+            .iter()
+            .all(|v| v.abs() < 1e-12)
+    );
+    h.snapshot("explorer_delta");
+}
+
+#[test]
+fn dashboard_and_trajectory_show_a_run() {
+    let (_dir, app) = fixture_app();
+    let mut h = harness(app);
+    settle(&mut h);
+    h.get_by_label("Dashboard").click();
+    settle(&mut h);
+    let run = h.state().selected.clone().unwrap();
+    let tail = &h.state().metrics[&run];
+    assert_eq!(tail.steps.len(), 120);
+    assert!(!tail.evals.is_empty());
+    h.get_by_label("loss");
+    h.snapshot("dashboard");
+    h.get_by_label("Trajectory").click();
+    settle(&mut h);
+    h.state_mut().trajectory.step = 4;
+    settle(&mut h);
+    h.get_by_label("x_t at step 4");
+    h.snapshot("trajectory");
+}
+
+#[test]
+fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
+    let (dir, app) = fixture_app();
+    let mut h = harness(app);
+    settle(&mut h);
+    {
+        let app = h.state_mut();
+        app.launcher.program = (
+            env!("CARGO_BIN_EXE_flowlens-lab").into(),
+            vec!["cli".into()],
+        );
+        let bad = dir.path().join("bad");
+        app.launcher
+            .spawn(
+                dir.path(),
+                "bad train".into(),
+                vec![
+                    "train".into(),
+                    "--preset".into(),
+                    "bogus".into(),
+                    "--run".into(),
+                    bad.display().to_string(),
+                ],
+                bad,
+            )
+            .unwrap();
+        app.launcher
+            .spawn(
+                dir.path(),
+                "model info".into(),
+                vec!["model-info".into(), "--preset".into(), "tiny".into()],
+                dir.path().join("info"),
+            )
+            .unwrap();
+        app.tab = Tab::Launch;
+    }
+    let t0 = std::time::Instant::now();
+    while h.state().launcher.running() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "children did not exit"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    h.step();
+    let jobs = &h.state().launcher.jobs;
+    assert!(jobs[0].failed());
+    assert!(jobs[0].log_tail.contains("bogus"), "{}", jobs[0].log_tail);
+    assert!(!jobs[1].failed() && jobs[1].exit.unwrap().success());
+    h.get_by_label("bad train");
+    assert!(
+        h.state()
+            .messages
+            .iter()
+            .any(|(_, m, e)| *e && m.contains("bad train failed"))
+    );
+}
