@@ -200,7 +200,8 @@ pub struct LabApp {
     pub refresh: Duration,
     /// Time of the last frame's UI code (ms), shown in the status bar.
     pub frame_ms: f64,
-    /// Show `frame_ms` (off in snapshot tests, where it would change every run).
+    /// Show `frame_ms` and the runs folder's path (off in snapshot tests, where both change
+    /// from run to run).
     pub show_frame_time: bool,
 }
 
@@ -472,11 +473,10 @@ impl LabApp {
 
     fn status_bar_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            ui.label(format!(
-                "{} · {} runs",
-                self.root.display(),
-                self.runs.len()
-            ));
+            if self.show_frame_time {
+                ui.label(self.root.display().to_string());
+            }
+            ui.label(format!("{} runs", self.runs.len()));
             let running = self.launcher.running();
             if running > 0 {
                 ui.label(format!("· {running} job(s) running"));
