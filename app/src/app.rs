@@ -29,6 +29,7 @@ pub enum Done {
     Image(PathBuf, widgets::Decoded),
     Grid(Slot, Box<Result<Grid, String>>),
     Detail(Result<CellDetail, String>),
+    Live(PathBuf, Result<cka::LiveCka, String>),
     Export(Result<Vec<PathBuf>, String>),
 }
 
@@ -194,6 +195,8 @@ pub struct LabApp {
     pub trajectory: TrajectoryState,
     pub sampling: SamplingState,
     pub images: Images,
+    /// The streaming CKA files read so far, and when.
+    pub live: BTreeMap<PathBuf, (Instant, Result<cka::LiveCka, String>)>,
     pub messages: Vec<(Instant, String, bool)>,
     pub device: String,
     /// Seconds between refreshes of live files.
@@ -232,6 +235,7 @@ impl LabApp {
             trajectory: TrajectoryState::default(),
             sampling: SamplingState::default(),
             images: Images::default(),
+            live: BTreeMap::new(),
             messages: Vec::new(),
             device: "cpu".into(),
             refresh: Duration::from_millis(1500),
@@ -340,6 +344,9 @@ impl LabApp {
                     }
                 }
                 Done::Detail(d) => self.explorer.detail = Some(d),
+                Done::Live(path, r) => {
+                    self.live.insert(path, (Instant::now(), r));
+                }
                 Done::Export(Ok(paths)) => {
                     let list = paths
                         .iter()
@@ -640,7 +647,8 @@ impl LabApp {
                 .as_ref()
                 .and_then(|p| self.runs.iter().find(|r| &r.path == p))
                 .map_or("(none)".to_string(), |r| r.label());
-            egui::ComboBox::new("compare-config", "compare the configuration with")
+            let label = ui.label("compare the configuration with");
+            egui::ComboBox::from_id_salt("compare-config")
                 .selected_text(current)
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut self.compare_config, None, "(none)");
@@ -653,7 +661,9 @@ impl LabApp {
                             );
                         }
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             ui.checkbox(&mut self.differences_only, "differences only");
         });
         let other = self
@@ -914,6 +924,21 @@ impl LabApp {
             ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.99).text("smoothing"));
         });
         let tail = self.metrics.get(&run.path).cloned().unwrap_or_default();
+        if ui
+            .button("Export curves")
+            .on_hover_text("loss and evaluations as PNG (3x) and SVG, the report's look")
+            .clicked()
+        {
+            let (dir, label, smoothing) = (self.root.join("exports"), run.label(), self.smoothing);
+            let t = tail.clone();
+            self.worker.submit("export:curves", move || {
+                let name = export::stem(&label);
+                Done::Export(
+                    export::training_curves(&t, &label, smoothing, &dir, &name)
+                        .map_err(|e| format!("{e:#}")),
+                )
+            });
+        }
         let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
         ui.horizontal(|ui| {
             metric_plot(ui, "loss", &tail.series(|r| r.loss), self.smoothing, w);
@@ -961,13 +986,74 @@ impl LabApp {
             }
             cols[1].strong("Live CKA");
             self.grid_controls_ui(&mut cols[1], &run, false);
-            let live = run.status == RunStatus::Running
-                || self.sampling.session.as_ref().is_some_and(|s| s.running());
+            // Refreshed every interval: probe files land while a run is sampled, and a
+            // refresh only reads the cells that are new.
             if let Some(q) = query_of(&run, &self.dashboard) {
-                self.request_grid(Slot::Dashboard, q, live || true);
+                self.request_grid(Slot::Dashboard, q, true);
             }
             self.grid_view_ui(&mut cols[1], Slot::Dashboard, false);
+            self.live_cka_ui(&mut cols[1], &run);
         });
+    }
+
+    /// The streaming accumulators of `flowlens sample --cka-pairs`, refreshed as batches land.
+    fn live_cka_ui(&mut self, ui: &mut egui::Ui, run: &RunEntry) {
+        for path in &run.live_cka {
+            let due = self
+                .live
+                .get(path)
+                .is_none_or(|(t, _)| t.elapsed() > self.refresh);
+            let key = format!("live:{}", path.display());
+            if due && !self.worker.is_running(&key) {
+                let p = path.clone();
+                self.worker.submit(key, move || {
+                    Done::Live(p.clone(), cka::read_live(&p).map_err(|e| format!("{e:#}")))
+                });
+            }
+            let store = path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ui.separator();
+            ui.strong(format!(
+                "Streaming CKA while sampling ({store}/cka_live.json)"
+            ));
+            match self.live.get(path).map(|(_, r)| r) {
+                None => {
+                    ui.spinner();
+                }
+                Some(Err(e)) => {
+                    ui.colored_label(Color32::LIGHT_RED, e);
+                }
+                Some(Ok(live)) => {
+                    let est = self.dashboard.estimator;
+                    ui.weak(format!(
+                        "{} updates · {} estimate · all seeds so far",
+                        live.updates,
+                        est.name()
+                    ));
+                    let cols: Vec<String> = live.steps.iter().map(|s| s.to_string()).collect();
+                    widgets::heatmap_ui(
+                        ui,
+                        live.values(est),
+                        &live.rows,
+                        &cols,
+                        false,
+                        None,
+                        |r, c| {
+                            format!(
+                                "{} · step {}: {:.4} over {} rows",
+                                live.rows[r],
+                                live.steps[c],
+                                live.values(est)[[r, c]],
+                                live.n[[r, c]]
+                            )
+                        },
+                    );
+                }
+            }
+        }
     }
 
     /// Store / tap / estimator pickers for the dashboard (`explorer == false`) or the explorer.
@@ -983,7 +1069,8 @@ impl LabApp {
         }
         let salt = if explorer { "ex" } else { "db" };
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::new(format!("{salt}-store"), "store")
+            let label = ui.label("store");
+            egui::ComboBox::from_id_salt(format!("{salt}-store"))
                 .selected_text(choice.store.clone())
                 .show_ui(ui, |ui| {
                     for s in &run.stores {
@@ -993,19 +1080,25 @@ impl LabApp {
                             format!("{} ({})", s.name, s.manifest.pooling),
                         );
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             let taps: Vec<String> = run
                 .store(&choice.store)
                 .map(|s| s.manifest.taps.keys().cloned().collect())
                 .unwrap_or_default();
-            egui::ComboBox::new(format!("{salt}-a"), "tap A")
+            let label = ui.label("tap A");
+            egui::ComboBox::from_id_salt(format!("{salt}-a"))
                 .selected_text(choice.a.clone())
                 .show_ui(ui, |ui| {
                     for t in &taps {
                         ui.selectable_value(&mut choice.a, t.clone(), t);
                     }
-                });
-            egui::ComboBox::new(format!("{salt}-b"), "tap B")
+                })
+                .response
+                .labelled_by(label.id);
+            let label = ui.label("tap B");
+            egui::ComboBox::from_id_salt(format!("{salt}-b"))
                 .selected_text(choice.b.clone())
                 .show_ui(ui, |ui| {
                     for p in ["llm.h*.text", "llm.h*.image", "enc.*", "dec.*", "*"] {
@@ -1014,7 +1107,9 @@ impl LabApp {
                     for t in &taps {
                         ui.selectable_value(&mut choice.b, t.clone(), t);
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             ui.selectable_value(&mut choice.estimator, Estimator::Debiased, "debiased");
             ui.selectable_value(&mut choice.estimator, Estimator::Biased, "biased");
         });
@@ -1147,7 +1242,8 @@ impl LabApp {
                 .as_ref()
                 .and_then(|p| self.runs.iter().find(|r| &r.path == p))
                 .map_or("(choose a baseline)".to_string(), |r| r.label());
-            egui::ComboBox::new("compare-run", "baseline")
+            let label = ui.label("baseline");
+            egui::ComboBox::from_id_salt("compare-run")
                 .selected_text(current)
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut self.explorer.compare, None, "(none)");
@@ -1160,7 +1256,9 @@ impl LabApp {
                             );
                         }
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
             let label = ui.label("threshold");
             ui.add(
                 egui::DragValue::new(&mut self.explorer.threshold)
@@ -1488,34 +1586,43 @@ impl LabApp {
         }
         let t = &mut self.trajectory;
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::new("traj-store", "store")
+            let label = ui.label("store");
+            egui::ComboBox::from_id_salt("traj-store")
                 .selected_text(t.store.clone())
                 .show_ui(ui, |ui| {
                     for s in &run.stores {
                         ui.selectable_value(&mut t.store, s.name.clone(), &s.name);
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
         });
         let Some(store) = run.store(&t.store).cloned() else {
             return;
         };
         let prompts = &store.manifest.prompts;
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::new("traj-prompt", "prompt")
+            let label = ui.label("prompt");
+            egui::ComboBox::from_id_salt("traj-prompt")
                 .width(380.0)
                 .selected_text(prompts.get(t.prompt).cloned().unwrap_or_default())
                 .show_ui(ui, |ui| {
                     for (i, p) in prompts.iter().enumerate() {
                         ui.selectable_value(&mut t.prompt, i, format!("{i}: {p}"));
                     }
-                });
-            egui::ComboBox::new("traj-seed", "seed")
+                })
+                .response
+                .labelled_by(label.id);
+            let label = ui.label("seed");
+            egui::ComboBox::from_id_salt("traj-seed")
                 .selected_text(t.seed.to_string())
                 .show_ui(ui, |ui| {
                     for &s in &store.manifest.seeds {
                         ui.selectable_value(&mut t.seed, s, s.to_string());
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
         });
         let steps = store.manifest.steps.max(1);
         t.step = t.step.min(steps - 1);
@@ -1523,7 +1630,7 @@ impl LabApp {
         let (prompt, seed, step) = (t.prompt, t.seed, t.step);
         let frame = cka::preview_path(&run.path, &store.name, seed, prompt, step);
         let final_image =
-            cka::samples_dir(&run.path, &store.name, seed).join(format!("{prompt}.png"));
+            cka::samples_dir(&run.path, &store.name, seed).join(cka::sample_file(prompt));
         ui.label(format!("t = {:.3}", step as f64 / steps as f64));
         ui.horizontal(|ui| {
             ui.vertical(|ui| {
@@ -1579,12 +1686,13 @@ impl LabApp {
         let busy = self.sampling.session.as_ref().is_some_and(|s| s.running());
         let s = &mut self.sampling;
         ui.horizontal(|ui| {
-            ui.label("prompt");
+            ui.label("text");
             ui.add(
                 egui::TextEdit::singleline(&mut s.prompt)
-                    .hint_text("prompt")
+                    .hint_text("prompt to sample")
                     .desired_width(420.0),
-            );
+            )
+            .on_hover_text("the prompt to sample");
         });
         ui.horizontal(|ui| {
             let label = ui.label("seed");
@@ -1655,7 +1763,8 @@ impl LabApp {
                 });
             }
             if matches!(result, Some(Ok(_))) {
-                let final_image = cka::samples_dir(&srun, sampling::STORE, seed).join("0.png");
+                let final_image =
+                    cka::samples_dir(&srun, sampling::STORE, seed).join(cka::sample_file(0));
                 ui.vertical(|ui| {
                     ui.strong("sample");
                     self.image(ui, &final_image, egui::vec2(256.0, 256.0));

@@ -69,6 +69,9 @@ pub struct RunEntry {
     pub status: RunStatus,
     pub modified: Option<SystemTime>,
     pub stores: Vec<StoreInfo>,
+    /// `probes*/cka_live.json` files (streaming CKA of `flowlens sample --cka-pairs`, present
+    /// while a store is still being written).
+    pub live_cka: Vec<PathBuf>,
     /// The latest `samples/grid-step*.png`.
     pub latest_grid: Option<PathBuf>,
     pub nan_diagnosis: Option<Value>,
@@ -209,6 +212,7 @@ fn read_run(root: &Path, dir: &Path) -> Option<RunEntry> {
         status,
         modified,
         stores: stores(dir),
+        live_cka: live_cka_files(dir),
         latest_grid: latest_grid(dir),
         nan_diagnosis,
     })
@@ -250,6 +254,20 @@ pub fn latest_checkpoint(dir: &Path) -> Option<u64> {
                 .ok()
         })
         .max()
+}
+
+fn live_cka_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("probes"))
+        .map(|e| e.path().join("cka_live.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    out
 }
 
 fn latest_grid(dir: &Path) -> Option<PathBuf> {

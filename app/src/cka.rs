@@ -262,11 +262,16 @@ pub fn samples_dir(run: &Path, store: &str, seed: u64) -> PathBuf {
     }
 }
 
+/// The file name of prompt `i`'s sampled image in a samples folder (`0007.png`).
+pub fn sample_file(i: usize) -> String {
+    format!("{i:04}.png")
+}
+
 /// The trajectory frame of prompt `i` at solver step `step` (written by `--previews`).
 pub fn preview_path(run: &Path, store: &str, seed: u64, prompt: usize, step: usize) -> PathBuf {
     samples_dir(run, store, seed)
         .join("xt")
-        .join(format!("{prompt}_step{step:02}.png"))
+        .join(format!("{prompt:04}_step{step:02}.png"))
 }
 
 pub fn cell_detail(
@@ -300,7 +305,7 @@ pub fn cell_detail(
     };
     let dir = samples_dir(&query.run, &query.store, seed);
     let images = (0..n)
-        .map(|i| Some(dir.join(format!("{i}.png"))).filter(|p| p.is_file()))
+        .map(|i| Some(dir.join(sample_file(i))).filter(|p| p.is_file()))
         .collect();
     Ok(CellDetail {
         row: row.to_string(),
@@ -320,6 +325,80 @@ pub fn row_summary(grid: &Grid, row: usize, threshold: f64) -> Result<CurveSumma
         bail!("the row has fewer than two complete solver steps yet");
     }
     Ok(summarise_curves(&ts, &curves, threshold)?)
+}
+
+/// The streaming accumulators of `flowlens sample --cka-pairs` (`<store>/cka_live.json`,
+/// rewritten after every batch): one row per pair, one column per solver step.
+#[derive(Debug, Clone)]
+pub struct LiveCka {
+    pub path: PathBuf,
+    pub rows: Vec<String>,
+    pub steps: Vec<usize>,
+    pub biased: Array2<f64>,
+    pub debiased: Array2<f64>,
+    /// Rows seen per cell.
+    pub n: Array2<f64>,
+    pub updates: u64,
+}
+
+impl LiveCka {
+    pub fn values(&self, estimator: Estimator) -> &Array2<f64> {
+        match estimator {
+            Estimator::Biased => &self.biased,
+            Estimator::Debiased => &self.debiased,
+        }
+    }
+}
+
+pub fn read_live(path: &Path) -> Result<LiveCka> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if v.get("format").and_then(|f| f.as_str()) != Some("flowlens.cka_live.v1") {
+        bail!("{}: not a flowlens.cka_live.v1 file", path.display());
+    }
+    let pairs = v
+        .get("pairs")
+        .and_then(|p| p.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut cells: Vec<BTreeMap<usize, (f64, f64, f64)>> = Vec::new();
+    let mut steps = BTreeSet::new();
+    for p in &pairs {
+        let name = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+        rows.push(format!("{} vs {}", name("a"), name("b")));
+        let mut row = BTreeMap::new();
+        for s in p
+            .get("steps")
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            let Some(step) = s.get("step").and_then(|x| x.as_u64()) else {
+                continue;
+            };
+            let num = |k: &str| s.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+            row.insert(step as usize, (num("biased"), num("debiased"), num("n")));
+            steps.insert(step as usize);
+        }
+        cells.push(row);
+    }
+    let steps: Vec<usize> = steps.into_iter().collect();
+    let at = |r: usize, c: usize, f: fn(&(f64, f64, f64)) -> f64| {
+        cells[r].get(&steps[c]).map_or(f64::NAN, f)
+    };
+    let shape = (rows.len(), steps.len());
+    Ok(LiveCka {
+        path: path.to_path_buf(),
+        biased: Array2::from_shape_fn(shape, |(r, c)| at(r, c, |x| x.0)),
+        debiased: Array2::from_shape_fn(shape, |(r, c)| at(r, c, |x| x.1)),
+        n: Array2::from_shape_fn(shape, |(r, c)| at(r, c, |x| x.2)),
+        rows,
+        steps,
+        updates: v.get("updates").and_then(|u| u.as_u64()).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]

@@ -11,18 +11,30 @@ use crate::cka::Grid;
 
 /// A file-name-safe version of a label.
 pub fn stem(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_matches('_')
-        .to_string()
+    let mut out = String::new();
+    for c in label.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_stems_are_safe_and_readable() {
+        assert_eq!(
+            super::stem("demo/ablation / both/seed0"),
+            "demo_ablation_both_seed0"
+        );
+        assert_eq!(super::stem("llm.h*.text"), "llm.h_.text");
+    }
 }
 
 fn title(grid: &Grid, delta: bool) -> String {
@@ -126,4 +138,61 @@ pub fn table(grid: &Grid, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
         &tex,
     )?;
     Ok(vec![csv, tex])
+}
+
+/// A run's training curves as figures: the loss (raw and smoothed), and every evaluation field
+/// over steps when the run was evaluated.
+pub fn training_curves(
+    tail: &crate::metrics::MetricsTail,
+    run_label: &str,
+    smoothing: f64,
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>> {
+    let loss = tail.series(|r| r.loss);
+    if loss.is_empty() {
+        anyhow::bail!("{run_label}: no training steps logged yet");
+    }
+    let line = |name: &str, pts: &[[f64; 2]]| Line {
+        name: name.to_string(),
+        xs: pts.iter().map(|p| p[0]).collect(),
+        ys: pts.iter().map(|p| p[1]).collect(),
+        band: None,
+    };
+    let mut lines = vec![line("loss", &loss)];
+    if smoothing > 0.0 {
+        lines.push(line(
+            &format!("loss (EMA {smoothing:.2})"),
+            &crate::metrics::smooth(&loss, smoothing),
+        ));
+    }
+    let fig = LinePlot {
+        title: format!("Training loss · {run_label}"),
+        x_label: "step".into(),
+        y_label: "velocity MSE".into(),
+        lines,
+        reference: None,
+        y_range: None,
+    };
+    let (png, svg) = figures::save(&fig, dir, &format!("{name}_loss"))?;
+    let mut out = vec![png, svg];
+    let evals: Vec<Line> = tail
+        .eval_keys()
+        .iter()
+        .filter(|k| !k.starts_with("chance"))
+        .map(|k| line(k, &tail.eval_series(k)))
+        .collect();
+    if !evals.is_empty() {
+        let fig = LinePlot {
+            title: format!("Evaluations · {run_label}"),
+            x_label: "step".into(),
+            y_label: "value".into(),
+            lines: evals,
+            reference: None,
+            y_range: None,
+        };
+        let (png, svg) = figures::save(&fig, dir, &format!("{name}_eval"))?;
+        out.extend([png, svg]);
+    }
+    Ok(out)
 }

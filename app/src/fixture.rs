@@ -240,14 +240,14 @@ fn write_store(run: &Path, spec: FixtureSpec, salt: u64) -> Result<()> {
         let samples = store_samples(run, seed);
         for i in 0..spec.prompts {
             write_png(
-                &samples.join(format!("{i}.png")),
+                &samples.join(crate::cka::sample_file(i)),
                 32,
                 salt * 1000 + seed * 100 + i as u64,
             )?;
         }
         for s in 0..spec.solver_steps {
             write_png(
-                &samples.join("xt").join(format!("0_step{s:02}.png")),
+                &samples.join("xt").join(format!("0000_step{s:02}.png")),
                 32,
                 7 + s as u64,
             )?;

@@ -268,6 +268,8 @@ pub fn cli_program() -> Result<(PathBuf, Vec<String>)> {
 /// The children this app started.
 pub struct Launcher {
     pub program: (PathBuf, Vec<String>),
+    /// Extra environment for every child (e.g. `FLOWLENS_CACHE`).
+    pub env: Vec<(String, String)>,
     pub jobs: Vec<ChildJob>,
 }
 
@@ -275,6 +277,7 @@ impl Launcher {
     pub fn new(program: (PathBuf, Vec<String>)) -> Self {
         Self {
             program,
+            env: Vec::new(),
             jobs: Vec::new(),
         }
     }
@@ -303,6 +306,7 @@ impl Launcher {
         let child = Command::new(&self.program.0)
             .args(&self.program.1)
             .args(&args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)

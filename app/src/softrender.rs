@@ -165,7 +165,10 @@ impl SoftRenderer {
                         let w1 =
                             ((p[2].0 - px) * (p[0].1 - py) - (p[0].0 - px) * (p[2].1 - py)) / area;
                         let w2 = 1.0 - w0 - w1;
-                        if w0 < 0.0 || w1 < 0.0 || w2 < 0.0 {
+                        // A little slack so a pixel centre on an edge shared by two triangles
+                        // is not missed by both through rounding.
+                        const EPS: f32 = -1e-5;
+                        if w0 < EPS || w1 < EPS || w2 < EPS {
                             continue;
                         }
                         let u = w0 * v[0].uv.x + w1 * v[1].uv.x + w2 * v[2].uv.x;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, TestRenderer};
 use flowlens_analysis::cka::Estimator;
 use flowlens_app::LabApp;
@@ -218,6 +218,19 @@ fn dashboard_and_trajectory_show_a_run() {
     assert!(!tail.evals.is_empty());
     h.get_by_label("loss");
     h.snapshot("dashboard");
+    h.get_by_label("Export curves").click();
+    settle(&mut h);
+    let exports = _dir.path().join("exports");
+    assert!(
+        exports
+            .join("demo_ablation_baseline_seed0_loss.png")
+            .is_file()
+    );
+    assert!(
+        exports
+            .join("demo_ablation_baseline_seed0_eval.svg")
+            .is_file()
+    );
     h.get_by_label("Trajectory").click();
     settle(&mut h);
     h.state_mut().trajectory.step = 4;
@@ -283,4 +296,128 @@ fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
             .iter()
             .any(|(_, m, e)| *e && m.contains("bad train failed"))
     );
+}
+
+/// A short real training run started as a child of the app, then sampled interactively in the
+/// app's process while the taps arrive step by step.
+#[test]
+fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fast.toml");
+    std::fs::write(
+        &config,
+        "sample_every = 0\neval_every = 0\nbatch_size = 4\nstage1_steps = 1\n[prior]\nsteps = 12\nbatch_size = 16\n[data]\nkind = \"shapes\"\nseed = 0\nlen = 96\n",
+    )
+    .unwrap();
+    let run = dir.path().join("tiny-run");
+    let mut app = LabApp::new(dir.path().to_path_buf());
+    app.show_frame_time = false;
+    app.launcher.program = (
+        env!("CARGO_BIN_EXE_flowlens-lab").into(),
+        vec!["cli".into()],
+    );
+    app.launcher.env.push((
+        "FLOWLENS_CACHE".into(),
+        dir.path().join("cache").display().to_string(),
+    ));
+    let args: Vec<String> = [
+        "train",
+        "--config",
+        &config.display().to_string(),
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--quiet",
+        "--run",
+        &run.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    app.launcher
+        .spawn(dir.path(), "train tiny".into(), args, run.clone())
+        .unwrap();
+    let mut h = harness(app);
+    let t0 = std::time::Instant::now();
+    while h.state().launcher.running() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "training did not finish"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let job = &h.state().launcher.jobs[0];
+    assert!(job.exit.unwrap().success(), "{}", job.log_tail);
+    h.get_by_label("Rescan").click();
+    settle(&mut h);
+    assert_eq!(h.state().selected.as_deref(), Some(run.as_path()));
+    h.get_by_label("Sampling").click();
+    settle(&mut h);
+    h.state_mut().sampling.steps = 4;
+    let field = |h: &Harness<'static, LabApp>| {
+        h.get_all_by_value("a small red circle above a large blue square")
+            .find(|n| n.accesskit_node().role() == eframe::egui::accesskit::Role::TextInput)
+            .map(|n| n.rect())
+            .expect("the prompt field")
+    };
+    let at = field(&h).center();
+    h.hover_at(at);
+    h.event(eframe::egui::Event::PointerButton {
+        pos: at,
+        button: eframe::egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: Default::default(),
+    });
+    h.event(eframe::egui::Event::PointerButton {
+        pos: at,
+        button: eframe::egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Default::default(),
+    });
+    h.step();
+    h.key_press(eframe::egui::Key::End);
+    h.step();
+    h.event(eframe::egui::Event::Text(
+        " and a small green triangle".into(),
+    ));
+    h.step();
+    h.get_by_label("Sample").click();
+    h.step();
+    assert!(
+        h.state().sampling.session.is_some(),
+        "sampling did not start"
+    );
+    let t0 = std::time::Instant::now();
+    while h
+        .state()
+        .sampling
+        .session
+        .as_ref()
+        .is_some_and(|s| s.running())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "sampling did not finish"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    settle(&mut h);
+    let s = h.state().sampling.session.as_ref().unwrap();
+    assert!(s.result.as_ref().unwrap().is_ok(), "{:?}", s.result);
+    assert!(s.prompt.ends_with("and a small green triangle"));
+    let enc = &s.norms["enc.noise"];
+    assert_eq!(
+        enc.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3],
+        "one pooled tap per solver step"
+    );
+    assert!(run.join("probes-lab/manifest.json").is_file());
+    assert!(
+        run.join("probes-lab/samples/seed0/xt/0000_step03.png")
+            .is_file()
+    );
+    assert!(run.join("probes-lab/samples/seed0/0000.png").is_file());
 }
