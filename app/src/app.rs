@@ -350,10 +350,15 @@ impl LabApp {
                 Done::Export(Ok(paths)) => {
                     let list = paths
                         .iter()
-                        .map(|p| p.display().to_string())
+                        .map(|p| {
+                            p.strip_prefix(&self.root)
+                                .unwrap_or(p)
+                                .display()
+                                .to_string()
+                        })
                         .collect::<Vec<_>>()
                         .join(", ");
-                    self.say(format!("exported {list}"), false);
+                    self.say(format!("exported into the runs folder: {list}"), false);
                 }
                 Done::Export(Err(e)) => self.say(format!("export failed: {e}"), true),
             }
