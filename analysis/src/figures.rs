@@ -169,38 +169,45 @@ pub struct Heatmap {
     pub range: Option<(f64, f64)>,
 }
 
+/// The colour range of heatmap values: the finite data range (symmetric around 0 when
+/// `diverging`); `(0, 1)` when nothing is finite. The app's live heatmaps use it too, so both
+/// colour a grid alike.
+pub fn heatmap_range(values: &Array2<f64>, diverging: bool) -> (f64, f64) {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if diverging {
+        let m = lo.abs().max(hi.abs()).max(1e-12);
+        (-m, m)
+    } else if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    }
+}
+
+/// The heatmap colour of `t` in [0, 1]: viridis, or blue - white - red when `diverging`.
+pub fn heatmap_colour(diverging: bool, t: f64) -> (u8, u8, u8) {
+    let c = ramp(if diverging { &DIVERGING } else { &SEQUENTIAL }, t);
+    (c.0, c.1, c.2)
+}
+
 impl Heatmap {
     fn value_range(&self) -> (f64, f64) {
-        if let Some(r) = self.range {
-            return r;
-        }
-        let finite = self.values.iter().copied().filter(|v| v.is_finite());
-        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-        if !lo.is_finite() {
-            return (0.0, 1.0);
-        }
-        if self.diverging {
-            let m = lo.abs().max(hi.abs()).max(1e-12);
-            (-m, m)
-        } else if hi > lo {
-            (lo, hi)
-        } else {
-            (lo - 0.5, hi + 0.5)
-        }
+        self.range
+            .unwrap_or_else(|| heatmap_range(&self.values, self.diverging))
     }
 
     fn colour(&self, v: f64, (lo, hi): (f64, f64)) -> RGBColor {
         if !v.is_finite() {
             return RGBColor(200, 200, 200);
         }
-        let t = (v - lo) / (hi - lo);
-        if self.diverging {
-            ramp(&DIVERGING, t)
-        } else {
-            ramp(&SEQUENTIAL, t)
-        }
+        let (r, g, b) = heatmap_colour(self.diverging, (v - lo) / (hi - lo));
+        RGBColor(r, g, b)
     }
 }
 

@@ -24,19 +24,7 @@ fn main() {
     let mut app = LabApp::new(dir.path().to_path_buf());
     let ctx = egui::Context::default();
     let frame = |app: &mut LabApp, i: usize| {
-        let mut input = egui::RawInput {
-            screen_rect: Some(egui::Rect::from_min_size(
-                egui::Pos2::ZERO,
-                egui::vec2(1600.0, 1000.0),
-            )),
-            time: Some(i as f64 / 60.0),
-            ..Default::default()
-        };
-        input
-            .viewports
-            .entry(egui::ViewportId::ROOT)
-            .or_default()
-            .native_pixels_per_point = Some(1.0);
+        let input = flowlens_app::headless_input(1600.0, 1000.0, i as f64 / 60.0);
         let t = Instant::now();
         let mut out = ctx.run_ui(input, |ui| app.ui(ui));
         let prims = ctx.tessellate(std::mem::take(&mut out.shapes), out.pixels_per_point);

@@ -316,32 +316,40 @@ fn last_step_record(path: &Path) -> (Option<u64>, Option<f64>) {
     (None, None)
 }
 
-/// A JSON value flattened to `a.b.c -> value` (arrays index as `a.0`).
-pub fn flatten(value: &Value) -> BTreeMap<String, String> {
-    fn go(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+/// Visits every leaf of a JSON value with its dotted path (`a.b.c`; array items as `a.0` when
+/// they are objects or arrays, else the array is one leaf).
+pub fn walk_leaves(value: &Value, visit: &mut impl FnMut(&str, &Value)) {
+    fn go(prefix: &str, v: &Value, visit: &mut impl FnMut(&str, &Value)) {
+        let key = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    go(&key, v, out);
+                    go(&key(k), v, visit);
                 }
             }
             Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
                 for (i, v) in items.iter().enumerate() {
-                    go(&format!("{prefix}.{i}"), v, out);
+                    go(&key(&i.to_string()), v, visit);
                 }
             }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
+            other => visit(prefix, other),
         }
     }
+    go("", value, visit);
+}
+
+/// A JSON value flattened to `a.b.c -> value`.
+pub fn flatten(value: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    go("", value, &mut out);
+    walk_leaves(value, &mut |k, v| {
+        out.insert(k.to_string(), v.to_string());
+    });
     out
 }
 

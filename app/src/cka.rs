@@ -124,13 +124,7 @@ pub fn compute_grid(query: &GridQuery, previous: Option<&Grid>) -> Result<Grid> 
             "{}: no tap `{}` (the store has {})",
             store.dir.display(),
             query.a,
-            store
-                .manifest
-                .taps
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            store.tap_list()
         );
     }
     let rows: Vec<String> = store
@@ -143,13 +137,7 @@ pub fn compute_grid(query: &GridQuery, previous: Option<&Grid>) -> Result<Grid> 
             "{}: no tap matches `{}` (the store has {})",
             store.dir.display(),
             query.b,
-            store
-                .manifest
-                .taps
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            store.tap_list()
         );
     }
     let steps: Vec<usize> = (0..store.manifest.steps)

@@ -25,18 +25,6 @@ pub fn stem(label: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn file_stems_are_safe_and_readable() {
-        assert_eq!(
-            super::stem("demo/ablation / both/seed0"),
-            "demo_ablation_both_seed0"
-        );
-        assert_eq!(super::stem("llm.h*.text"), "llm.h_.text");
-    }
-}
-
 fn title(grid: &Grid, delta: bool) -> String {
     let run = grid
         .query
@@ -195,4 +183,16 @@ pub fn training_curves(
         out.extend([png, svg]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_stems_are_safe_and_readable() {
+        assert_eq!(
+            super::stem("demo/ablation / both/seed0"),
+            "demo_ablation_both_seed0"
+        );
+        assert_eq!(super::stem("llm.h*.text"), "llm.h_.text");
+    }
 }

@@ -28,6 +28,24 @@ use std::time::Duration;
 
 use eframe::egui;
 
+/// The input of a headless frame: a `width` x `height` window at one pixel per point.
+pub fn headless_input(width: f32, height: f32, time: f64) -> egui::RawInput {
+    let mut input = egui::RawInput {
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::vec2(width, height),
+        )),
+        time: Some(time),
+        ..Default::default()
+    };
+    input
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .native_pixels_per_point = Some(1.0);
+    input
+}
+
 /// Runs the app headless for `frames` frames of a `width` x `height` window, letting background
 /// jobs finish between frames, and returns the last frame painted by [`softrender`].
 pub fn render_headless(
@@ -41,19 +59,7 @@ pub fn render_headless(
     let mut renderer = softrender::SoftRenderer::default();
     let mut last = None;
     for i in 0..frames.max(1) {
-        let mut input = egui::RawInput {
-            screen_rect: Some(egui::Rect::from_min_size(
-                egui::Pos2::ZERO,
-                egui::vec2(width, height),
-            )),
-            time: Some(i as f64 * 0.1),
-            ..Default::default()
-        };
-        input
-            .viewports
-            .entry(egui::ViewportId::ROOT)
-            .or_default()
-            .native_pixels_per_point = Some(1.0);
+        let input = headless_input(width, height, i as f64 * 0.1);
         configure(app);
         let mut output = ctx.run_ui(input, |ui| app.ui(ui));
         // Keep every texture upload; paint only the last frame.

@@ -107,7 +107,11 @@ impl MetricsTail {
             Some("eval") => {
                 let step = v.get("step").and_then(Value::as_u64).unwrap_or(0);
                 let mut values = BTreeMap::new();
-                collect_numbers("", &v, &mut values);
+                crate::catalog::walk_leaves(&v, &mut |k, x| {
+                    if let Some(x) = x.as_f64() {
+                        values.insert(k.to_string(), x);
+                    }
+                });
                 values.remove("step");
                 values.remove("seconds");
                 self.evals.retain(|e| e.step != step);
@@ -144,27 +148,6 @@ impl MetricsTail {
         keys.sort();
         keys.dedup();
         keys
-    }
-}
-
-fn collect_numbers(prefix: &str, v: &Value, out: &mut BTreeMap<String, f64>) {
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                collect_numbers(&key, v, out);
-            }
-        }
-        Value::Number(n) => {
-            if let Some(x) = n.as_f64() {
-                out.insert(prefix.to_string(), x);
-            }
-        }
-        _ => {}
     }
 }
 

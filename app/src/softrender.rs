@@ -222,18 +222,7 @@ mod tests {
     #[test]
     fn a_filled_rectangle_covers_its_pixels_and_nothing_else() {
         let ctx = egui::Context::default();
-        let mut input = egui::RawInput {
-            screen_rect: Some(egui::Rect::from_min_size(
-                egui::Pos2::ZERO,
-                egui::vec2(40.0, 30.0),
-            )),
-            ..Default::default()
-        };
-        input
-            .viewports
-            .entry(egui::ViewportId::ROOT)
-            .or_default()
-            .native_pixels_per_point = Some(1.0);
+        let input = crate::headless_input(40.0, 30.0, 0.0);
         let mut output = ctx.run_ui(input, |ui| {
             ui.painter().rect_filled(
                 egui::Rect::from_min_max(egui::pos2(10.0, 10.0), egui::pos2(20.0, 20.0)),

@@ -6,53 +6,13 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui::{self, Color32, Rect, Sense, Stroke, TextureHandle, Vec2, pos2, vec2};
 
-/// Viridis anchors (the report's sequential map).
-const SEQUENTIAL: [[u8; 3]; 5] = [
-    [68, 1, 84],
-    [59, 82, 139],
-    [33, 145, 140],
-    [94, 201, 98],
-    [253, 231, 37],
-];
-/// Blue - white - red (the report's diverging map for Delta CKA).
-const DIVERGING: [[u8; 3]; 5] = [
-    [33, 102, 172],
-    [146, 197, 222],
-    [247, 247, 247],
-    [244, 165, 130],
-    [178, 24, 43],
-];
-
+/// The report's heatmap colour of `t` in [0, 1] (analysis::figures).
 pub fn ramp(diverging: bool, t: f64) -> Color32 {
-    let anchors = if diverging { &DIVERGING } else { &SEQUENTIAL };
-    let t = t.clamp(0.0, 1.0) * (anchors.len() - 1) as f64;
-    let i = (t.floor() as usize).min(anchors.len() - 2);
-    let f = t - i as f64;
-    let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * f).round() as u8;
-    let (a, b) = (anchors[i], anchors[i + 1]);
-    Color32::from_rgb(mix(a[0], b[0]), mix(a[1], b[1]), mix(a[2], b[2]))
+    let (r, g, b) = flowlens_analysis::figures::heatmap_colour(diverging, t);
+    Color32::from_rgb(r, g, b)
 }
 
-/// Colour range of a grid: the data range, symmetric around 0 when diverging.
-pub fn value_range(values: &ndarray::Array2<f64>, diverging: bool) -> (f64, f64) {
-    let (lo, hi) = values
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    if diverging {
-        let m = lo.abs().max(hi.abs()).max(1e-12);
-        (-m, m)
-    } else if hi > lo {
-        (lo, hi)
-    } else {
-        (lo - 0.5, hi + 0.5)
-    }
-}
+pub use flowlens_analysis::figures::heatmap_range as value_range;
 
 /// What the heatmap reports.
 pub struct HeatmapResponse {
@@ -177,7 +137,7 @@ pub fn heatmap_ui(
         let d = p - origin;
         let (c, r) = ((d.x / cell_w).floor(), (d.y / cell_h).floor());
         (c >= 0.0 && r >= 0.0 && (r as usize) < rows && (c as usize) < cols)
-            .then(|| (r as usize, c as usize))
+            .then_some((r as usize, c as usize))
     };
     let mut response = response;
     if let Some((r, c)) = response.hover_pos().and_then(cell_at) {

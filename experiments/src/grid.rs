@@ -45,13 +45,7 @@ pub fn analyse(
         bail!(
             "{}: no tap matches `{b}` (the store has {})",
             store.dir.display(),
-            store
-                .manifest
-                .taps
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            store.tap_list()
         );
     }
     let steps: Vec<usize> = (0..store.manifest.steps)

@@ -67,6 +67,16 @@ impl Store {
                 .is_none_or(|s| s.contains(&step))
     }
 
+    /// The store's tap names, comma-separated (for error messages).
+    pub fn tap_list(&self) -> String {
+        self.manifest
+            .taps
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Tap names matching a pattern (`llm.h*.image`), sorted.
     pub fn taps_matching(&self, pattern: &str) -> Vec<String> {
         let request = flowlens_core::flow::TapRequest::parse(pattern);
@@ -90,12 +100,7 @@ impl Store {
             bail!(
                 "{}: no tap `{tap}` (the store has {})",
                 self.dir.display(),
-                self.manifest
-                    .taps
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.tap_list()
             );
         }
         if !self.manifest.seeds.contains(&seed) {
