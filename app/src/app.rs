@@ -575,7 +575,7 @@ impl LabApp {
                 run.variant,
                 run.preset,
                 run.checkpoint
-                    .max(run.last_step)
+                    .max(run.last_step.map(|s| s + 1))
                     .map_or("-".into(), |s| s.to_string()),
                 run.steps_total.map_or("?".into(), |s| s.to_string())
             ));
@@ -902,6 +902,9 @@ impl LabApp {
         ui.horizontal(|ui| {
             ui.colored_label(status_colour(run.status), run.status.label());
             if let (Some((step, rec)), Some(total)) = (last, run.steps_total) {
+                // Records are numbered from 0: record k is the (k + 1)-th optimiser step.
+                let done = (step + 1).max(run.checkpoint.unwrap_or(0)).min(total);
+                let step = &done;
                 let frac = *step as f32 / total.max(1) as f32;
                 ui.add(
                     egui::ProgressBar::new(frac)
@@ -991,6 +994,10 @@ impl LabApp {
             }
             cols[1].strong("Live CKA");
             self.grid_controls_ui(&mut cols[1], &run, false);
+            if run.stores.is_empty() {
+                self.live_cka_ui(&mut cols[1], &run);
+                return;
+            }
             // Refreshed every interval: probe files land while a run is sampled, and a
             // refresh only reads the cells that are new.
             if let Some(q) = query_of(&run, &self.dashboard) {

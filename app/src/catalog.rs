@@ -177,7 +177,9 @@ fn read_run(root: &Path, dir: &Path) -> Option<RunEntry> {
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .is_some_and(|d| d < Duration::from_secs(LIVE_SECONDS));
     let checkpoint = latest_checkpoint(dir);
-    let finished = matches!((checkpoint.or(last_step), steps_total), (Some(s), Some(t)) if s >= t);
+    // Step records are numbered from 0; the checkpoint folder names count steps done.
+    let done = checkpoint.max(last_step.map(|s| s + 1));
+    let finished = matches!((done, steps_total), (Some(s), Some(t)) if s >= t);
     let status = if nan_diagnosis.is_some() {
         RunStatus::Crashed
     } else if finished {

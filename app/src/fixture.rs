@@ -149,7 +149,7 @@ pub fn write(root: &Path, spec: FixtureSpec) -> Result<Vec<PathBuf>> {
         )?;
         let mut rng = Rng(0xABCD + i as u64);
         let mut lines = String::new();
-        for step in 1..=spec.steps {
+        for step in 0..spec.steps {
             let loss = 0.2
                 + 0.8 * (-(step as f64) / (spec.steps as f64 / 6.0)).exp()
                 + 0.03 * rng.normal();
