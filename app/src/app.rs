@@ -91,6 +91,8 @@ pub struct GridChoice {
     pub estimator: Estimator,
     /// Seeds switched on (empty = all).
     pub seeds: Vec<u64>,
+    /// The store was picked by hand: keep it when another run is selected (if it has it).
+    pub store_pinned: bool,
 }
 
 impl Default for GridChoice {
@@ -101,6 +103,7 @@ impl Default for GridChoice {
             b: "llm.h*.image".into(),
             estimator: Estimator::Debiased,
             seeds: Vec::new(),
+            store_pinned: false,
         }
     }
 }
@@ -272,7 +275,7 @@ impl LabApp {
         self.explorer.detail = None;
         if let Some(run) = self.selected_run().cloned() {
             for choice in [&mut self.dashboard, &mut self.explorer.choice] {
-                if run.store(&choice.store).is_none() {
+                if !choice.store_pinned || run.store(&choice.store).is_none() {
                     choice.store = preferred_store(&run);
                 }
                 fix_taps(choice, &run);
@@ -1086,11 +1089,14 @@ impl LabApp {
                 .selected_text(choice.store.clone())
                 .show_ui(ui, |ui| {
                     for s in &run.stores {
-                        ui.selectable_value(
+                        let picked = ui.selectable_value(
                             &mut choice.store,
                             s.name.clone(),
                             format!("{} ({})", s.name, s.manifest.pooling),
                         );
+                        if picked.clicked() {
+                            choice.store_pinned = true;
+                        }
                     }
                 })
                 .response
@@ -1409,7 +1415,7 @@ impl LabApp {
                     p.polygon(
                         Polygon::new("± SE", PlotPoints::from(band))
                             .fill_color(Color32::from_rgba_unmultiplied(0, 114, 178, 50))
-                            .stroke(egui::Stroke::NONE),
+                            .stroke(egui::Stroke::new(0.0, Color32::from_rgb(0, 114, 178))),
                     );
                 }
                 p.line(
