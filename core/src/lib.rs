@@ -16,4 +16,5 @@ pub mod run;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;
+pub mod vae;
 pub mod weights;

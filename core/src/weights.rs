@@ -223,6 +223,18 @@ pub struct WeightStore {
     files: Vec<SafetensorsFile>,
     by_name: HashMap<String, usize>,
     used: RefCell<BTreeSet<String>>,
+    aliases: HashMap<String, Alias>,
+}
+
+/// Where a module's (canonical) tensor name is stored in a checkpoint of another layout, e.g. a
+/// diffusers VAE key in the single-file LDM layout (see [`WeightStore::with_aliases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// The name in the file.
+    pub stored: String,
+    /// The file stores the tensor with two trailing unit dimensions (a 1x1 convolution weight
+    /// `[out, in, 1, 1]` standing for a linear layer `[out, in]`); same row-major data.
+    pub squeeze_1x1: bool,
 }
 
 /// Tensor name suffixes that exporters sometimes leave behind and that are never weights.
@@ -316,7 +328,16 @@ impl WeightStore {
             files,
             by_name,
             used: RefCell::new(BTreeSet::new()),
+            aliases: HashMap::new(),
         })
+    }
+
+    /// Reads canonical names through `aliases` (canonical name -> stored name): for checkpoints
+    /// whose layout differs from the module paths only by names (and 1x1 squeezes). Names
+    /// without an alias are read as they are.
+    pub fn with_aliases(mut self, aliases: impl IntoIterator<Item = (String, Alias)>) -> Self {
+        self.aliases.extend(aliases);
+        self
     }
 
     fn describe_files(&self) -> String {
@@ -348,12 +369,21 @@ impl WeightStore {
 
     /// Reads a tensor as f32 with a shape check, and marks it used.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
-        let file = self.file_of(name).ok_or_else(|| WeightError::Missing {
-            name: name.to_string(),
+        let (stored, shape) = match self.aliases.get(name) {
+            Some(alias) if alias.squeeze_1x1 => {
+                let mut shape = expected.to_vec();
+                shape.extend([1, 1]);
+                (alias.stored.as_str(), shape)
+            }
+            Some(alias) => (alias.stored.as_str(), expected.to_vec()),
+            None => (name, expected.to_vec()),
+        };
+        let file = self.file_of(stored).ok_or_else(|| WeightError::Missing {
+            name: stored.to_string(),
             files: self.describe_files(),
         })?;
-        let data = file.read_f32(name, expected)?;
-        self.used.borrow_mut().insert(name.to_string());
+        let data = file.read_f32(stored, &shape)?;
+        self.used.borrow_mut().insert(stored.to_string());
         Ok(data)
     }
 
