@@ -52,6 +52,64 @@ pub enum Command {
     /// The whole paper pipeline at the tiny preset on this CPU (prior, five variants, exp1,
     /// exp2, ablation table, report), nothing downloaded.
     Demo(DemoCli),
+    /// The SDXL-VAE (any diffusers AutoencoderKL folder, or the single-file LDM layout): encode
+    /// an image to latents, decode latents to an image.
+    #[command(subcommand)]
+    Vae(VaeCli),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaeCli {
+    /// IMAGE (.png/.jpg, or .npy [1,3,H,W] / [3,H,W] in [-1,1]) -> LATENT.npy (raw latents unless
+    /// --scaled): the posterior mean (default) or a sample.
+    Encode(VaeEncodeCli),
+    /// LATENT.npy ([B,C,h,w] or [C,h,w], raw unless --scaled) -> IMAGE.png (clipped, 8 bit) or
+    /// IMAGE.npy (raw decoder output [B,3,H,W], float32).
+    Decode(VaeDecodeCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VaeEncodeCli {
+    /// The VAE folder (config.json + diffusion_pytorch_model.safetensors, or one LDM-layout
+    /// .safetensors), or the weights file with config.json beside it.
+    #[arg(long)]
+    pub model: PathBuf,
+    pub image: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write the posterior mean (the default).
+    #[arg(long, conflicts_with = "sample")]
+    pub mean: bool,
+    /// Write a posterior sample, mean + std * eps.
+    #[arg(long)]
+    pub sample: bool,
+    /// The seed of eps for --sample.
+    #[arg(long, default_value_t = 0, requires = "sample")]
+    pub seed: u64,
+    /// Multiply by the config's scaling_factor (0.13025 for SDXL): the space the flow model
+    /// trains in.
+    #[arg(long)]
+    pub scaled: bool,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VaeDecodeCli {
+    /// The VAE folder or weights file, as for `vae encode`.
+    #[arg(long)]
+    pub model: PathBuf,
+    pub latent: PathBuf,
+    /// IMAGE.png or IMAGE.npy.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The latents are scaled (divide by the config's scaling_factor before decoding).
+    #[arg(long)]
+    pub scaled: bool,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
 }
 
 /// An experiment command.
@@ -503,6 +561,33 @@ impl Cli {
             }
             Command::Demo(a) => {
                 commands::demo(a.quick, a.run.out, a.run.device, !a.run.quiet)?;
+                Ok(())
+            }
+            Command::Vae(VaeCli::Encode(a)) => {
+                let shape = crate::vae_cmd::encode(crate::vae_cmd::EncodeArgs {
+                    model: a.model,
+                    image: a.image,
+                    out: a.out.clone(),
+                    posterior: if a.sample {
+                        crate::vae_cmd::Posterior::Sample(a.seed)
+                    } else {
+                        crate::vae_cmd::Posterior::Mean
+                    },
+                    scaled: a.scaled,
+                    device: a.device,
+                })?;
+                eprintln!("wrote latents {shape:?} to {}", a.out.display());
+                Ok(())
+            }
+            Command::Vae(VaeCli::Decode(a)) => {
+                let shape = crate::vae_cmd::decode(crate::vae_cmd::DecodeArgs {
+                    model: a.model,
+                    latent: a.latent,
+                    out: a.out.clone(),
+                    scaled: a.scaled,
+                    device: a.device,
+                })?;
+                eprintln!("wrote image {shape:?} to {}", a.out.display());
                 Ok(())
             }
             Command::Fid(a) => {

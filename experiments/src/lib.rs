@@ -15,3 +15,4 @@ pub mod probes;
 pub mod protocol;
 pub mod report;
 pub mod training;
+pub mod vae_cmd;
