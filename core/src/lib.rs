@@ -2,6 +2,7 @@
 //! weights, tokenizer and config loading; shared network blocks; devices and backends; crash-safe
 //! file helpers. See the repository's ARCHITECTURE.md for the layer map.
 
+pub mod clip;
 pub mod codec;
 pub mod data;
 pub mod device;
