@@ -9,6 +9,7 @@ pub mod device;
 pub mod flow;
 pub mod fsutil;
 pub mod heads;
+pub mod inception;
 pub mod latent_cache;
 pub mod llm;
 pub mod nn;

@@ -238,7 +238,7 @@ pub struct Alias {
 }
 
 /// Tensor name suffixes that exporters sometimes leave behind and that are never weights.
-const STRAY_BUFFERS: &[&str] = &["rotary_emb.inv_freq", "position_ids"];
+const STRAY_BUFFERS: &[&str] = &["rotary_emb.inv_freq", "position_ids", "num_batches_tracked"];
 
 impl WeightStore {
     /// Opens `dir/model.safetensors`, or the shards listed in `dir/model.safetensors.index.json`,
@@ -422,7 +422,13 @@ enum Source {
     Init,
     /// Values from a checkpoint; every read is shape-checked.
     Load(Rc<WeightStore>),
+    /// Values from a function of the checkpoint key and its (checkpoint-layout) shape, e.g. a
+    /// deterministic formula that a reference implementation evaluates identically.
+    Generated(Rc<WeightFn>),
 }
+
+/// `(checkpoint key, checkpoint-layout shape) -> row-major values`.
+pub type WeightFn = dyn Fn(&str, &[usize]) -> Vec<f32>;
 
 /// Builds module parameters under a dotted prefix, either freshly initialised or loaded from a
 /// checkpoint, so that a module's construction code is the single place that knows its names.
@@ -447,6 +453,15 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
     pub fn load(store: Rc<WeightStore>, device: &'d B::Device) -> Self {
         Self {
             source: Source::Load(store),
+            prefix: String::new(),
+            device,
+        }
+    }
+
+    /// Parameters computed by `f(key, shape)` (checkpoint layout: linear weights `[out, in]`).
+    pub fn generated(f: Rc<WeightFn>, device: &'d B::Device) -> Self {
+        Self {
+            source: Source::Generated(f),
             prefix: String::new(),
             device,
         }
@@ -510,6 +525,26 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
                 let data = store.read_f32(&self.key(name), &shape)?;
                 Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
             }
+            Source::Generated(f) => {
+                let data = f(&self.key(name), &shape);
+                assert_eq!(
+                    data.len(),
+                    shape.iter().product::<usize>(),
+                    "{}",
+                    self.key(name)
+                );
+                Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+            }
+        }
+    }
+
+    /// Checkpoint-layout values of a loaded or generated tensor (never called for fresh
+    /// parameters).
+    fn read_raw(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightError> {
+        match &self.source {
+            Source::Load(store) => store.read_f32(&self.key(name), shape),
+            Source::Generated(f) => Ok(f(&self.key(name), shape)),
+            Source::Init => unreachable!("read_raw is only called for loaded or generated weights"),
         }
     }
 
@@ -562,8 +597,8 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
                     .init_with([d_in, d_out], Some(d_in), Some(d_out), self.device)
                     .val(),
             ),
-            Source::Load(store) => {
-                let rows = store.read_f32(&vb.key("weight"), &[d_out, d_in])?;
+            Source::Load(_) | Source::Generated(_) => {
+                let rows = vb.read_raw("weight", &[d_out, d_in])?;
                 let mut cols = vec![0f32; rows.len()];
                 for (o, row) in rows.chunks_exact(d_in).enumerate() {
                     for (i, &v) in row.iter().enumerate() {
