@@ -3,6 +3,7 @@
 pub mod ablation;
 pub mod cli;
 pub mod commands;
+pub mod eval;
 pub mod exp1;
 pub mod exp2;
 pub mod grid;
