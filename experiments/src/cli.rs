@@ -384,6 +384,35 @@ pub struct TrainCli {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub mjhq: MjhqTrainCli,
+}
+
+/// MJHQ-30k evaluation during training (`flowlens eval` on the checkpoints every K steps).
+#[derive(Debug, clap::Args)]
+pub struct MjhqTrainCli {
+    /// Evaluate FID and CLIP score on this MJHQ-30k folder during training.
+    #[arg(long, requires_all = ["mjhq_clip", "mjhq_inception"])]
+    pub mjhq: Option<PathBuf>,
+    /// Every K steps (a multiple of the checkpoint interval) and at the last step; the paper
+    /// evaluated every 12k.
+    #[arg(long, default_value_t = 12_000)]
+    pub mjhq_every: usize,
+    /// Benchmark entries per evaluation.
+    #[arg(long, default_value_t = 30000)]
+    pub mjhq_n: usize,
+    /// Comma-separated seeds per evaluation.
+    #[arg(long, default_value = "0")]
+    pub mjhq_seeds: String,
+    /// The CLIP folder for the CLIP score.
+    #[arg(long)]
+    pub mjhq_clip: Option<PathBuf>,
+    /// The FID Inception weights (or `formula`, for tests).
+    #[arg(long)]
+    pub mjhq_inception: Option<String>,
+    /// Euler steps of the evaluation's sampler.
+    #[arg(long, default_value_t = 30)]
+    pub mjhq_steps: usize,
 }
 
 #[derive(Debug, clap::Args)]

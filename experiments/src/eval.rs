@@ -522,6 +522,47 @@ fn generate_from<B: Backend>(
     )?)
 }
 
+/// MJHQ evaluation during training: `args` (its `run` and `checkpoint` are set per call) at
+/// the checkpoints whose step is a multiple of `every`, and at the last step.
+#[derive(Debug, Clone)]
+pub struct TrainingEval {
+    pub every: usize,
+    pub args: EvalArgs,
+}
+
+impl TrainingEval {
+    pub fn due(&self, step: usize, last: bool) -> bool {
+        last || (self.every > 0 && step.is_multiple_of(self.every))
+    }
+
+    /// Evaluates checkpoint `step` of `run` (EMA weights as configured) and appends an
+    /// `{"event": "eval_mjhq", "step", "fid", "fid_std", "clip_score", "clip_score_std", "n"}`
+    /// record to the run's metrics.
+    pub fn evaluate<B: Backend>(
+        &self,
+        run: &Path,
+        step: usize,
+        device: &B::Device,
+    ) -> Result<EvalResult> {
+        let mut args = self.args.clone();
+        args.run = run.to_path_buf();
+        args.checkpoint = CheckpointChoice::Step(step);
+        args.progress = false;
+        let (result, _) = EvalTask(args).run::<B>(device.clone())?;
+        let run_dir = flowlens_core::run::RunDir::open(run)?;
+        run_dir.metrics_writer()?.log(&serde_json::json!({
+            "event": "eval_mjhq",
+            "step": step,
+            "n": result.n,
+            "fid": result.fid.mean,
+            "fid_std": result.fid.std,
+            "clip_score": result.clip_score.mean,
+            "clip_score_std": result.clip_score.std,
+        }))?;
+        Ok(result)
+    }
+}
+
 /// `flowlens eval`: returns the results and the file they were written to.
 pub fn run(a: EvalArgs) -> Result<(EvalResult, PathBuf)> {
     let device = a.device;

@@ -1,6 +1,7 @@
 //! `flowlens eval` end to end on a tiny self-made MJHQ-format folder: a tiny trained run, the
 //! tiny fixture CLIP (core/tests/fixtures/clip) and the FID Inception with its deterministic
-//! stand-in weights; results and history in the run, reference statistics cached and reused.
+//! stand-in weights; evaluation during training (metrics record) and `flowlens eval` (results
+//! and history in the run), the reference statistics cached once and reused.
 
 use std::path::Path;
 use std::process::Command;
@@ -50,7 +51,7 @@ fn benchmark(dir: &Path) {
 }
 
 #[test]
-fn eval_scores_a_run_on_an_mjhq_folder_and_caches_reference_statistics() {
+fn training_and_eval_score_a_run_on_an_mjhq_folder_and_share_cached_reference_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let run = tmp.path().join("run");
@@ -60,6 +61,10 @@ fn eval_scores_a_run_on_an_mjhq_folder_and_caches_reference_statistics() {
         "sample_every = 0\neval_every = 0\nbatch_size = 4\n[prior]\nsteps = 4\nbatch_size = 8\n[data]\nkind = \"shapes\"\nseed = 0\nlen = 32\n",
     )
     .unwrap();
+    let bench = tmp.path().join("mjhq");
+    benchmark(&bench);
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/clip/tiny-clip");
+    // Training evaluates its step-2 checkpoint on the benchmark (seed 0)...
     ok(flowlens(&cache)
         .args([
             "train",
@@ -71,13 +76,52 @@ fn eval_scores_a_run_on_an_mjhq_folder_and_caches_reference_statistics() {
             "2",
             "--quiet",
         ])
+        .args([
+            "--mjhq-every",
+            "2",
+            "--mjhq-n",
+            "4",
+            "--mjhq-inception",
+            "formula",
+            "--mjhq-steps",
+            "2",
+        ])
         .arg("--config")
         .arg(&config)
         .arg("--run")
-        .arg(&run));
-    let bench = tmp.path().join("mjhq");
-    benchmark(&bench);
-    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/clip/tiny-clip");
+        .arg(&run)
+        .arg("--mjhq")
+        .arg(&bench)
+        .arg("--mjhq-clip")
+        .arg(&clip));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let record: serde_json::Value = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "eval_mjhq")
+        .expect("an eval_mjhq record in metrics.jsonl");
+    assert_eq!(record["step"], 2);
+    let fid = record["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/mjhq-step00000002.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(result["n"], 4);
+    assert_eq!(result["step"], 2);
+    assert_eq!(result["fid"]["mean"].as_f64().unwrap(), fid);
+    let clip_score = result["clip_score"]["mean"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&clip_score), "{clip_score}");
+    let stats = Path::new(result["reference_stats"].as_str().unwrap()).to_path_buf();
+    assert!(
+        stats.join("all/mu.npy").is_file() && stats.join("category/people/sigma.npy").is_file()
+    );
+    let cached = std::fs::metadata(stats.join("meta.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    // ... and `flowlens eval` (another seed, per category) reuses the reference statistics.
     let eval = |seeds: &str| {
         let mut c = flowlens(&cache);
         c.args([
@@ -100,35 +144,8 @@ fn eval_scores_a_run_on_an_mjhq_folder_and_caches_reference_statistics() {
         .arg(&clip);
         c
     };
-    let out = ok(&mut eval("0"));
+    let out = ok(&mut eval("1"));
     assert!(out.contains("FID") && out.contains("CLIP score"), "{out}");
-    let result: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("eval/mjhq-step00000002.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(result["n"], 4);
-    assert_eq!(result["step"], 2);
-    let fid = result["fid"]["mean"].as_f64().unwrap();
-    assert!(fid.is_finite() && fid > 0.0, "{fid}");
-    let clip_score = result["clip_score"]["mean"].as_f64().unwrap();
-    assert!((0.0..=100.0).contains(&clip_score), "{clip_score}");
-    for category in ["animals", "people"] {
-        let v = result["fid_per_category"][category]["mean"]
-            .as_f64()
-            .unwrap();
-        assert!(v.is_finite() && v > 0.0, "{category}: {v}");
-    }
-    let stats = Path::new(result["reference_stats"].as_str().unwrap()).to_path_buf();
-    assert!(
-        stats.join("all/mu.npy").is_file() && stats.join("category/people/sigma.npy").is_file()
-    );
-    let cached = std::fs::metadata(stats.join("meta.json"))
-        .unwrap()
-        .modified()
-        .unwrap();
-
-    // A second evaluation (another seed) reuses the statistics and appends to the history.
-    ok(&mut eval("1"));
     assert_eq!(
         std::fs::metadata(stats.join("meta.json"))
             .unwrap()
@@ -136,6 +153,16 @@ fn eval_scores_a_run_on_an_mjhq_folder_and_caches_reference_statistics() {
             .unwrap(),
         cached
     );
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/mjhq-step00000002.json")).unwrap(),
+    )
+    .unwrap();
+    for category in ["animals", "people"] {
+        let v = result["fid_per_category"][category]["mean"]
+            .as_f64()
+            .unwrap();
+        assert!(v.is_finite() && v > 0.0, "{category}: {v}");
+    }
     let history = std::fs::read_to_string(run.join("eval/history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 2);
     let second: serde_json::Value = serde_json::from_str(history.lines().nth(1).unwrap()).unwrap();
