@@ -57,6 +57,9 @@ pub enum WeightError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    /// The module cannot be built for this configuration (checked before any weight is read).
+    #[error("{0}")]
+    Config(String),
     #[error(
         "tensor `{name}` in {path} has dtype {dtype}, which is not supported (use F32, F16, BF16 or F64)"
     )]

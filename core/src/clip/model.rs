@@ -165,7 +165,8 @@ impl<B: Backend> ClipTextTransformer<B> {
                 c.layer_norm_eps,
             )?,
             config: c.clone(),
-            act: Activation::parse(&c.hidden_act).unwrap_or(Activation::QuickGelu),
+            act: Activation::parse(&c.hidden_act)
+                .map_err(|e| WeightError::Config(format!("CLIP text_config.hidden_act: {e}")))?,
         })
     }
 
@@ -264,7 +265,8 @@ impl<B: Backend> ClipVisionTransformer<B> {
             )?,
             post_layernorm: LayerNorm::new(vb, "post_layernorm", d, c.layer_norm_eps)?,
             config: c.clone(),
-            act: Activation::parse(&c.hidden_act).unwrap_or(Activation::QuickGelu),
+            act: Activation::parse(&c.hidden_act)
+                .map_err(|e| WeightError::Config(format!("CLIP vision_config.hidden_act: {e}")))?,
         })
     }
 

@@ -53,6 +53,8 @@ pub enum VaeError {
     Ambiguous { dir: PathBuf, files: String },
     #[error("{path}: {reason}")]
     Input { path: PathBuf, reason: String },
+    #[error("invalid VAE config: {0}")]
+    InvalidConfig(String),
 }
 
 /// The diagonal Gaussian posterior `q(z | x)` of diffusers' `DiagonalGaussianDistribution`.
@@ -200,10 +202,7 @@ impl<B: Backend> Vae<B> {
         vb: &VarBuilder<B>,
         layout: Option<VaeLayout>,
     ) -> Result<Self, VaeError> {
-        config.check().map_err(|reason| VaeError::Input {
-            path: PathBuf::from("config.json"),
-            reason,
-        })?;
+        config.check().map_err(VaeError::InvalidConfig)?;
         let l = config.latent_channels;
         Ok(Self {
             config: config.clone(),
