@@ -204,3 +204,18 @@ fn bad_vae_folders_give_errors_naming_file_tensor_or_field() {
     let e = load_error(dir.path());
     assert!(e.contains("no VAE weights"), "{e}");
 }
+
+#[test]
+fn latent_scaling_follows_diffusers_with_and_without_shift() {
+    let device = Default::default();
+    let mut vae = Vae::<B>::load(fixtures().join("d4"), &device).unwrap();
+    let z = reference("d4", "latent");
+    let scaled = vae.scale_latents(z.clone());
+    assert!(max_abs_diff(scaled.clone(), z.clone() * 0.13025) < 1e-7);
+    assert!(max_abs_diff(vae.unscale_latents(scaled), z.clone()) < 1e-6);
+    // A VAE with a shift (SD3 / Flux configs): (z - shift) * scale, and back.
+    vae.config.shift_factor = Some(0.5);
+    let scaled = vae.scale_latents(z.clone());
+    assert!(max_abs_diff(scaled.clone(), (z.clone() - 0.5) * 0.13025) < 1e-7);
+    assert!(max_abs_diff(vae.unscale_latents(scaled), z) < 1e-6);
+}

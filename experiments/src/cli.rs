@@ -132,8 +132,8 @@ pub struct VaeEncodeCli {
     /// The seed of eps for --sample.
     #[arg(long, default_value_t = 0, requires = "sample")]
     pub seed: u64,
-    /// Multiply by the config's scaling_factor (0.13025 for SDXL): the space the flow model
-    /// trains in.
+    /// Multiply by the config's scaling_factor (0.13025 for SDXL; a shift_factor, if the
+    /// config has one, is subtracted first): the space the flow model trains in.
     #[arg(long)]
     pub scaled: bool,
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
@@ -150,7 +150,8 @@ pub struct VaeDecodeCli {
     /// IMAGE.png or IMAGE.npy.
     #[arg(long)]
     pub out: PathBuf,
-    /// The latents are scaled (divide by the config's scaling_factor before decoding).
+    /// The latents are scaled (divide by the config's scaling_factor, add its shift_factor if
+    /// any, before decoding).
     #[arg(long)]
     pub scaled: bool,
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.

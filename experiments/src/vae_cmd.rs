@@ -108,7 +108,7 @@ impl BackendTask for Encode {
             Posterior::Sample(seed) => posterior.sample(seed),
         };
         if a.scaled {
-            z = z * vae.scaling_factor();
+            z = vae.scale_latents(z);
         }
         let dims = z.dims();
         let values: Vec<f32> = z.into_data().to_vec().map_err(|e| anyhow!("{e:?}"))?;
@@ -152,7 +152,7 @@ impl BackendTask for Decode {
         }
         let mut z = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &device);
         if a.scaled {
-            z = z / vae.scaling_factor();
+            z = vae.unscale_latents(z);
         }
         let x = vae.decode(z);
         let dims = x.dims();

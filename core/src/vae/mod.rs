@@ -227,6 +227,25 @@ impl<B: Backend> Vae<B> {
         self.config.scaling_factor
     }
 
+    /// Raw latents -> the space a diffusion model works in, as diffusers' pipelines do:
+    /// `(z - shift_factor) * scaling_factor` (SDXL: no shift, `z * 0.13025`).
+    pub fn scale_latents(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let z = match self.config.shift_factor {
+            Some(shift) => z - shift,
+            None => z,
+        };
+        z * self.config.scaling_factor
+    }
+
+    /// The inverse of [`Vae::scale_latents`]: `z / scaling_factor + shift_factor`.
+    pub fn unscale_latents(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let z = z / self.config.scaling_factor;
+        match self.config.shift_factor {
+            Some(shift) => z + shift,
+            None => z,
+        }
+    }
+
     /// Pixels `[b, 3, h, w]` in [-1, 1] (h, w multiples of the down-sampling factor `f`) ->
     /// the posterior over raw latents `[b, latent_channels, h / f, w / f]`.
     pub fn encode(&self, pixels: Tensor<B, 4>) -> Posterior<B> {
@@ -261,7 +280,8 @@ impl<B: Backend> Vae<B> {
 
 /// The VAE behind the [`LatentCodec`] trait: `encode` is the posterior **mean** times the
 /// scaling factor (deterministic, so a cached latent does not depend on a noise draw; MODEL.md
-/// AMBIG-13 allows it), `decode` divides by the factor and decodes (no shift: SDXL has none).
+/// AMBIG-13 allows it), `decode` divides by the factor and decodes (a config's `shift_factor` is
+/// subtracted before scaling and added back, as diffusers does; SDXL has none).
 pub struct VaeCodec<B: Backend> {
     pub vae: Vae<B>,
 }
@@ -302,11 +322,11 @@ impl<B: Backend> LatentCodec<B> for VaeCodec<B> {
     }
 
     fn encode(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.vae.encode(pixels).mean * self.vae.scaling_factor()
+        self.vae.scale_latents(self.vae.encode(pixels).mean)
     }
 
     fn decode(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.vae.decode(latents / self.vae.scaling_factor())
+        self.vae.decode(self.vae.unscale_latents(latents))
     }
 
     /// A 384x384 SDXL-VAE encode holds ~0.6 GB of activations per image.
