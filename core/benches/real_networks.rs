@@ -45,7 +45,136 @@ fn report(what: &str, batch: usize, secs: f64) {
     );
 }
 
+/// Component timings behind the CLIP and Inception numbers (`FLOWLENS_BENCH_ONLY=micro`).
+fn micro() {
+    use burn::tensor::activation::sigmoid;
+    let device = Default::default();
+    let vb = VarBuilder::<B>::init(&device);
+    let lin = vb.linear("l", 768, 3072, true).unwrap();
+    let x3 = Tensor::<B, 3>::random([16, 77, 768], Distribution::Normal(0.0, 1.0), &device);
+    let x2 = x3.clone().reshape([16 * 77, 768]);
+    let ms = |s: f64| s * 1000.0;
+    println!(
+        "linear 3d [16,77,768]x[768,3072]: {:.1} ms",
+        ms(time(5, || {
+            let _ = lin.forward(x3.clone()).into_data();
+        }))
+    );
+    println!(
+        "linear 2d [1232,768]x[768,3072]: {:.1} ms",
+        ms(time(5, || {
+            let _ = lin.forward(x2.clone()).into_data();
+        }))
+    );
+    let h = Tensor::<B, 3>::random([16, 77, 3072], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "quick_gelu [16,77,3072]: {:.1} ms",
+        ms(time(5, || {
+            let _ = (h.clone() * sigmoid(h.clone() * 1.702)).into_data();
+        }))
+    );
+    let ln = flowlens_core::nn::blocks::LayerNorm::<B>::new(&vb, "ln", 768, 1e-5).unwrap();
+    println!(
+        "layer_norm [16,77,768]: {:.1} ms",
+        ms(time(5, || {
+            let _ = ln.forward(x3.clone()).into_data();
+        }))
+    );
+    let q = Tensor::<B, 4>::random([16, 12, 77, 64], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "sdpa [16,12,77,64]: {:.1} ms",
+        ms(time(5, || {
+            let _ = flowlens_core::nn::scaled_dot_product_attention(
+                q.clone(),
+                q.clone(),
+                q.clone(),
+                None,
+            )
+            .into_data();
+        }))
+    );
+    let conv = vb.conv2d("c", 192, 192, 3, 1, 1, 1).unwrap();
+    let img = Tensor::<B, 4>::random([8, 192, 35, 35], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "conv3x3 192->192 [8,192,35,35]: {:.1} ms",
+        ms(time(5, || {
+            let _ = conv.forward(img.clone()).into_data();
+        }))
+    );
+    let conv1 = vb.conv2d("c1", 192, 192, 1, 1, 0, 1).unwrap();
+    println!(
+        "conv1x1 192->192 [8,192,35,35]: {:.1} ms",
+        ms(time(5, || {
+            let _ = conv1.forward(img.clone()).into_data();
+        }))
+    );
+    let x17 = Tensor::<B, 4>::random([8, 160, 17, 17], Distribution::Normal(0.0, 1.0), &device);
+    for (name, k, p) in [("1x7", [1, 7], [0, 3]), ("7x1", [7, 1], [3, 0])] {
+        let c = flowlens_core::inception::BasicConv2d::new(&vb, name, 160, 160, k, 1, p).unwrap();
+        println!(
+            "BasicConv2d {name} 160->160 [8,160,17,17]: {:.1} ms",
+            ms(time(5, || {
+                let _ = c.forward(x17.clone()).into_data();
+            }))
+        );
+    }
+    let stem =
+        flowlens_core::inception::BasicConv2d::new(&vb, "stem", 32, 64, [3, 3], 1, [1, 1]).unwrap();
+    let s147 = Tensor::<B, 4>::random([8, 32, 147, 147], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "BasicConv2d 3x3 32->64 [8,32,147,147]: {:.1} ms",
+        ms(time(5, || {
+            let _ = stem.forward(s147.clone()).into_data();
+        }))
+    );
+    let m147 = Tensor::<B, 4>::random([8, 64, 147, 147], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "max_pool3x3 s2 [8,64,147,147]: {:.1} ms",
+        ms(time(5, || {
+            let _ = burn::tensor::module::max_pool2d(
+                m147.clone(),
+                [3, 3],
+                [2, 2],
+                [0, 0],
+                [1, 1],
+                false,
+            )
+            .into_data();
+        }))
+    );
+    let stem1 =
+        flowlens_core::inception::BasicConv2d::new(&vb, "stem1", 3, 32, [3, 3], 2, [0, 0]).unwrap();
+    let i299 = Tensor::<B, 4>::random([8, 3, 299, 299], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "BasicConv2d 3x3 s2 3->32 [8,3,299,299]: {:.1} ms",
+        ms(time(5, || {
+            let _ = stem1.forward(i299.clone()).into_data();
+        }))
+    );
+    let stem2 = flowlens_core::inception::BasicConv2d::new(&vb, "stem2", 32, 32, [3, 3], 1, [0, 0])
+        .unwrap();
+    let i149 = Tensor::<B, 4>::random([8, 32, 149, 149], Distribution::Normal(0.0, 1.0), &device);
+    println!(
+        "BasicConv2d 3x3 32->32 [8,32,149,149]: {:.1} ms",
+        ms(time(5, || {
+            let _ = stem2.forward(i149.clone()).into_data();
+        }))
+    );
+    println!(
+        "avg_pool3x3 no-pad-count [8,192,35,35]: {:.1} ms",
+        ms(time(5, || {
+            let _ =
+                burn::tensor::module::avg_pool2d(img.clone(), [3, 3], [1, 1], [1, 1], false, false)
+                    .into_data();
+        }))
+    );
+}
+
 fn main() {
+    if std::env::var("FLOWLENS_BENCH_ONLY").as_deref() == Ok("micro") {
+        micro();
+        return;
+    }
     let vae_size: usize = std::env::var("VAE_SIZE")
         .ok()
         .and_then(|s| s.parse().ok())
