@@ -160,6 +160,52 @@ fn micro() {
             let _ = stem2.forward(i149.clone()).into_data();
         }))
     );
+    {
+        use flowlens_core::inception::{
+            InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, PoolKind,
+        };
+        let g = VarBuilder::<B>::generated(Rc::new(formula_weights), &device);
+        let r = |s: [usize; 4]| Tensor::<B, 4>::random(s, Distribution::Uniform(0.0, 1.0), &device);
+        let a = InceptionA::new(&g.pp("Mixed_5b"), 192, 32).unwrap();
+        let xa = r([8, 192, 35, 35]);
+        println!(
+            "InceptionA [8,192,35,35]: {:.1} ms",
+            ms(time(3, || {
+                let _ = a.forward(xa.clone()).into_data();
+            }))
+        );
+        let b = InceptionB::new(&g.pp("Mixed_6a"), 288).unwrap();
+        let xb = r([8, 288, 35, 35]);
+        println!(
+            "InceptionB [8,288,35,35]: {:.1} ms",
+            ms(time(3, || {
+                let _ = b.forward(xb.clone()).into_data();
+            }))
+        );
+        let c = InceptionC::new(&g.pp("Mixed_6b"), 768, 128).unwrap();
+        let xc = r([8, 768, 17, 17]);
+        println!(
+            "InceptionC [8,768,17,17]: {:.1} ms",
+            ms(time(3, || {
+                let _ = c.forward(xc.clone()).into_data();
+            }))
+        );
+        let d = InceptionD::new(&g.pp("Mixed_7a"), 768).unwrap();
+        println!(
+            "InceptionD [8,768,17,17]: {:.1} ms",
+            ms(time(3, || {
+                let _ = d.forward(xc.clone()).into_data();
+            }))
+        );
+        let e = InceptionE::new(&g.pp("Mixed_7b"), 1280, PoolKind::Average).unwrap();
+        let xe = r([8, 1280, 8, 8]);
+        println!(
+            "InceptionE_1 [8,1280,8,8]: {:.1} ms",
+            ms(time(3, || {
+                let _ = e.forward(xe.clone()).into_data();
+            }))
+        );
+    }
     println!(
         "avg_pool3x3 no-pad-count [8,192,35,35]: {:.1} ms",
         ms(time(5, || {
