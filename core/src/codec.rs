@@ -3,7 +3,9 @@
 //! - [`PixelPatches`] (the `tiny` preset): a lossless space-to-depth rearrangement of pixels,
 //!   `[b, 3, s, s] -> [b, 3 f^2, s / f, s / f]` (PyTorch's `PixelUnshuffle(f)` order), so the
 //!   generator sees a small "latent" map exactly as it would see VAE latents.
-//! - The SDXL-VAE (presets `small` and `paper`) plugs in behind the same trait (issue 8).
+//! - [`crate::vae::VaeCodec`] (presets `small` and `paper`): the SDXL-VAE behind the same
+//!   trait, scaled latents (posterior mean x 0.13025); the VAE folder is named by the
+//!   `FLOWLENS_SDXL_VAE` environment variable.
 //!
 //! [`CodecConfig::id`] names the codec and its settings; the latent cache keys on it, so a
 //! changed codec never reuses stale latents.
@@ -45,13 +47,20 @@ impl CodecConfig {
         }
     }
 
-    /// The codec, ready to use, or why it is not available.
+    /// The codec on the backend's default device, or why it is not available.
     pub fn build<B: Backend>(&self) -> Result<Box<dyn LatentCodec<B>>, String> {
+        self.build_on(&Default::default())
+    }
+
+    /// The codec with its weights (if any) on `device`, or why it is not available (the
+    /// SDXL-VAE needs `FLOWLENS_SDXL_VAE` to name its folder).
+    pub fn build_on<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<Box<dyn LatentCodec<B>>, String> {
         match *self {
             CodecConfig::Pixels { factor } => Ok(Box::new(PixelPatches { factor })),
-            CodecConfig::SdxlVae => Err(
-                "this preset trains on SDXL-VAE latents; the VAE is not available in this build yet (issue 8): use --preset tiny".into(),
-            ),
+            CodecConfig::SdxlVae => Ok(Box::new(crate::vae::VaeCodec::<B>::from_env(device)?)),
         }
     }
 }
@@ -62,6 +71,10 @@ pub trait LatentCodec<B: Backend> {
     fn id(&self) -> String;
     fn encode(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4>;
     fn decode(&self, latents: Tensor<B, 4>) -> Tensor<B, 4>;
+    /// Images per encode call that keep memory reasonable (the latent cache's chunk size).
+    fn preferred_batch(&self) -> usize {
+        64
+    }
 }
 
 /// Space-to-depth by `factor`: lossless, `decode(encode(x)) == x` exactly.

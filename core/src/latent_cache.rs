@@ -17,7 +17,7 @@ use burn::tensor::{Tensor, TensorData};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::CodecConfig;
+use crate::codec::{CodecConfig, LatentCodec};
 use crate::data::{DataError, Dataset};
 use crate::fsutil::fnv1a64;
 
@@ -81,8 +81,44 @@ impl LatentCache {
         codec: &CodecConfig,
         image_size: usize,
         device: &B::Device,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self, CacheError> {
+        let dir = root
+            .join("latents")
+            .join(cache_key(dataset, codec, image_size));
+        if dir.join("meta.json").is_file() {
+            return Self::open(&dir);
+        }
+        let codec_impl = codec.build_on::<B>(device).map_err(CacheError::Codec)?;
+        Self::open_or_build_with(
+            root,
+            dataset,
+            codec,
+            codec_impl.as_ref(),
+            image_size,
+            device,
+            progress,
+        )
+    }
+
+    /// [`LatentCache::open_or_build`] with an already built codec (e.g. a VAE loaded from an
+    /// explicit folder); `codec_impl.id()` must be `codec.id()`.
+    pub fn open_or_build_with<B: Backend>(
+        root: &Path,
+        dataset: &dyn Dataset,
+        codec: &CodecConfig,
+        codec_impl: &dyn LatentCodec<B>,
+        image_size: usize,
+        device: &B::Device,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self, CacheError> {
+        if codec_impl.id() != codec.id() {
+            return Err(CacheError::Codec(format!(
+                "the codec `{}` is not the configured `{}`",
+                codec_impl.id(),
+                codec.id()
+            )));
+        }
         let key = cache_key(dataset, codec, image_size);
         let dir = root.join("latents").join(&key);
         if dir.join("meta.json").is_file() {
@@ -95,7 +131,6 @@ impl LatentCache {
                 reason: e.to_string(),
             }
         };
-        let codec_impl = codec.build::<B>().map_err(CacheError::Codec)?;
         let tmp = root
             .join("latents")
             .join(format!("{key}.partial-{}", std::process::id()));
@@ -107,7 +142,7 @@ impl LatentCache {
         let shape = codec.latent_shape(image_size);
         let total = dataset.len();
         let (mut captions, mut skipped, mut examples) = (Vec::new(), 0usize, Vec::new());
-        let chunk = 64;
+        let chunk = codec_impl.preferred_batch().max(1);
         for start in (0..total).step_by(chunk) {
             let end = (start + chunk).min(total);
             let mut pixels = Vec::new();
@@ -133,8 +168,15 @@ impl LatentCache {
                     TensorData::new(pixels, [n, 3, image_size, image_size]),
                     device,
                 );
-                let z: Vec<f32> = codec_impl
-                    .encode(x)
+                let z = codec_impl.encode(x);
+                let [_, zc, zh, zw] = z.dims();
+                if [zc, zh, zw] != shape {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(CacheError::Codec(format!(
+                        "the codec gives latents [{zc}, {zh}, {zw}], the configuration expects {shape:?}"
+                    )));
+                }
+                let z: Vec<f32> = z
                     .into_data()
                     .to_vec()
                     .map_err(|e| CacheError::Codec(format!("{e:?}")))?;

@@ -2,12 +2,14 @@
 //! weights, tokenizer and config loading; shared network blocks; devices and backends; crash-safe
 //! file helpers. See the repository's ARCHITECTURE.md for the layer map.
 
+pub mod clip;
 pub mod codec;
 pub mod data;
 pub mod device;
 pub mod flow;
 pub mod fsutil;
 pub mod heads;
+pub mod inception;
 pub mod latent_cache;
 pub mod llm;
 pub mod nn;
@@ -16,4 +18,5 @@ pub mod run;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;
+pub mod vae;
 pub mod weights;

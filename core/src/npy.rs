@@ -375,6 +375,16 @@ pub fn write_f16(path: impl AsRef<Path>, shape: &[usize], values: &[f32]) -> std
     crate::fsutil::write_atomic(path.as_ref(), &bytes)
 }
 
+/// Writes a whole f64 array atomically (statistics that need double precision, e.g. FID's mean
+/// and covariance).
+pub fn write_f64(path: impl AsRef<Path>, shape: &[usize], values: &[f64]) -> std::io::Result<()> {
+    let mut bytes = header_bytes("<f8", shape);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    crate::fsutil::write_atomic(path.as_ref(), &bytes)
+}
+
 /// Writes a whole i64 array atomically (used for token ids and masks).
 pub fn write_i64(path: impl AsRef<Path>, shape: &[usize], values: &[i64]) -> std::io::Result<()> {
     let path = path.as_ref();

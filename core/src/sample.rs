@@ -398,6 +398,27 @@ pub fn generate<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> Result<Vec<f32>, SampleError> {
+    generate_indexed(
+        model, flow, codec, tokenizer, prompts, 0, seed, sampler, batch_size, device,
+    )
+}
+
+/// [`generate`] for prompts `first..first + prompts.len()` of a larger list: prompt `i` gets
+/// the noise of index `first + i`, so a long list can be generated in chunks with the same
+/// images as in one call.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_indexed<B: Backend>(
+    model: &FlowModel<B>,
+    flow: &FlowConfig,
+    codec: &dyn LatentCodec<B>,
+    tokenizer: &LlamaTokenizer,
+    prompts: &[String],
+    first: usize,
+    seed: u64,
+    sampler: &SamplerConfig,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Vec<f32>, SampleError> {
     let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
     let tokens = tokenizer
         .encode_batch(prompts, Some(flow.text_len), PaddingSide::Right)
@@ -410,7 +431,7 @@ pub fn generate<B: Backend>(
         let (ids, mask) = id_tensors::<B>(tokens.rows(start, end), device);
         let z0 = Tensor::cat(
             (start..end)
-                .map(|i| prompt_noise::<B>(seed, i, shape, device))
+                .map(|i| prompt_noise::<B>(seed, first + i, shape, device))
                 .collect(),
             0,
         );

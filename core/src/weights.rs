@@ -57,6 +57,9 @@ pub enum WeightError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    /// The module cannot be built for this configuration (checked before any weight is read).
+    #[error("{0}")]
+    Config(String),
     #[error(
         "tensor `{name}` in {path} has dtype {dtype}, which is not supported (use F32, F16, BF16 or F64)"
     )]
@@ -223,10 +226,22 @@ pub struct WeightStore {
     files: Vec<SafetensorsFile>,
     by_name: HashMap<String, usize>,
     used: RefCell<BTreeSet<String>>,
+    aliases: HashMap<String, Alias>,
+}
+
+/// Where a module's (canonical) tensor name is stored in a checkpoint of another layout, e.g. a
+/// diffusers VAE key in the single-file LDM layout (see [`WeightStore::with_aliases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// The name in the file.
+    pub stored: String,
+    /// The file stores the tensor with two trailing unit dimensions (a 1x1 convolution weight
+    /// `[out, in, 1, 1]` standing for a linear layer `[out, in]`); same row-major data.
+    pub squeeze_1x1: bool,
 }
 
 /// Tensor name suffixes that exporters sometimes leave behind and that are never weights.
-const STRAY_BUFFERS: &[&str] = &["rotary_emb.inv_freq", "position_ids"];
+const STRAY_BUFFERS: &[&str] = &["rotary_emb.inv_freq", "position_ids", "num_batches_tracked"];
 
 impl WeightStore {
     /// Opens `dir/model.safetensors`, or the shards listed in `dir/model.safetensors.index.json`,
@@ -316,7 +331,16 @@ impl WeightStore {
             files,
             by_name,
             used: RefCell::new(BTreeSet::new()),
+            aliases: HashMap::new(),
         })
+    }
+
+    /// Reads canonical names through `aliases` (canonical name -> stored name): for checkpoints
+    /// whose layout differs from the module paths only by names (and 1x1 squeezes). Names
+    /// without an alias are read as they are.
+    pub fn with_aliases(mut self, aliases: impl IntoIterator<Item = (String, Alias)>) -> Self {
+        self.aliases.extend(aliases);
+        self
     }
 
     fn describe_files(&self) -> String {
@@ -348,12 +372,21 @@ impl WeightStore {
 
     /// Reads a tensor as f32 with a shape check, and marks it used.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
-        let file = self.file_of(name).ok_or_else(|| WeightError::Missing {
-            name: name.to_string(),
+        let (stored, shape) = match self.aliases.get(name) {
+            Some(alias) if alias.squeeze_1x1 => {
+                let mut shape = expected.to_vec();
+                shape.extend([1, 1]);
+                (alias.stored.as_str(), shape)
+            }
+            Some(alias) => (alias.stored.as_str(), expected.to_vec()),
+            None => (name, expected.to_vec()),
+        };
+        let file = self.file_of(stored).ok_or_else(|| WeightError::Missing {
+            name: stored.to_string(),
             files: self.describe_files(),
         })?;
-        let data = file.read_f32(name, expected)?;
-        self.used.borrow_mut().insert(name.to_string());
+        let data = file.read_f32(stored, &shape)?;
+        self.used.borrow_mut().insert(stored.to_string());
         Ok(data)
     }
 
@@ -392,7 +425,13 @@ enum Source {
     Init,
     /// Values from a checkpoint; every read is shape-checked.
     Load(Rc<WeightStore>),
+    /// Values from a function of the checkpoint key and its (checkpoint-layout) shape, e.g. a
+    /// deterministic formula that a reference implementation evaluates identically.
+    Generated(Rc<WeightFn>),
 }
+
+/// `(checkpoint key, checkpoint-layout shape) -> row-major values`.
+pub type WeightFn = dyn Fn(&str, &[usize]) -> Vec<f32>;
 
 /// Builds module parameters under a dotted prefix, either freshly initialised or loaded from a
 /// checkpoint, so that a module's construction code is the single place that knows its names.
@@ -417,6 +456,15 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
     pub fn load(store: Rc<WeightStore>, device: &'d B::Device) -> Self {
         Self {
             source: Source::Load(store),
+            prefix: String::new(),
+            device,
+        }
+    }
+
+    /// Parameters computed by `f(key, shape)` (checkpoint layout: linear weights `[out, in]`).
+    pub fn generated(f: Rc<WeightFn>, device: &'d B::Device) -> Self {
+        Self {
+            source: Source::Generated(f),
             prefix: String::new(),
             device,
         }
@@ -480,6 +528,26 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
                 let data = store.read_f32(&self.key(name), &shape)?;
                 Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
             }
+            Source::Generated(f) => {
+                let data = f(&self.key(name), &shape);
+                assert_eq!(
+                    data.len(),
+                    shape.iter().product::<usize>(),
+                    "{}",
+                    self.key(name)
+                );
+                Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+            }
+        }
+    }
+
+    /// Checkpoint-layout values of a loaded or generated tensor (never called for fresh
+    /// parameters).
+    fn read_raw(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightError> {
+        match &self.source {
+            Source::Load(store) => store.read_f32(&self.key(name), shape),
+            Source::Generated(f) => Ok(f(&self.key(name), shape)),
+            Source::Init => unreachable!("read_raw is only called for loaded or generated weights"),
         }
     }
 
@@ -532,8 +600,8 @@ impl<'d, B: Backend> VarBuilder<'d, B> {
                     .init_with([d_in, d_out], Some(d_in), Some(d_out), self.device)
                     .val(),
             ),
-            Source::Load(store) => {
-                let rows = store.read_f32(&vb.key("weight"), &[d_out, d_in])?;
+            Source::Load(_) | Source::Generated(_) => {
+                let rows = vb.read_raw("weight", &[d_out, d_in])?;
                 let mut cols = vec![0f32; rows.len()];
                 for (o, row) in rows.chunks_exact(d_in).enumerate() {
                     for (i, &v) in row.iter().enumerate() {

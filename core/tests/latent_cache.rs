@@ -132,3 +132,46 @@ fn a_data_set_of_only_bad_items_is_a_clear_error_and_an_incomplete_cache_is_rebu
     let err = LatentCache::open(&rebuilt.dir).err().unwrap().to_string();
     assert!(err.contains("delete the folder"), "{err}");
 }
+
+#[test]
+fn sdxl_vae_codec_fills_the_cache_with_scaled_posterior_means() {
+    use flowlens_core::codec::LatentCodec;
+    use flowlens_core::vae::{Vae, VaeCodec};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    folder(&data);
+    let ds = DataSource::Folder { path: data }.open().unwrap();
+    let device = Default::default();
+    // The tiny fixture VAE has the SDXL-VAE's structure: 4 latent channels, 8x down-sampling.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae/d4");
+    let codec = VaeCodec::new(Vae::<B>::load(&fixture, &device).unwrap());
+    let config = CodecConfig::SdxlVae;
+    let cache = LatentCache::open_or_build_with::<B>(
+        &tmp.path().join("cache"),
+        ds.as_ref(),
+        &config,
+        &codec,
+        16,
+        &device,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.meta.shape, [4, 2, 2]);
+    assert_eq!(cache.meta.codec, "sdxl-vae-scaled-0.13025");
+    let (latents, _) = cache.batch(&[1]);
+    let pixels = Tensor::<B, 4>::from_data(
+        TensorData::new(ds.get(1, 16).unwrap().pixels, [1, 3, 16, 16]),
+        &device,
+    );
+    let mean: Vec<f32> = codec.vae.encode(pixels).mean.into_data().to_vec().unwrap();
+    for (cached, m) in latents.iter().zip(&mean) {
+        assert!((cached - m * 0.13025).abs() < 1e-6, "{cached} vs {m}");
+    }
+    assert_eq!(LatentCodec::<B>::preferred_batch(&codec), 4);
+    // Without FLOWLENS_SDXL_VAE the configured codec explains what is missing.
+    if std::env::var_os("FLOWLENS_SDXL_VAE").is_none() {
+        let err = config.build::<B>().err().unwrap();
+        assert!(err.contains("FLOWLENS_SDXL_VAE"), "{err}");
+    }
+}

@@ -22,6 +22,15 @@ pub struct EvalPoint {
     pub chance: f64,
 }
 
+/// One MJHQ-30k evaluation during training (`flowlens train --mjhq`, `eval_mjhq` records).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MjhqPoint {
+    pub step: usize,
+    pub fid: f64,
+    /// CLIP score x100 (per-pair clamp, then mean).
+    pub clip_score: f64,
+}
+
 /// One trained run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
@@ -37,6 +46,9 @@ pub struct RunResult {
     pub evals: Vec<EvalPoint>,
     /// `(step, mean loss)` over bins of consecutive steps.
     pub loss_curve: Vec<(usize, f64)>,
+    /// MJHQ-30k FID / CLIP score evaluations logged during training (empty without `--mjhq`).
+    #[serde(default)]
+    pub mjhq: Vec<MjhqPoint>,
 }
 
 impl RunResult {
@@ -70,6 +82,7 @@ pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Resul
         .with_context(|| format!("reading the metrics of {}", dir.display()))?;
     let mut steps: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
     let mut evals: BTreeMap<usize, (EvalPoint, f64)> = BTreeMap::new();
+    let mut mjhq: BTreeMap<usize, MjhqPoint> = BTreeMap::new();
     let mut batch = 1.0;
     if let Ok(c) = run.config::<flowlens_core::train::TrainConfig>() {
         batch = (c.batch_size * c.grad_accum) as f64;
@@ -104,6 +117,23 @@ pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Resul
                 };
                 evals.insert(step as usize, (point, f(r, "seconds").unwrap_or(0.0)));
             }
+            Some("eval_mjhq") => {
+                if let (Some(step), Some(fid), Some(clip_score)) = (
+                    r.get("step").and_then(Value::as_u64),
+                    f(r, "fid"),
+                    f(r, "clip_score"),
+                ) {
+                    let step = step as usize;
+                    mjhq.insert(
+                        step,
+                        MjhqPoint {
+                            step,
+                            fid,
+                            clip_score,
+                        },
+                    );
+                }
+            }
             _ => {}
         }
     }
@@ -134,5 +164,6 @@ pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Resul
         final_loss,
         evals: evals.into_values().map(|v| v.0).collect(),
         loss_curve,
+        mjhq: mjhq.into_values().collect(),
     })
 }

@@ -52,6 +52,111 @@ pub enum Command {
     /// The whole paper pipeline at the tiny preset on this CPU (prior, five variants, exp1,
     /// exp2, ablation table, report), nothing downloaded.
     Demo(DemoCli),
+    /// The SDXL-VAE (any diffusers AutoencoderKL folder, or the single-file LDM layout): encode
+    /// an image to latents, decode latents to an image.
+    #[command(subcommand)]
+    Vae(VaeCli),
+    /// MJHQ-30k evaluation of a run: generate for the benchmark's prompts, FID against the
+    /// reference images (statistics cached) and CLIP score x100 (per-pair clamp, then mean);
+    /// results in <run>/eval/.
+    Eval(EvalCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalCli {
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The MJHQ-30k folder (meta_data.json and <category>/<id>.jpg).
+    #[arg(long)]
+    pub benchmark: PathBuf,
+    /// The first N benchmark entries (in id order).
+    #[arg(long, default_value_t = 30000)]
+    pub n: usize,
+    /// Comma-separated sampling seeds (the paper: five).
+    #[arg(long, default_value = "0")]
+    pub seeds: String,
+    /// Also FID per category (each category's images against its reference images).
+    #[arg(long)]
+    pub per_category: bool,
+    /// The CLIP folder (transformers CLIPModel: openai/clip-vit-large-patch14 for the paper).
+    #[arg(long)]
+    pub clip: PathBuf,
+    /// The FID Inception weights from tools/convert_fid_inception.py (file or folder), or
+    /// `formula` for deterministic stand-in weights (tests only: not comparable FIDs).
+    #[arg(long)]
+    pub inception: String,
+    /// Euler steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Guidance scale w.
+    #[arg(long, default_value_t = 2.0)]
+    pub cfg: f32,
+    /// Prompts per forward pass of the generator.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub weights: WeightsCli,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaeCli {
+    /// IMAGE (.png/.jpg, or .npy [1,3,H,W] / [3,H,W] in [-1,1]) -> LATENT.npy (raw latents unless
+    /// --scaled): the posterior mean (default) or a sample.
+    Encode(VaeEncodeCli),
+    /// LATENT.npy ([B,C,h,w] or [C,h,w], raw unless --scaled) -> IMAGE.png (clipped, 8 bit) or
+    /// IMAGE.npy (raw decoder output [B,3,H,W], float32).
+    Decode(VaeDecodeCli),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VaeEncodeCli {
+    /// The VAE folder (config.json + diffusion_pytorch_model.safetensors, or one LDM-layout
+    /// .safetensors), or the weights file with config.json beside it.
+    #[arg(long)]
+    pub model: PathBuf,
+    pub image: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write the posterior mean (the default).
+    #[arg(long, conflicts_with = "sample")]
+    pub mean: bool,
+    /// Write a posterior sample, mean + std * eps.
+    #[arg(long)]
+    pub sample: bool,
+    /// The seed of eps for --sample.
+    #[arg(long, default_value_t = 0, requires = "sample")]
+    pub seed: u64,
+    /// Multiply by the config's scaling_factor (0.13025 for SDXL; a shift_factor, if the
+    /// config has one, is subtracted first): the space the flow model trains in.
+    #[arg(long)]
+    pub scaled: bool,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VaeDecodeCli {
+    /// The VAE folder or weights file, as for `vae encode`.
+    #[arg(long)]
+    pub model: PathBuf,
+    pub latent: PathBuf,
+    /// IMAGE.png or IMAGE.npy.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The latents are scaled (divide by the config's scaling_factor, add its shift_factor if
+    /// any, before decoding).
+    #[arg(long)]
+    pub scaled: bool,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
 }
 
 /// An experiment command.
@@ -280,6 +385,35 @@ pub struct TrainCli {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub mjhq: MjhqTrainCli,
+}
+
+/// MJHQ-30k evaluation during training (`flowlens eval` on the checkpoints every K steps).
+#[derive(Debug, clap::Args)]
+pub struct MjhqTrainCli {
+    /// Evaluate FID and CLIP score on this MJHQ-30k folder during training.
+    #[arg(long, requires_all = ["mjhq_clip", "mjhq_inception"])]
+    pub mjhq: Option<PathBuf>,
+    /// Every K steps (a multiple of the checkpoint interval) and at the last step; the paper
+    /// evaluated every 12k.
+    #[arg(long, default_value_t = 12_000)]
+    pub mjhq_every: usize,
+    /// Benchmark entries per evaluation.
+    #[arg(long, default_value_t = 30000)]
+    pub mjhq_n: usize,
+    /// Comma-separated seeds per evaluation.
+    #[arg(long, default_value = "0")]
+    pub mjhq_seeds: String,
+    /// The CLIP folder for the CLIP score.
+    #[arg(long)]
+    pub mjhq_clip: Option<PathBuf>,
+    /// The FID Inception weights (or `formula`, for tests).
+    #[arg(long)]
+    pub mjhq_inception: Option<String>,
+    /// Euler steps of the evaluation's sampler.
+    #[arg(long, default_value_t = 30)]
+    pub mjhq_steps: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -503,6 +637,75 @@ impl Cli {
             }
             Command::Demo(a) => {
                 commands::demo(a.quick, a.run.out, a.run.device, !a.run.quiet)?;
+                Ok(())
+            }
+            Command::Vae(VaeCli::Encode(a)) => {
+                let shape = crate::vae_cmd::encode(crate::vae_cmd::EncodeArgs {
+                    model: a.model,
+                    image: a.image,
+                    out: a.out.clone(),
+                    posterior: if a.sample {
+                        crate::vae_cmd::Posterior::Sample(a.seed)
+                    } else {
+                        crate::vae_cmd::Posterior::Mean
+                    },
+                    scaled: a.scaled,
+                    device: a.device,
+                })?;
+                eprintln!("wrote latents {shape:?} to {}", a.out.display());
+                Ok(())
+            }
+            Command::Vae(VaeCli::Decode(a)) => {
+                let shape = crate::vae_cmd::decode(crate::vae_cmd::DecodeArgs {
+                    model: a.model,
+                    latent: a.latent,
+                    out: a.out.clone(),
+                    scaled: a.scaled,
+                    device: a.device,
+                })?;
+                eprintln!("wrote image {shape:?} to {}", a.out.display());
+                Ok(())
+            }
+            Command::Eval(a) => {
+                let seeds = a
+                    .seeds
+                    .split(',')
+                    .map(|x| {
+                        x.trim()
+                            .parse()
+                            .map_err(|_| anyhow::anyhow!("--seeds: `{x}` is not a seed"))
+                    })
+                    .collect::<Result<Vec<u64>>>()?;
+                let (result, path) = crate::eval::run(crate::eval::EvalArgs {
+                    run: a.run,
+                    benchmark: a.benchmark,
+                    n: a.n,
+                    seeds,
+                    per_category: a.per_category,
+                    clip: a.clip,
+                    inception: crate::eval::InceptionSource::parse(&a.inception),
+                    sampler: flowlens_core::flow::rectified::SamplerConfig {
+                        steps: a.steps,
+                        cfg: a.cfg,
+                        ..Default::default()
+                    },
+                    batch_size: a.batch_size,
+                    weights: a.weights.weights.get(),
+                    checkpoint: a.weights.checkpoint,
+                    device: a.device,
+                    progress: !a.quiet,
+                })?;
+                println!(
+                    "FID {:.3} +- {:.3}, CLIP score {:.3} +- {:.3} (n = {}, {} seed(s), step {}); {}",
+                    result.fid.mean,
+                    result.fid.std,
+                    result.clip_score.mean,
+                    result.clip_score.std,
+                    result.n,
+                    result.seeds.len(),
+                    result.step,
+                    path.display()
+                );
                 Ok(())
             }
             Command::Fid(a) => {

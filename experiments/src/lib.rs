@@ -3,6 +3,7 @@
 pub mod ablation;
 pub mod cli;
 pub mod commands;
+pub mod eval;
 pub mod exp1;
 pub mod exp2;
 pub mod grid;
@@ -15,3 +16,4 @@ pub mod probes;
 pub mod protocol;
 pub mod report;
 pub mod training;
+pub mod vae_cmd;

@@ -89,6 +89,18 @@ pub fn ensure_trained<B: Backend>(
     device: &B::Device,
     log: &Log,
 ) -> Result<()> {
+    ensure_trained_evaluated::<B>(config, dir, label, device, log, None)
+}
+
+/// [`ensure_trained`] with the MJHQ evaluation during training (`[ablation.mjhq]`).
+pub fn ensure_trained_evaluated<B: Backend>(
+    config: TrainConfig,
+    dir: &Path,
+    label: &str,
+    device: &B::Device,
+    log: &Log,
+    mjhq: Option<&crate::eval::TrainingEval>,
+) -> Result<()> {
     let done = trained_steps(dir);
     if done >= config.steps && dir.join(RunDir::MANIFEST).exists() {
         log.say(format!("{label}: trained ({done} steps), reused"));
@@ -101,7 +113,42 @@ pub fn ensure_trained<B: Backend>(
         config.steps,
         dir.display()
     ));
-    crate::training::train_with_progress::<B>(config, dir, resume, device.clone(), log.show, label)
+    crate::training::train_with_evaluation::<B>(
+        config,
+        dir,
+        resume,
+        device.clone(),
+        log.show,
+        label,
+        mjhq,
+    )
+}
+
+/// The training-time MJHQ evaluation of `[ablation.mjhq]`, if configured.
+pub fn ablation_mjhq(file: &ExperimentFile) -> Option<crate::eval::TrainingEval> {
+    let a = &file.ablation;
+    let m = a.mjhq.as_ref()?;
+    Some(crate::eval::TrainingEval {
+        every: a.eval_every,
+        args: crate::eval::EvalArgs {
+            run: std::path::PathBuf::new(),
+            benchmark: m.benchmark.clone(),
+            n: m.n,
+            seeds: m.seeds.clone(),
+            per_category: false,
+            clip: m.clip.clone(),
+            inception: crate::eval::InceptionSource::parse(&m.inception),
+            sampler: flowlens_core::flow::rectified::SamplerConfig {
+                steps: m.solver_steps,
+                ..Default::default()
+            },
+            batch_size: 8,
+            weights: flowlens_core::sample::Weights::Ema,
+            checkpoint: flowlens_core::sample::CheckpointChoice::Latest,
+            device: flowlens_core::device::DeviceSpec::Cpu,
+            progress: false,
+        },
+    })
 }
 
 /// The prompts of a probing protocol for `run`.
@@ -217,17 +264,19 @@ pub fn run_ablation<B: Backend>(
     log: &Log,
 ) -> Result<ablation::Results> {
     let a = &file.ablation;
+    let mjhq = ablation_mjhq(file);
     let mut runs = Vec::new();
     for &seed in &a.seeds {
         for &variant in &a.variants {
             let dir = file.ablation_run(variant, seed);
             let config = ablation_config(file, variant, seed)?;
-            ensure_trained::<B>(
+            ensure_trained_evaluated::<B>(
                 config,
                 &dir,
                 &format!("ablation {} seed {seed}", variant.name()),
                 device,
                 log,
+                mjhq.as_ref(),
             )?;
         }
     }

@@ -59,6 +59,41 @@ pub struct Ablation {
     /// Overrides of the training configuration (any `TrainConfig` field, as in
     /// `flowlens train --config`), applied to every run.
     pub train: toml::Table,
+    /// `[ablation.mjhq]`: FID and CLIP score on MJHQ-30k at every evaluation (every
+    /// `eval_every` steps, a multiple of the runs' `checkpoint_every`) and at the end, as
+    /// `flowlens train --mjhq` does; absent, the shapes oracle alone evaluates.
+    pub mjhq: Option<AblationMjhq>,
+}
+
+/// The MJHQ-30k evaluation of the ablation's runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AblationMjhq {
+    /// The MJHQ-30k folder (meta_data.json and <category>/<id>.jpg).
+    pub benchmark: PathBuf,
+    /// The CLIP folder (openai/clip-vit-large-patch14 for the paper).
+    pub clip: PathBuf,
+    /// The converted FID Inception weights, or `formula` (tests only).
+    pub inception: String,
+    /// Benchmark entries per evaluation.
+    #[serde(default = "mjhq_n")]
+    pub n: usize,
+    /// Sampling seeds per evaluation.
+    #[serde(default = "mjhq_seeds")]
+    pub seeds: Vec<u64>,
+    /// Euler steps of the evaluation's sampler.
+    #[serde(default = "mjhq_solver_steps")]
+    pub solver_steps: usize,
+}
+
+fn mjhq_n() -> usize {
+    30_000
+}
+fn mjhq_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn mjhq_solver_steps() -> usize {
+    30
 }
 
 impl Default for Ablation {
@@ -76,6 +111,7 @@ impl Default for Ablation {
             steps: 120_000,
             eval_every: 12_000,
             train: toml::Table::new(),
+            mjhq: None,
         }
     }
 }
@@ -278,6 +314,11 @@ impl ExperimentFile {
         if a.steps == 0 {
             bail!("[ablation] steps must be at least 1");
         }
+        if let Some(m) = &a.mjhq
+            && (m.n < 2 || m.seeds.is_empty() || m.solver_steps == 0)
+        {
+            bail!("[ablation.mjhq] needs n >= 2, at least one seed and solver_steps >= 1");
+        }
         for (section, p) in [
             ("exp1", &self.exp1.probing),
             ("exp2", &self.exp2.probing),
@@ -367,6 +408,31 @@ fn unknown_keys(user: &toml::Value, known: &serde_json::Value, path: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ablation_mjhq_table_parses_with_defaults_and_rejects_typos() {
+        let file = ExperimentFile::parse(
+            "[ablation.mjhq]\nbenchmark = \"data/MJHQ-30K\"\nclip = \"models/clip\"\ninception = \"formula\"\n",
+        )
+        .unwrap();
+        let m = file.ablation.mjhq.as_ref().unwrap();
+        assert_eq!(
+            (m.n, m.seeds.clone(), m.solver_steps),
+            (30_000, vec![0], 30)
+        );
+        file.check().unwrap();
+        assert!(ExperimentFile::default().ablation.mjhq.is_none());
+        let typo = ExperimentFile::parse(
+            "[ablation.mjhq]\nbenchmark = \"b\"\nclip = \"c\"\ninception = \"i\"\nseed = [1]\n",
+        )
+        .unwrap_err();
+        assert!(format!("{typo:#}").contains("seed"), "{typo:#}");
+        let bad = ExperimentFile::parse(
+            "[ablation.mjhq]\nbenchmark = \"b\"\nclip = \"c\"\ninception = \"i\"\nn = 1\n",
+        )
+        .unwrap();
+        assert!(bad.check().unwrap_err().to_string().contains("n >= 2"));
+    }
 
     #[test]
     fn defaults_are_the_papers_and_files_parse() {

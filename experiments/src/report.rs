@@ -168,13 +168,13 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
             "Preset `{}`, {} steps per run, evaluation every {} steps, training seeds {:?}. \
              The shapes oracle scores prompt adherence (colour, shape, size, relation) of the \
              EMA weights' samples on held-out scenes; *chance* is the same images scored against \
-             other scenes' prompts. FID and CLIP score need the Inception and CLIP networks \
-             (the real-scale networks issue); at the tiny preset the oracle stands in for them.",
+             other scenes' prompts. FID and CLIP score (MJHQ-30k) appear when the runs were \
+             evaluated on it (`[ablation.mjhq]`); without them the oracle stands in.",
             r.preset, r.steps, r.eval_every, r.seeds
         )),
     ];
     type Pick = fn(&ablation::RunResult) -> Option<f64>;
-    let metrics: [(&str, &str, &str, Better, Pick); 8] = [
+    let mut metrics: Vec<(&str, &str, &str, Better, Pick)> = vec![
         (
             "adherence",
             "Adherence",
@@ -212,6 +212,34 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
             |r| Some(r.train_seconds / 60.0),
         ),
     ];
+    let has_mjhq = r.runs.iter().any(|x| !x.mjhq.is_empty());
+    if has_mjhq {
+        // The paper's Table 1 columns, from the runs' last MJHQ-30k evaluation.
+        metrics.splice(
+            0..0,
+            [
+                (
+                    "fid",
+                    "FID",
+                    "FID $\\downarrow$",
+                    Better::Lower,
+                    (|r| r.mjhq.last().map(|m| m.fid)) as Pick,
+                ),
+                (
+                    "clip_score",
+                    "CLIP x100",
+                    "CLIP$\\times$100 $\\uparrow$",
+                    Better::Higher,
+                    |r| r.mjhq.last().map(|m| m.clip_score),
+                ),
+            ],
+        );
+        blocks.push(Block::Para(
+            "FID and CLIP score (x100, per-pair clamp then mean) are the last MJHQ-30k evaluation \
+             of each run (`[ablation.mjhq]`, as `flowlens train --mjhq`)."
+                .into(),
+        ));
+    }
     let mut cells = Vec::new();
     let mut md_rows = Vec::new();
     for v in &r.variants {
@@ -388,6 +416,60 @@ pub fn ablation_section(r: &ablation::Results, out: &Out) -> Result<Vec<Block>> 
         stem,
         caption: "Velocity loss vs training step (mean over bins of steps and over seeds).".into(),
     });
+    if has_mjhq {
+        for (name, title, y_label, pick) in [
+            (
+                "ablation_fid",
+                "MJHQ-30k FID during training",
+                "FID",
+                (|m: &ablation::MjhqPoint| m.fid) as fn(&ablation::MjhqPoint) -> f64,
+            ),
+            (
+                "ablation_clip",
+                "MJHQ-30k CLIP score during training",
+                "CLIP score x100",
+                |m| m.clip_score,
+            ),
+        ] {
+            let mut lines = Vec::new();
+            for v in &r.variants {
+                let runs: Vec<&ablation::RunResult> =
+                    r.runs.iter().filter(|x| &x.variant == v).collect();
+                let Some(first) = runs.first() else { continue };
+                let steps: Vec<f64> = first.mjhq.iter().map(|m| m.step as f64).collect();
+                let per_seed: Vec<Vec<f64>> = runs
+                    .iter()
+                    .map(|x| x.mjhq.iter().map(pick).collect())
+                    .collect();
+                let (ys, band) = mean_se(&per_seed);
+                if !ys.is_empty() {
+                    lines.push(Line {
+                        name: v.clone(),
+                        xs: steps[..ys.len()].to_vec(),
+                        ys,
+                        band,
+                    });
+                }
+            }
+            let stem = out.figure(
+                &LinePlot {
+                    title: title.into(),
+                    x_label: "training step".into(),
+                    y_label: y_label.into(),
+                    lines,
+                    reference: None,
+                    y_range: None,
+                },
+                name,
+            )?;
+            blocks.push(Block::Figure {
+                stem,
+                caption: format!(
+                    "{title}, one line per variant (mean over seeds, band +-1 SE when there are several)."
+                ),
+            });
+        }
+    }
     let csv = out.csv(
         "ablation_evals",
         &[

@@ -144,13 +144,15 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        train_with_progress::<B>(
+        let mjhq = training_eval(&self.cli.mjhq)?;
+        train_with_evaluation::<B>(
             self.config,
             &self.cli.run,
             self.cli.resume,
             device,
             !self.cli.quiet,
             "",
+            mjhq.as_ref(),
         )
     }
 }
@@ -165,6 +167,30 @@ pub fn train_with_progress<B: Backend>(
     show: bool,
     label: &str,
 ) -> Result<()> {
+    train_with_evaluation::<B>(config, run, resume, device, show, label, None)
+}
+
+/// [`train_with_progress`] that also runs the MJHQ evaluation on schedule (`flowlens train
+/// --mjhq`); an evaluation that fails is reported and training goes on.
+pub fn train_with_evaluation<B: Backend>(
+    config: TrainConfig,
+    run: &std::path::Path,
+    resume: bool,
+    device: B::Device,
+    show: bool,
+    label: &str,
+    mjhq: Option<&crate::eval::TrainingEval>,
+) -> Result<()> {
+    if let Some(m) = mjhq
+        && (m.every == 0 || !m.every.is_multiple_of(config.checkpoint_every))
+    {
+        bail!(
+            "--mjhq-every {} must be a positive multiple of checkpoint_every ({}): the evaluation reads the checkpoint of its step",
+            m.every,
+            config.checkpoint_every
+        );
+    }
+    let eval_device = device.clone();
     {
         let prep = crate::llm_features::progress_bar(0, show);
         let mut phase = "";
@@ -227,7 +253,24 @@ pub fn train_with_progress<B: Backend>(
             TrainEvent::Samples(step, path) => {
                 bar.println(format!("step {step}: samples in {}", path.display()));
             }
-            TrainEvent::Checkpoint(_) => {}
+            TrainEvent::Checkpoint(step) => {
+                let Some(m) = mjhq else { return };
+                if !m.due(*step, *step == total as usize) {
+                    return;
+                }
+                let message = match m.evaluate::<B>(run, *step, &eval_device) {
+                    Ok(r) => format!(
+                        "step {step}: MJHQ FID {:.3}, CLIP score {:.3} (n = {})",
+                        r.fid.mean, r.clip_score.mean, r.n
+                    ),
+                    Err(e) => format!("step {step}: MJHQ evaluation failed: {e:#}"),
+                };
+                if show {
+                    bar.println(message);
+                } else if message.contains("failed") {
+                    eprintln!("{message}");
+                }
+            }
         });
         bar.finish_and_clear();
         result?;
@@ -240,6 +283,37 @@ pub fn train_with_progress<B: Backend>(
         }
         Ok(())
     }
+}
+
+/// The MJHQ evaluation of `flowlens train --mjhq`, if asked for.
+fn training_eval(m: &crate::cli::MjhqTrainCli) -> Result<Option<crate::eval::TrainingEval>> {
+    let Some(benchmark) = &m.mjhq else {
+        return Ok(None);
+    };
+    let (Some(clip), Some(inception)) = (&m.mjhq_clip, &m.mjhq_inception) else {
+        bail!("--mjhq needs --mjhq-clip and --mjhq-inception");
+    };
+    Ok(Some(crate::eval::TrainingEval {
+        every: m.mjhq_every,
+        args: crate::eval::EvalArgs {
+            run: std::path::PathBuf::new(),
+            benchmark: benchmark.clone(),
+            n: m.mjhq_n,
+            seeds: parse_list("--mjhq-seeds", &m.mjhq_seeds)?,
+            per_category: false,
+            clip: clip.clone(),
+            inception: crate::eval::InceptionSource::parse(inception),
+            sampler: flowlens_core::flow::rectified::SamplerConfig {
+                steps: m.mjhq_steps,
+                ..Default::default()
+            },
+            batch_size: 8,
+            weights: flowlens_core::sample::Weights::Ema,
+            checkpoint: flowlens_core::sample::CheckpointChoice::Latest,
+            device: flowlens_core::device::DeviceSpec::Cpu,
+            progress: false,
+        },
+    }))
 }
 
 pub fn run(cli: TrainCli) -> Result<()> {

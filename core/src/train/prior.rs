@@ -512,7 +512,20 @@ mod tests {
         let (dir2, report2, reused2) =
             prepare_prior::<A>(root.path(), &caps, &llm, &config, &device, |_, _, _| {}).unwrap();
         assert!(reused2);
-        assert_eq!((&dir2, &report2), (&dir, &report));
+        assert_eq!(dir2, dir);
+        // serde_json's default float parsing is not an exact round trip (last-bit differences
+        // in e.g. 2.509444531), so the reloaded floats are compared to a tolerance.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(1.0);
+        assert!(close(report2.seconds, report.seconds));
+        assert!(close(report2.first_loss, report.first_loss));
+        assert!(close(report2.last_loss, report.last_loss));
+        let exact = |r: &PriorReport| PriorReport {
+            seconds: 0.0,
+            first_loss: 0.0,
+            last_loss: 0.0,
+            ..r.clone()
+        };
+        assert_eq!(exact(&report2), exact(&report));
         // The loaded model predicts the captions as well as the trained one did.
         let tokenizer = LlamaTokenizer::from_path(&dir2).unwrap();
         let batch = tokenizer
