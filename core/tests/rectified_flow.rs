@@ -195,6 +195,8 @@ fn rectified_flow_pieces() {
 fn a_short_training_run_on_shapes_lowers_the_loss() {
     type A = Autodiff<B>;
     let device = Default::default();
+    // A seeded initialisation, so the test is the same on every run.
+    B::seed(&device, 7);
     let c = FlowConfig::tiny(Variant::Baseline);
     let mut model = FlowModel::<A>::init(&c, &device);
     let tok = LlamaTokenizer::from_path(concat!(
@@ -244,8 +246,7 @@ fn a_short_training_run_on_shapes_lowers_the_loss() {
     }
     let first: f32 = losses[..6].iter().sum::<f32>() / 6.0;
     let last: f32 = losses[18..].iter().sum::<f32>() / 6.0;
-    // The initialisation is not seeded: over runs the ratio sits near 0.80 (0.79-0.81 measured
-    // at the 12x16x16 tiny latents), so 0.8 made the test flaky; 0.85 still fails a model that
-    // does not learn.
+    // Seeded, the ratio is 0.79 on the development machine; 0.85 leaves room for other SIMD
+    // paths' rounding, and a model that does not learn (ratio near 1) still fails.
     assert!(last < 0.85 * first, "loss {first} -> {last}: {losses:?}");
 }
