@@ -1735,10 +1735,32 @@ impl LabApp {
                     "EMA weights of the latest checkpoint, every tap on, into probes-lab/",
                 )
                 .clicked();
-            ui.weak(format!("in this process on {}", self.device));
+            let label = ui.label("in this process on");
+            egui::ComboBox::from_id_salt("sampling-device")
+                .selected_text(self.device.clone())
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.device, "cpu".to_string(), "cpu");
+                    if cfg!(feature = "cuda") {
+                        for i in 0..4 {
+                            ui.selectable_value(
+                                &mut self.device,
+                                format!("cuda:{i}"),
+                                format!("cuda:{i}"),
+                            );
+                        }
+                    }
+                })
+                .response
+                .labelled_by(label.id);
         });
         if start {
-            let device: DeviceSpec = self.device.parse().unwrap_or_default();
+            let device: DeviceSpec = match self.device.parse() {
+                Ok(d) => d,
+                Err(e) => {
+                    self.say(format!("device `{}`: {e}", self.device), true);
+                    return;
+                }
+            };
             self.sampling.session = Some(Session::start(
                 run.path.clone(),
                 self.sampling.prompt.clone(),
