@@ -1704,7 +1704,7 @@ impl LabApp {
         let busy = self.sampling.session.as_ref().is_some_and(|s| s.running());
         let s = &mut self.sampling;
         ui.horizontal(|ui| {
-            ui.label("text");
+            ui.label("prompt");
             ui.add(
                 egui::TextEdit::singleline(&mut s.prompt)
                     .hint_text("prompt to sample")
