@@ -795,6 +795,20 @@ impl LabApp {
                     ui.add(egui::DragValue::new(&mut f.eval_every).range(0..=10_000_000))
                         .labelled_by(label.id);
                     ui.end_row();
+                    if f.kind == JobKind::Train {
+                        let label = ui.label("data");
+                        ui.add(egui::TextEdit::singleline(&mut f.data).hint_text(
+                            "preset default (shapes) · folder:DIR · parquet:PATH · webdataset:PATH",
+                        ))
+                        .labelled_by(label.id);
+                        ui.end_row();
+                        let label = ui.label("LLM");
+                        ui.add(egui::TextEdit::singleline(&mut f.llm).hint_text(
+                            "preset default · prior · random · a Hugging Face Llama folder",
+                        ))
+                        .labelled_by(label.id);
+                        ui.end_row();
+                    }
                 }
                 if f.kind == JobKind::Demo {
                     ui.label("quick");

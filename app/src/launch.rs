@@ -64,6 +64,12 @@ pub struct LaunchForm {
     pub quick: bool,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Training data (`--data`: `shapes`, `folder:DIR`, `parquet:PATH`, `webdataset:PATH`);
+    /// empty = the preset's.
+    pub data: String,
+    /// The flow model's LLM (`--llm`: `prior`, `random` or a Hugging Face Llama folder); empty =
+    /// the preset's.
+    pub llm: String,
 }
 
 impl Default for LaunchForm {
@@ -89,6 +95,8 @@ impl Default for LaunchForm {
             eval_every: 200,
             quick: true,
             device: "cpu".into(),
+            data: String::new(),
+            llm: String::new(),
         }
     }
 }
@@ -153,6 +161,12 @@ impl LaunchForm {
                     s("--run"),
                     out.display().to_string(),
                 ];
+                for (flag, value) in [("--data", &self.data), ("--llm", &self.llm)] {
+                    if !value.trim().is_empty() {
+                        a.push(s(flag));
+                        a.push(value.trim().to_string());
+                    }
+                }
                 if out.join("manifest.json").is_file() {
                     a.push(s("--resume"));
                 }
@@ -432,5 +446,28 @@ mod tests {
                 .to_string()
                 .contains("ablation")
         );
+    }
+
+    #[test]
+    fn the_train_form_passes_data_and_llm_and_resumes_an_existing_run() {
+        let root = tempfile::tempdir().unwrap();
+        let mut form = LaunchForm {
+            name: "r".into(),
+            data: "folder:/data/imgs".into(),
+            llm: " random ".into(),
+            ..Default::default()
+        };
+        let (args, _) = form.command(root.path()).unwrap();
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--data folder:/data/imgs --llm random"),
+            "{joined}"
+        );
+        assert!(!joined.contains("--resume"));
+        std::fs::create_dir_all(root.path().join("r")).unwrap();
+        std::fs::write(root.path().join("r/manifest.json"), "{}").unwrap();
+        form.data.clear();
+        let (args, _) = form.command(root.path()).unwrap();
+        assert!(args.contains(&"--resume".to_string()) && !args.contains(&"--data".to_string()));
     }
 }
