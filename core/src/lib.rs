@@ -4,6 +4,7 @@
 
 pub mod clip;
 pub mod codec;
+pub mod config_json;
 pub mod data;
 pub mod device;
 pub mod flow;

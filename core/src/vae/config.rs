@@ -122,14 +122,7 @@ impl VaeConfig {
             path: path.to_path_buf(),
             reason,
         };
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            invalid(format!(
-                "field `{}`: {}",
-                e.path(),
-                e.inner().to_string().split(" at line").next().unwrap_or("")
-            ))
-        })?;
+        let config: Self = crate::config_json::parse_named(text).map_err(invalid)?;
         config.check().map_err(invalid)?;
         Ok(config)
     }

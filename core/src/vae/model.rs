@@ -71,6 +71,20 @@ pub struct ResnetBlock<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock<B> {
+    /// `count` blocks `vb.0 .. vb.{count-1}`: the first maps `c_in` to `out` channels, the rest
+    /// keep `out` (diffusers' `resnets` list of a down or up block).
+    pub fn stack(
+        vb: &VarBuilder<B>,
+        count: usize,
+        c_in: usize,
+        out: usize,
+        groups: usize,
+    ) -> Result<Vec<Self>, WeightError> {
+        (0..count)
+            .map(|j| Self::new(&vb.pp(j), if j == 0 { c_in } else { out }, out, groups))
+            .collect()
+    }
+
     pub fn new(
         vb: &VarBuilder<B>,
         c_in: usize,
@@ -239,16 +253,8 @@ impl<B: Backend> Encoder<B> {
             let vb = vb.pp("down_blocks").pp(i);
             let c_in = out;
             out = width;
-            let resnets = (0..c.layers_per_block)
-                .map(|j| {
-                    ResnetBlock::new(
-                        &vb.pp("resnets").pp(j),
-                        if j == 0 { c_in } else { out },
-                        out,
-                        groups,
-                    )
-                })
-                .collect::<Result<_, _>>()?;
+            let resnets =
+                ResnetBlock::stack(&vb.pp("resnets"), c.layers_per_block, c_in, out, groups)?;
             let downsampler = if i + 1 < channels.len() {
                 Some(
                     vb.pp("downsamplers")
@@ -310,16 +316,9 @@ impl<B: Backend> Decoder<B> {
             let vb = vb.pp("up_blocks").pp(i);
             let c_in = out;
             out = width;
-            let resnets = (0..=c.layers_per_block)
-                .map(|j| {
-                    ResnetBlock::new(
-                        &vb.pp("resnets").pp(j),
-                        if j == 0 { c_in } else { out },
-                        out,
-                        groups,
-                    )
-                })
-                .collect::<Result<_, _>>()?;
+            // The decoder's up blocks hold one resnet more than the encoder's down blocks.
+            let resnets =
+                ResnetBlock::stack(&vb.pp("resnets"), c.layers_per_block + 1, c_in, out, groups)?;
             let upsampler = if i + 1 < reversed.len() {
                 Some(
                     vb.pp("upsamplers")
