@@ -522,6 +522,38 @@ fn generate_from<B: Backend>(
     )?)
 }
 
+impl EvalArgs {
+    /// The evaluation that training runs at its checkpoints (EMA weights, 8 prompts a batch,
+    /// the training's own device; `run` and `checkpoint` are filled in per call).
+    pub fn for_training(
+        benchmark: PathBuf,
+        n: usize,
+        seeds: Vec<u64>,
+        clip: PathBuf,
+        inception: &str,
+        solver_steps: usize,
+    ) -> Self {
+        Self {
+            run: PathBuf::new(),
+            benchmark,
+            n,
+            seeds,
+            per_category: false,
+            clip,
+            inception: InceptionSource::parse(inception),
+            sampler: SamplerConfig {
+                steps: solver_steps,
+                ..Default::default()
+            },
+            batch_size: 8,
+            weights: Weights::Ema,
+            checkpoint: CheckpointChoice::Latest,
+            device: DeviceSpec::Cpu,
+            progress: false,
+        }
+    }
+}
+
 /// MJHQ evaluation during training: `args` (its `run` and `checkpoint` are set per call) at
 /// the checkpoints whose step is a multiple of `every`, and at the last step.
 #[derive(Debug, Clone)]

@@ -130,24 +130,14 @@ pub fn ablation_mjhq(file: &ExperimentFile) -> Option<crate::eval::TrainingEval>
     let m = a.mjhq.as_ref()?;
     Some(crate::eval::TrainingEval {
         every: a.eval_every,
-        args: crate::eval::EvalArgs {
-            run: std::path::PathBuf::new(),
-            benchmark: m.benchmark.clone(),
-            n: m.n,
-            seeds: m.seeds.clone(),
-            per_category: false,
-            clip: m.clip.clone(),
-            inception: crate::eval::InceptionSource::parse(&m.inception),
-            sampler: flowlens_core::flow::rectified::SamplerConfig {
-                steps: m.solver_steps,
-                ..Default::default()
-            },
-            batch_size: 8,
-            weights: flowlens_core::sample::Weights::Ema,
-            checkpoint: flowlens_core::sample::CheckpointChoice::Latest,
-            device: flowlens_core::device::DeviceSpec::Cpu,
-            progress: false,
-        },
+        args: crate::eval::EvalArgs::for_training(
+            m.benchmark.clone(),
+            m.n,
+            m.seeds.clone(),
+            m.clip.clone(),
+            &m.inception,
+            m.solver_steps,
+        ),
     })
 }
 

@@ -295,24 +295,14 @@ fn training_eval(m: &crate::cli::MjhqTrainCli) -> Result<Option<crate::eval::Tra
     };
     Ok(Some(crate::eval::TrainingEval {
         every: m.mjhq_every,
-        args: crate::eval::EvalArgs {
-            run: std::path::PathBuf::new(),
-            benchmark: benchmark.clone(),
-            n: m.mjhq_n,
-            seeds: parse_list("--mjhq-seeds", &m.mjhq_seeds)?,
-            per_category: false,
-            clip: clip.clone(),
-            inception: crate::eval::InceptionSource::parse(inception),
-            sampler: flowlens_core::flow::rectified::SamplerConfig {
-                steps: m.mjhq_steps,
-                ..Default::default()
-            },
-            batch_size: 8,
-            weights: flowlens_core::sample::Weights::Ema,
-            checkpoint: flowlens_core::sample::CheckpointChoice::Latest,
-            device: flowlens_core::device::DeviceSpec::Cpu,
-            progress: false,
-        },
+        args: crate::eval::EvalArgs::for_training(
+            benchmark.clone(),
+            m.mjhq_n,
+            parse_list("--mjhq-seeds", &m.mjhq_seeds)?,
+            clip.clone(),
+            inception,
+            m.mjhq_steps,
+        ),
     }))
 }
 
