@@ -192,67 +192,45 @@ fn vae_commands_reject_bad_inputs_with_the_file_named() {
     let t = |name: &str| tmp.path().join(name);
     let m = model();
     std::fs::write(t("broken.png"), b"not a png").unwrap();
-    let (ok, _, err) = run(&[
-        "vae",
-        "encode",
-        "--model",
-        s(&m),
-        s(&t("broken.png")),
-        "--out",
-        s(&t("z.npy")),
-    ]);
-    assert!(!ok && err.contains("broken.png"), "{err}");
-
     flowlens_core::npy::write_f32(t("odd.npy"), &[1, 3, 30, 30], &vec![0.0; 2700]).unwrap();
-    let (ok, _, err) = run(&[
-        "vae",
-        "encode",
-        "--model",
-        s(&m),
-        s(&t("odd.npy")),
-        "--out",
-        s(&t("z.npy")),
-    ]);
-    assert!(
-        !ok && err.contains("odd.npy") && err.contains("multiple"),
-        "{err}"
-    );
-
     flowlens_core::npy::write_f32(t("wide.npy"), &[1, 8, 4, 4], &vec![0.0; 128]).unwrap();
-    let (ok, _, err) = run(&[
-        "vae",
-        "decode",
-        "--model",
-        s(&m),
-        s(&t("wide.npy")),
-        "--out",
-        s(&t("x.png")),
-    ]);
-    assert!(
-        !ok && err.contains("wide.npy") && err.contains("[B, 4, h, w]"),
-        "{err}"
-    );
-
     flowlens_core::npy::write_f32(t("z.npy"), &[1, 4, 4, 4], &vec![0.0; 64]).unwrap();
-    let (ok, _, err) = run(&[
-        "vae",
-        "decode",
-        "--model",
-        s(&m),
-        s(&t("z.npy")),
-        "--out",
-        s(&t("x.bmp")),
-    ]);
-    assert!(!ok && err.contains(".png") && err.contains(".npy"), "{err}");
-
-    let (ok, _, err) = run(&[
-        "vae",
-        "decode",
-        "--model",
-        s(&t("nowhere")),
-        s(&t("z.npy")),
-        "--out",
-        s(&t("x.npy")),
-    ]);
-    assert!(!ok && err.contains("nowhere"), "{err}");
+    // (command, model folder, input, output, what the error must mention)
+    let cases: [(&str, PathBuf, &str, &str, &[&str]); 5] = [
+        ("encode", m.clone(), "broken.png", "z.npy", &["broken.png"]),
+        (
+            "encode",
+            m.clone(),
+            "odd.npy",
+            "z.npy",
+            &["odd.npy", "multiple"],
+        ),
+        (
+            "decode",
+            m.clone(),
+            "wide.npy",
+            "x.png",
+            &["wide.npy", "[B, 4, h, w]"],
+        ),
+        ("decode", m.clone(), "z.npy", "x.bmp", &[".png", ".npy"]),
+        ("decode", t("nowhere"), "z.npy", "x.npy", &["nowhere"]),
+    ];
+    for (command, model, input, output, needles) in cases {
+        let (ok, _, err) = run(&[
+            "vae",
+            command,
+            "--model",
+            s(&model),
+            s(&t(input)),
+            "--out",
+            s(&t(output)),
+        ]);
+        assert!(!ok, "vae {command} {input} -> {output} should fail");
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "vae {command} {input}: `{needle}` not in {err}"
+            );
+        }
+    }
 }
