@@ -70,6 +70,18 @@ impl Tab {
         Tab::Trajectory,
         Tab::Sampling,
     ];
+    /// The name `flowlens-lab --tab` takes.
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Tab::Runs => "runs",
+            Tab::Launch => "launch",
+            Tab::Dashboard => "dashboard",
+            Tab::Explorer => "explorer",
+            Tab::Trajectory => "trajectory",
+            Tab::Sampling => "sampling",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Tab::Runs => "Runs",
@@ -111,7 +123,8 @@ impl Default for GridChoice {
 /// A grid slot: the query last sent, the latest result, when to refresh.
 #[derive(Default)]
 pub struct GridView {
-    pub grid: Option<Grid>,
+    /// Shared: the views clone the handle each frame, never the cells.
+    pub grid: Option<std::sync::Arc<Grid>>,
     pub error: Option<String>,
     pub last_query: Option<GridQuery>,
     pub refreshed: Option<Instant>,
@@ -192,6 +205,8 @@ pub struct LabApp {
     pub metrics: BTreeMap<PathBuf, MetricsTail>,
     pub metrics_refreshed: Option<Instant>,
     pub smoothing: f64,
+    /// The evaluation field the dashboard plots (`adherence.overall`, `mjhq.fid`, ...).
+    pub eval_key: String,
     pub dashboard: GridChoice,
     pub grids: BTreeMap<&'static str, GridView>,
     pub explorer: ExplorerState,
@@ -232,6 +247,7 @@ impl LabApp {
             metrics: BTreeMap::new(),
             metrics_refreshed: None,
             smoothing: 0.6,
+            eval_key: String::new(),
             dashboard: GridChoice::default(),
             grids: BTreeMap::new(),
             explorer: ExplorerState::default(),
@@ -268,33 +284,36 @@ impl LabApp {
         self.runs.iter().find(|r| &r.path == p)
     }
 
-    /// Selects a run and points the views at its first feature store.
+    /// Selects a run and points the views at its fullest feature store (a store picked by hand
+    /// stays if the run has it).
     pub fn select(&mut self, path: PathBuf) {
         self.selected = Some(path);
         self.explorer.selected = None;
         self.explorer.detail = None;
-        if let Some(run) = self.selected_run().cloned() {
-            for choice in [&mut self.dashboard, &mut self.explorer.choice] {
-                if !choice.store_pinned || run.store(&choice.store).is_none() {
-                    choice.store = preferred_store(&run);
-                }
-                fix_taps(choice, &run);
+        self.point_views(true);
+    }
+
+    /// Keeps the views' stores and taps valid for the selected run; `selecting` also moves an
+    /// unpinned store to the run's fullest one. A rescan only repairs what disappeared, so the
+    /// selected cell and its drill-down stay.
+    fn point_views(&mut self, selecting: bool) {
+        let Some(run) = self.selected_run().cloned() else {
+            return;
+        };
+        for choice in [&mut self.dashboard, &mut self.explorer.choice] {
+            if run.store(&choice.store).is_none() || (selecting && !choice.store_pinned) {
+                choice.store = preferred_store(&run);
             }
-            if run.store(&self.trajectory.store).is_none() {
-                self.trajectory.store = run
-                    .stores
-                    .iter()
-                    .find(|s| {
-                        has_previews(
-                            &run.path,
-                            &s.name,
-                            s.manifest.seeds.first().copied().unwrap_or(0),
-                        )
-                    })
-                    .or(run.stores.first())
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
-            }
+            fix_taps(choice, &run);
+        }
+        if run.store(&self.trajectory.store).is_none() {
+            self.trajectory.store = run
+                .stores
+                .iter()
+                .find(|s| s.previews)
+                .or(run.stores.first())
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
         }
     }
 
@@ -317,9 +336,9 @@ impl LabApp {
                     {
                         let p = first.path.clone();
                         self.select(p);
-                    } else if let Some(p) = self.selected.clone() {
-                        // Stores may have appeared since the selection.
-                        self.select(p);
+                    } else {
+                        // Stores may have appeared or gone since the last scan.
+                        self.point_views(false);
                     }
                 }
                 Done::Catalog(Err(e)) => {
@@ -337,7 +356,7 @@ impl LabApp {
                     let view = self.grids.entry(slot.key()).or_default();
                     match *result {
                         Ok(g) => {
-                            view.grid = Some(g);
+                            view.grid = Some(std::sync::Arc::new(g));
                             view.error = None;
                         }
                         Err(e) => {
@@ -423,20 +442,27 @@ impl LabApp {
             Done::Grid(
                 slot,
                 Box::new(
-                    cka::compute_grid(&query, previous.as_ref()).map_err(|e| format!("{e:#}")),
+                    cka::compute_grid(&query, previous.as_deref()).map_err(|e| format!("{e:#}")),
                 ),
             )
         });
     }
 
-    fn image(&mut self, ui: &mut egui::Ui, path: &Path, max: egui::Vec2) -> Option<egui::Response> {
+    /// Shows a PNG of a run (decoded on a worker), or `missing` while there is no such file.
+    fn image(
+        &mut self,
+        ui: &mut egui::Ui,
+        path: &Path,
+        max: egui::Vec2,
+        missing: &str,
+    ) -> Option<egui::Response> {
         if self.images.wanted(path) {
             let p = path.to_path_buf();
             self.worker.submit(format!("img:{}", p.display()), move || {
                 Done::Image(p.clone(), widgets::decode_png(&p))
             });
         }
-        self.images.show(ui, path, max)
+        self.images.show(ui, path, max, missing)
     }
 
     /// Draws one frame.
@@ -948,49 +974,68 @@ impl LabApp {
         ui.horizontal(|ui| {
             ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.99).text("smoothing"));
         });
-        let tail = self.metrics.get(&run.path).cloned().unwrap_or_default();
-        if ui
-            .button("Export curves")
-            .on_hover_text("loss and evaluations as PNG (3x) and SVG, the report's look")
-            .clicked()
-        {
-            let (dir, label, smoothing) = (self.root.join("exports"), run.label(), self.smoothing);
-            let t = tail.clone();
-            self.worker.submit("export:curves", move || {
-                let name = export::stem(&label);
-                Done::Export(
-                    export::training_curves(&t, &label, smoothing, &dir, &name)
-                        .map_err(|e| format!("{e:#}")),
-                )
-            });
+        let empty = MetricsTail::default();
+        let tail = self.metrics.get(&run.path).unwrap_or(&empty);
+        let loss = tail.series(|r| r.loss);
+        let lr = tail.series(|r| r.lr);
+        let throughput = tail.series(|r| r.samples_per_s);
+        let grad_norm = tail.series(|r| r.grad_norm);
+        let eval_keys: Vec<String> = tail
+            .eval_keys()
+            .into_iter()
+            .filter(|k| !k.starts_with("chance."))
+            .collect();
+        if !eval_keys.contains(&self.eval_key) {
+            self.eval_key = eval_keys
+                .iter()
+                .find(|k| k.as_str() == "adherence.overall" || k.as_str() == "mjhq.fid")
+                .or(eval_keys.first())
+                .cloned()
+                .unwrap_or_default();
         }
+        let eval = tail.eval_series(&self.eval_key);
+        ui.horizontal(|ui| {
+            if ui
+                .button("Export curves")
+                .on_hover_text("loss and evaluations as PNG (3x) and SVG, the report's look")
+                .clicked()
+                && let Some(t) = self.metrics.get(&run.path).cloned()
+            {
+                let (dir, label, smoothing) =
+                    (self.root.join("exports"), run.label(), self.smoothing);
+                let key = self.eval_key.clone();
+                self.worker.submit("export:curves", move || {
+                    let name = export::stem(&label);
+                    Done::Export(
+                        export::training_curves(&t, &label, smoothing, &key, &dir, &name)
+                            .map_err(|e| format!("{e:#}")),
+                    )
+                });
+            }
+            if !eval_keys.is_empty() {
+                let label = ui.label("evaluation");
+                egui::ComboBox::from_id_salt("eval-key")
+                    .selected_text(self.eval_key.clone())
+                    .show_ui(ui, |ui| {
+                        for k in &eval_keys {
+                            ui.selectable_value(&mut self.eval_key, k.clone(), k);
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+            }
+        });
         let w = (ui.available_width() / 2.0 - 8.0).max(200.0);
         ui.horizontal(|ui| {
-            metric_plot(ui, "loss", &tail.series(|r| r.loss), self.smoothing, w);
-            metric_plot(ui, "learning rate", &tail.series(|r| r.lr), 0.0, w);
+            metric_plot(ui, "loss", &loss, self.smoothing, w);
+            metric_plot(ui, "learning rate", &lr, 0.0, w);
         });
         ui.horizontal(|ui| {
-            metric_plot(
-                ui,
-                "samples / s",
-                &tail.series(|r| r.samples_per_s),
-                self.smoothing,
-                w,
-            );
-            let keys = tail.eval_keys();
-            let key = keys
-                .iter()
-                .find(|k| k.ends_with("overall"))
-                .or(keys.first());
-            match key {
-                Some(k) => metric_plot(ui, &format!("eval: {k}"), &tail.eval_series(k), 0.0, w),
-                None => metric_plot(
-                    ui,
-                    "grad norm",
-                    &tail.series(|r| r.grad_norm),
-                    self.smoothing,
-                    w,
-                ),
+            metric_plot(ui, "samples / s", &throughput, self.smoothing, w);
+            if eval.is_empty() {
+                metric_plot(ui, "grad norm", &grad_norm, self.smoothing, w);
+            } else {
+                metric_plot(ui, &format!("eval: {}", self.eval_key), &eval, 0.0, w);
             }
         });
         ui.separator();
@@ -1003,7 +1048,12 @@ impl LabApp {
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default(),
                     );
-                    self.image(&mut cols[0], p, egui::vec2(360.0, 360.0));
+                    self.image(
+                        &mut cols[0],
+                        p,
+                        egui::vec2(360.0, 360.0),
+                        "not on disk any more",
+                    );
                 }
                 None => {
                     cols[0].label("none yet (written every sample_every steps)");
@@ -1186,36 +1236,29 @@ impl LabApp {
         slot: Slot,
         explorer: bool,
     ) -> Option<(usize, usize)> {
-        let view = self.grids.entry(slot.key()).or_default();
+        let Some(view) = self.grids.get(slot.key()) else {
+            ui.spinner();
+            return None;
+        };
         if let Some(e) = &view.error {
             ui.colored_label(Color32::LIGHT_RED, e);
             return None;
         }
-        let Some(grid) = view.grid.clone() else {
+        let Some(grid) = view.grid.as_ref() else {
             ui.spinner();
             return None;
         };
-        let shown = if explorer && self.explorer.delta {
-            match self
-                .grids
-                .get(Slot::Compare.key())
-                .and_then(|v| v.grid.as_ref())
-            {
-                Some(base) => cka::delta(&grid, base),
-                None => {
-                    ui.label("Δ view: choose a baseline run with the same store below.");
-                    grid.clone()
-                }
-            }
-        } else {
-            grid.clone()
-        };
-        let delta = explorer
-            && self.explorer.delta
-            && self
-                .grids
-                .get(Slot::Compare.key())
-                .is_some_and(|v| v.grid.is_some());
+        let base = self
+            .grids
+            .get(Slot::Compare.key())
+            .and_then(|v| v.grid.as_ref())
+            .filter(|_| explorer && self.explorer.delta);
+        if explorer && self.explorer.delta && base.is_none() {
+            ui.label("Δ view: choose a baseline run with the same store below.");
+        }
+        let delta_grid = base.map(|b| cka::delta(grid, b));
+        let delta = delta_grid.is_some();
+        let shown = delta_grid.as_ref().unwrap_or(grid);
         ui.weak(format!(
             "{} / {} cells complete · {} seed(s) · rows: {} · columns: solver steps",
             grid.complete_cells,
@@ -1514,7 +1557,7 @@ impl LabApp {
                 ui.label(format!("{:.2}", knn.per_sample[i]));
                 match detail.images.get(i).cloned().flatten() {
                     Some(p) => {
-                        self.image(ui, &p, egui::vec2(48.0, 48.0));
+                        self.image(ui, &p, egui::vec2(48.0, 48.0), "—");
                     }
                     None => {
                         ui.weak("—");
@@ -1528,7 +1571,8 @@ impl LabApp {
                             let tip = detail.prompts.get(j).cloned().unwrap_or_default();
                             match detail.images.get(j).cloned().flatten() {
                                 Some(p) => {
-                                    if let Some(r) = self.image(ui, &p, egui::vec2(32.0, 32.0)) {
+                                    if let Some(r) = self.image(ui, &p, egui::vec2(32.0, 32.0), "—")
+                                    {
                                         r.on_hover_text(format!(
                                             "#{j}: {tip}{}",
                                             if shared { " (shared)" } else { "" }
@@ -1667,17 +1711,16 @@ impl LabApp {
         ui.horizontal(|ui| {
             ui.vertical(|ui| {
                 ui.strong(format!("x_t at step {step}"));
-                if frame.is_file() {
-                    self.image(ui, &frame, egui::vec2(256.0, 256.0));
-                } else {
-                    ui.label("no preview for this step (sample with --previews)");
-                }
+                self.image(
+                    ui,
+                    &frame,
+                    egui::vec2(256.0, 256.0),
+                    "no preview for this step (sample with --previews)",
+                );
             });
             ui.vertical(|ui| {
                 ui.strong("final sample");
-                if final_image.is_file() {
-                    self.image(ui, &final_image, egui::vec2(256.0, 256.0));
-                }
+                self.image(ui, &final_image, egui::vec2(256.0, 256.0), "not saved");
             });
             ui.vertical(|ui| {
                 let grid = self.grids.get(Slot::Explorer.key()).and_then(|v| v.grid.clone());
@@ -1710,8 +1753,7 @@ impl LabApp {
             return;
         };
         ui.heading(format!("Interactive sampling · {}", run.label()));
-        let has_checkpoint = std::fs::read_dir(run.path.join("checkpoints")).is_ok();
-        if !has_checkpoint {
+        if run.checkpoint.is_none() {
             ui.label("This run has no checkpoint yet.");
             return;
         }
@@ -1811,9 +1853,7 @@ impl LabApp {
                 let frame = cka::preview_path(&srun, sampling::STORE, seed, 0, step);
                 ui.vertical(|ui| {
                     ui.strong(format!("x_t, step {step}"));
-                    if frame.is_file() {
-                        self.image(ui, &frame, egui::vec2(256.0, 256.0));
-                    }
+                    self.image(ui, &frame, egui::vec2(256.0, 256.0), "being written");
                 });
             }
             if matches!(result, Some(Ok(_))) {
@@ -1821,7 +1861,7 @@ impl LabApp {
                     cka::samples_dir(&srun, sampling::STORE, seed).join(cka::sample_file(0));
                 ui.vertical(|ui| {
                     ui.strong("sample");
-                    self.image(ui, &final_image, egui::vec2(256.0, 256.0));
+                    self.image(ui, &final_image, egui::vec2(256.0, 256.0), "being written");
                 });
             }
         });
@@ -1920,10 +1960,6 @@ fn preferred_store(run: &RunEntry) -> String {
         })
         .map(|s| s.name.clone())
         .unwrap_or_default()
-}
-
-fn has_previews(run: &Path, store: &str, seed: u64) -> bool {
-    cka::samples_dir(run, store, seed).join("xt").is_dir()
 }
 
 fn status_colour(s: RunStatus) -> Color32 {

@@ -46,6 +46,8 @@ impl RunStatus {
 pub struct StoreInfo {
     pub name: String,
     pub manifest: flowlens_experiments::probes::Manifest,
+    /// x_t previews were saved (`--previews`) for its first seed.
+    pub previews: bool,
 }
 
 /// One run directory.
@@ -233,9 +235,14 @@ pub fn stores(dir: &Path) -> Vec<StoreInfo> {
                 return None;
             }
             let store = flowlens_experiments::probes::Store::open(&e.path()).ok()?;
+            let seed = store.manifest.seeds.first().copied().unwrap_or(0);
+            let previews = crate::cka::samples_dir(dir, &name, seed)
+                .join("xt")
+                .is_dir();
             Some(StoreInfo {
                 name,
                 manifest: store.manifest,
+                previews,
             })
         })
         .collect();

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use flowlens_analysis::cka::{Estimator, linear_cka};
+use flowlens_analysis::cka::Estimator;
 use flowlens_analysis::curves::{CurveSummary, summarise_curves};
+use flowlens_analysis::grid::one_against_many;
 use flowlens_analysis::knn::{MutualKnn, mutual_knn};
 use flowlens_analysis::stats::{GramPair, PermutationNull, Summary, permutation_null};
 use flowlens_experiments::probes::Store;
@@ -164,22 +165,34 @@ pub fn compute_grid(query: &GridQuery, previous: Option<&Grid>) -> Result<Grid> 
     seeds.sort_unstable();
     let reuse = previous.filter(|p| p.query == *query && p.rows == rows && p.steps == steps);
     let mut values = vec![vec![BTreeMap::new(); steps.len()]; rows.len()];
-    for (r, tap) in rows.iter().enumerate() {
-        let present_b = files_present(&store, tap);
-        for (c, &step) in steps.iter().enumerate() {
-            for &seed in &seeds {
+    let present_b: Vec<BTreeSet<(u64, usize)>> =
+        rows.iter().map(|t| files_present(&store, t)).collect();
+    for (c, &step) in steps.iter().enumerate() {
+        for &seed in &seeds {
+            // Rows to compute at (step, seed): not reused, with both files on disk. A is read and
+            // prepared once for all of them.
+            let mut todo = Vec::new();
+            for r in 0..rows.len() {
                 if let Some(v) = reuse.and_then(|p| p.values[r][c].get(&seed)) {
                     values[r][c].insert(seed, *v);
-                    continue;
+                } else if present_a.contains(&(seed, step)) && present_b[r].contains(&(seed, step))
+                {
+                    todo.push(r);
                 }
-                if !present_a.contains(&(seed, step)) || !present_b.contains(&(seed, step)) {
-                    continue;
-                }
-                let x = read_tap(&store, &query.a, seed, step)?;
-                let y = read_tap(&store, tap, seed, step)?;
-                let v = linear_cka(x.view(), y.view(), query.estimator).with_context(|| {
-                    format!("CKA({}, {tap}) at step {step}, seed {seed}", query.a)
-                })?;
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            let x = read_tap(&store, &query.a, seed, step)?;
+            let ys = todo
+                .iter()
+                .map(|&r| read_tap(&store, &rows[r], seed, step))
+                .collect::<Result<Vec<_>>>()?;
+            let views: Vec<_> = ys.iter().map(|y| y.view()).collect();
+            let cka = one_against_many(x.view(), &views, query.estimator).with_context(|| {
+                format!("CKA({}, {}) at step {step}, seed {seed}", query.a, query.b)
+            })?;
+            for (&r, v) in todo.iter().zip(cka) {
                 values[r][c].insert(seed, v);
             }
         }

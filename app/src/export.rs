@@ -128,12 +128,13 @@ pub fn table(grid: &Grid, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
     Ok(vec![csv, tex])
 }
 
-/// A run's training curves as figures: the loss (raw and smoothed), and every evaluation field
-/// over steps when the run was evaluated.
+/// A run's training curves as figures: the loss (raw and smoothed), and the evaluation field
+/// `eval_key` over steps when the run has it (what the dashboard shows).
 pub fn training_curves(
     tail: &crate::metrics::MetricsTail,
     run_label: &str,
     smoothing: f64,
+    eval_key: &str,
     dir: &Path,
     name: &str,
 ) -> Result<Vec<PathBuf>> {
@@ -164,18 +165,13 @@ pub fn training_curves(
     };
     let (png, svg) = figures::save(&fig, dir, &format!("{name}_loss"))?;
     let mut out = vec![png, svg];
-    let evals: Vec<Line> = tail
-        .eval_keys()
-        .iter()
-        .filter(|k| !k.starts_with("chance"))
-        .map(|k| line(k, &tail.eval_series(k)))
-        .collect();
-    if !evals.is_empty() {
+    let eval = tail.eval_series(eval_key);
+    if !eval.is_empty() {
         let fig = LinePlot {
-            title: format!("Evaluations · {run_label}"),
+            title: format!("Evaluation · {run_label}"),
             x_label: "step".into(),
-            y_label: "value".into(),
-            lines: evals,
+            y_label: eval_key.to_string(),
+            lines: vec![line(eval_key, &eval)],
             reference: None,
             y_range: None,
         };

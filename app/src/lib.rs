@@ -69,16 +69,7 @@ pub fn render_headless(
         app.settle(&ctx, Duration::from_secs(60));
         last = Some(output);
     }
-    let output = last.expect("at least one frame");
-    let primitives = ctx.tessellate(output.shapes.clone(), output.pixels_per_point);
-    let bg = ctx.global_style().visuals.panel_fill;
-    renderer.paint(
-        &primitives,
-        output.pixels_per_point,
-        width as u32,
-        height as u32,
-        bg,
-    )
+    renderer.paint_frame(&ctx, &last.expect("at least one frame"))
 }
 
 /// Saves RGBA pixels as a PNG.

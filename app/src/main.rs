@@ -60,8 +60,11 @@ fn main() -> ExitCode {
 fn tab(name: &str) -> anyhow::Result<Tab> {
     Tab::ALL
         .into_iter()
-        .find(|t| t.label().to_lowercase().replace("cka ", "") == name.to_lowercase())
-        .ok_or_else(|| anyhow::anyhow!("--tab: `{name}` is not one of runs, launch, dashboard, explorer, trajectory, sampling"))
+        .find(|t| t.cli_name() == name.to_lowercase())
+        .ok_or_else(|| {
+            let names: Vec<&str> = Tab::ALL.iter().map(|t| t.cli_name()).collect();
+            anyhow::anyhow!("--tab: `{name}` is not one of {}", names.join(", "))
+        })
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -22,6 +22,8 @@ pub struct StepRecord {
 /// One oracle / benchmark evaluation (`event: eval`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalRecord {
+    /// `eval` (shapes oracle) or `eval_mjhq` (FID / CLIP score).
+    pub event: String,
     pub step: u64,
     /// `adherence.overall` (shapes oracle), or any numeric field the evaluation wrote.
     pub values: BTreeMap<String, f64>,
@@ -104,18 +106,26 @@ impl MetricsTail {
                     );
                 }
             }
-            Some("eval") => {
+            // The shapes oracle (`eval`) and the MJHQ benchmark (`eval_mjhq`, fields prefixed
+            // `mjhq.`) both evaluate checkpoints; a resumed run's repeat replaces the first.
+            Some(event @ ("eval" | "eval_mjhq")) => {
                 let step = v.get("step").and_then(Value::as_u64).unwrap_or(0);
+                let prefix = if event == "eval_mjhq" { "mjhq." } else { "" };
                 let mut values = BTreeMap::new();
                 crate::catalog::walk_leaves(&v, &mut |k, x| {
-                    if let Some(x) = x.as_f64() {
-                        values.insert(k.to_string(), x);
+                    if let Some(x) = x.as_f64()
+                        && !matches!(k, "step" | "seconds" | "n")
+                    {
+                        values.insert(format!("{prefix}{k}"), x);
                     }
                 });
-                values.remove("step");
-                values.remove("seconds");
-                self.evals.retain(|e| e.step != step);
-                self.evals.push(EvalRecord { step, values });
+                let event = event.to_string();
+                self.evals.retain(|e| !(e.step == step && e.event == event));
+                self.evals.push(EvalRecord {
+                    event,
+                    step,
+                    values,
+                });
             }
             Some(_) => self.events.push(v),
         }
@@ -202,6 +212,11 @@ mod tests {
             r#"{{"event":"eval","step":2,"adherence":{{"overall":0.25,"colour":0.5}},"seconds":3}}"#
         )
         .unwrap();
+        writeln!(
+            f,
+            r#"{{"event":"eval_mjhq","step":2,"n":30,"fid":11.5,"clip_score":24.1}}"#
+        )
+        .unwrap();
         writeln!(f, "not json").unwrap();
         f.flush().unwrap();
         assert!(tail.refresh().unwrap());
@@ -209,6 +224,8 @@ mod tests {
         assert_eq!(tail.steps.len(), 2);
         assert_eq!(tail.steps[&2].loss, 0.5, "the last record of a step wins");
         assert_eq!(tail.eval_series("adherence.overall"), vec![[2.0, 0.25]]);
+        assert_eq!(tail.eval_series("mjhq.fid"), vec![[2.0, 11.5]]);
+        assert!(!tail.eval_keys().contains(&"mjhq.n".to_string()));
         assert_eq!(tail.events.len(), 1);
         assert_eq!(tail.bad_lines, 1);
     }

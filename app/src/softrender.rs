@@ -198,9 +198,9 @@ impl SoftRenderer {
         }
     }
 
-    /// Tessellates and paints one egui frame (textures of `output` applied first).
-    pub fn render(&mut self, ctx: &egui::Context, output: &egui::FullOutput) -> Pixels {
-        self.set_textures(&output.textures_delta);
+    /// Tessellates and paints one egui frame at the size of the context's screen, on the
+    /// panel colour. Apply the frame's textures first ([`Self::set_textures`]).
+    pub fn paint_frame(&self, ctx: &egui::Context, output: &egui::FullOutput) -> Pixels {
         let ppp = output.pixels_per_point;
         let rect = ctx.content_rect();
         let (width, height) = (
@@ -209,9 +209,7 @@ impl SoftRenderer {
         );
         let primitives = ctx.tessellate(output.shapes.clone(), ppp);
         let background = ctx.global_style().visuals.panel_fill;
-        let pixels = self.paint(&primitives, ppp, width.max(1), height.max(1), background);
-        self.free_textures(&output.textures_delta);
-        pixels
+        self.paint(&primitives, ppp, width.max(1), height.max(1), background)
     }
 }
 
@@ -231,8 +229,9 @@ mod tests {
             );
         });
         let mut r = SoftRenderer::default();
-        let px = r.render(&ctx, &output);
+        r.set_textures(&output.textures_delta);
         output.textures_delta.clear();
+        let px = r.paint_frame(&ctx, &output);
         assert_eq!((px.width, px.height), (40, 30));
         let at = |x: usize, y: usize| &px.rgba[(y * 40 + x) * 4..(y * 40 + x) * 4 + 4];
         assert_eq!(at(15, 15), &[255, 0, 0, 255]);

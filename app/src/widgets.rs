@@ -14,6 +14,11 @@ pub fn ramp(diverging: bool, t: f64) -> Color32 {
 
 pub use flowlens_analysis::figures::heatmap_range as value_range;
 
+/// Heatmap layout: the row-label column, the colour-bar column and the step-label row.
+const LABEL_W: f32 = 110.0;
+const BAR_W: f32 = 60.0;
+const AXIS_H: f32 = 18.0;
+
 /// What the heatmap reports.
 pub struct HeatmapResponse {
     pub clicked: Option<(usize, usize)>,
@@ -32,14 +37,13 @@ pub fn heatmap_ui(
     tooltip: impl Fn(usize, usize) -> String,
 ) -> HeatmapResponse {
     let (rows, cols) = values.dim();
-    let label_w = 110.0;
-    let bar_w = 60.0;
+    let (label_w, bar_w) = (LABEL_W, BAR_W);
     let avail = ui.available_width().max(200.0);
     let cell_w = ((avail - label_w - bar_w) / cols.max(1) as f32).clamp(6.0, 48.0);
     let cell_h = (cell_w * 0.6).clamp(10.0, 22.0);
     let size = vec2(
         label_w + cell_w * cols as f32 + bar_w,
-        cell_h * rows as f32 + 18.0,
+        cell_h * rows as f32 + AXIS_H,
     );
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, "CKA heatmap"));
@@ -159,29 +163,39 @@ pub fn heatmap_cell_centre(
     row: usize,
     col: usize,
 ) -> egui::Pos2 {
-    let label_w = 110.0;
-    let bar_w = 60.0;
-    let cell_w = (rect.width() - label_w - bar_w) / cols as f32;
-    let cell_h = (rect.height() - 18.0) / rows as f32;
+    let cell_w = (rect.width() - LABEL_W - BAR_W) / cols as f32;
+    let cell_h = (rect.height() - AXIS_H) / rows as f32;
     pos2(
-        rect.min.x + label_w + (col as f32 + 0.5) * cell_w,
+        rect.min.x + LABEL_W + (col as f32 + 0.5) * cell_w,
         rect.min.y + (row as f32 + 0.5) * cell_h,
     )
 }
 
-/// Textures of PNG files, decoded off the UI thread.
+/// Textures of PNG files, decoded off the UI thread. A file that does not exist (yet: a
+/// preview being written) is asked for again after a second, never by the UI thread itself.
 #[derive(Default)]
 pub struct Images {
     textures: HashMap<PathBuf, TextureHandle>,
     requested: HashSet<PathBuf>,
-    failed: HashMap<PathBuf, String>,
+    failed: HashMap<PathBuf, (DecodeError, std::time::Instant)>,
+}
+
+/// Why an image could not be shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    Missing,
+    Bad(String),
 }
 
 /// A decoded image on its way to the UI.
-pub type Decoded = Result<egui::ColorImage, String>;
+pub type Decoded = Result<egui::ColorImage, DecodeError>;
 
 pub fn decode_png(path: &Path) -> Decoded {
-    let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !path.is_file() {
+        return Err(DecodeError::Missing);
+    }
+    let img =
+        image::open(path).map_err(|e| DecodeError::Bad(format!("{}: {e}", path.display())))?;
     let rgba = img.to_rgba8();
     Ok(egui::ColorImage::from_rgba_unmultiplied(
         [rgba.width() as usize, rgba.height() as usize],
@@ -190,11 +204,19 @@ pub fn decode_png(path: &Path) -> Decoded {
 }
 
 impl Images {
-    /// Paths to decode that nobody asked for yet (the caller submits them to the worker).
+    /// Whether `path` should be decoded now (the caller submits it to the worker).
     pub fn wanted(&mut self, path: &Path) -> bool {
-        !self.textures.contains_key(path)
-            && !self.failed.contains_key(path)
-            && self.requested.insert(path.to_path_buf())
+        if self.textures.contains_key(path) || self.requested.contains(path) {
+            return false;
+        }
+        match self.failed.get(path) {
+            Some((DecodeError::Missing, at)) if at.elapsed().as_secs_f64() > 1.0 => {
+                self.failed.remove(path);
+            }
+            Some(_) => return false,
+            None => {}
+        }
+        self.requested.insert(path.to_path_buf())
     }
 
     pub fn insert(&mut self, ctx: &egui::Context, path: PathBuf, image: Decoded) {
@@ -209,29 +231,35 @@ impl Images {
                 self.textures.insert(path, tex);
             }
             Err(e) => {
-                self.failed.insert(path, e);
+                self.failed.insert(path, (e, std::time::Instant::now()));
             }
         }
     }
 
-    /// Forget a path (the file changed).
-    pub fn forget(&mut self, path: &Path) {
-        self.textures.remove(path);
-        self.failed.remove(path);
-    }
-
-    /// Shows the image scaled to fit `max` (keeping its aspect), a spinner while it loads, or
-    /// the decoding error.
-    pub fn show(&self, ui: &mut egui::Ui, path: &Path, max: Vec2) -> Option<egui::Response> {
+    /// Shows the image scaled to fit `max` (keeping its aspect), a spinner while it loads,
+    /// `missing` when there is no such file, or the decoding error.
+    pub fn show(
+        &self,
+        ui: &mut egui::Ui,
+        path: &Path,
+        max: Vec2,
+        missing: &str,
+    ) -> Option<egui::Response> {
         if let Some(tex) = self.textures.get(path) {
             let size = tex.size_vec2();
             let scale = (max.x / size.x).min(max.y / size.y);
             return Some(ui.add(egui::Image::new((tex.id(), size * scale))));
         }
-        if let Some(e) = self.failed.get(path) {
-            ui.colored_label(Color32::LIGHT_RED, e);
-        } else {
-            ui.spinner();
+        match self.failed.get(path) {
+            Some((DecodeError::Missing, _)) => {
+                ui.weak(missing);
+            }
+            Some((DecodeError::Bad(e), _)) => {
+                ui.colored_label(Color32::LIGHT_RED, e);
+            }
+            None => {
+                ui.spinner();
+            }
         }
         None
     }

@@ -27,13 +27,7 @@ impl TestRenderer for Soft {
         ctx: &eframe::egui::Context,
         output: &eframe::egui::FullOutput,
     ) -> Result<image025::RgbaImage, String> {
-        let ppp = output.pixels_per_point;
-        let rect = ctx.content_rect();
-        let (w, h) = ((rect.width() * ppp) as u32, (rect.height() * ppp) as u32);
-        let prims = ctx.tessellate(output.shapes.clone(), ppp);
-        let px = self
-            .0
-            .paint(&prims, ppp, w, h, ctx.global_style().visuals.panel_fill);
+        let px = self.0.paint_frame(ctx, output);
         image025::RgbaImage::from_raw(px.width, px.height, px.rgba).ok_or("bad buffer".into())
     }
 }

@@ -4,13 +4,14 @@
 //! `cargo bench -p flowlens-core --bench flow_tiny`; tools/bench/flow_tiny_torch.py is the
 //! PyTorch side.
 
-use std::time::Instant;
-
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use flowlens_core::device::CpuBackend;
 use flowlens_core::flow::{FlowConfig, FlowModel, TapRequest, Variant};
+
+mod common;
+use common::time;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,24 +45,6 @@ fn inputs<Bk: Backend>(c: &FlowConfig, b: usize, device: &Bk::Device) -> Inputs<
         Tensor::from_data(TensorData::new(vec![0.5f32; b], [b]), device),
         Tensor::from_data(TensorData::new(ids, [b, tl]), device),
         Tensor::from_data(TensorData::new(mask, [b, tl]), device),
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
     )
 }
 

@@ -10,6 +10,9 @@ use std::time::Instant;
 
 // Burn allocates a fresh buffer for most ops; glibc's malloc returns large ones to the kernel and
 // page-faults them back in every time (measured: 22 ms -> 14.5 ms per small Llama forward).
+mod common;
+use common::median;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -17,11 +20,6 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use flowlens_core::llm::{HiddenRequest, Llama, LlamaConfig};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn ids<B: Backend>(vocab: usize, b: usize, s: usize, device: &B::Device) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = (0..b * s)

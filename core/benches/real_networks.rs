@@ -6,7 +6,6 @@
 //! is the PyTorch side. Sizes are arguments: `VAE_SIZE` (default 256), batch sizes below.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use flowlens_core::clip::{ClipConfig, ClipModel};
@@ -15,27 +14,11 @@ use flowlens_core::inception::{FidInception, formula_weights};
 use flowlens_core::vae::{Vae, VaeConfig};
 use flowlens_core::weights::VarBuilder;
 
+mod common;
+use common::time;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Median seconds of `reps` runs after one warm-up.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
 
 fn report(what: &str, batch: usize, secs: f64) {
     println!(

@@ -158,20 +158,8 @@ impl BackendTask for TrainTask<'_> {
 }
 
 /// Trains `config` into `run` (continuing it with `resume`) with progress bars (`label` prefixes
-/// them) for the preparation and the steps.
-pub fn train_with_progress<B: Backend>(
-    config: TrainConfig,
-    run: &std::path::Path,
-    resume: bool,
-    device: B::Device,
-    show: bool,
-    label: &str,
-) -> Result<()> {
-    train_with_evaluation::<B>(config, run, resume, device, show, label, None)
-}
-
-/// [`train_with_progress`] that also runs the MJHQ evaluation on schedule (`flowlens train
-/// --mjhq`); an evaluation that fails is reported and training goes on.
+/// them) for the preparation and the steps, and runs the MJHQ evaluation on schedule when
+/// `mjhq` is given; an evaluation that fails is reported and training goes on.
 pub fn train_with_evaluation<B: Backend>(
     config: TrainConfig,
     run: &std::path::Path,
