@@ -51,6 +51,70 @@ impl std::str::FromStr for Estimator {
     }
 }
 
+/// One value per estimator: what every CKA result carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct PerEstimator<T> {
+    pub biased: T,
+    pub debiased: T,
+}
+
+impl<T> PerEstimator<T> {
+    pub fn new(biased: T, debiased: T) -> Self {
+        Self { biased, debiased }
+    }
+
+    pub fn get(&self, e: Estimator) -> &T {
+        match e {
+            Estimator::Biased => &self.biased,
+            Estimator::Debiased => &self.debiased,
+        }
+    }
+
+    pub fn get_mut(&mut self, e: Estimator) -> &mut T {
+        match e {
+            Estimator::Biased => &mut self.biased,
+            Estimator::Debiased => &mut self.debiased,
+        }
+    }
+
+    /// Applies `f` to both values.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> PerEstimator<U> {
+        PerEstimator {
+            biased: f(self.biased),
+            debiased: f(self.debiased),
+        }
+    }
+
+    /// Both values by reference.
+    pub fn as_ref(&self) -> PerEstimator<&T> {
+        PerEstimator {
+            biased: &self.biased,
+            debiased: &self.debiased,
+        }
+    }
+
+    /// `f` of each estimator.
+    pub fn from_fn(mut f: impl FnMut(Estimator) -> T) -> Self {
+        Self {
+            biased: f(Estimator::Biased),
+            debiased: f(Estimator::Debiased),
+        }
+    }
+}
+
+impl Estimator {
+    /// Both, in the order results list them.
+    pub const BOTH: [Estimator; 2] = [Estimator::Biased, Estimator::Debiased];
+
+    /// The other estimator.
+    pub fn other(self) -> Estimator {
+        match self {
+            Estimator::Biased => Estimator::Debiased,
+            Estimator::Debiased => Estimator::Biased,
+        }
+    }
+}
+
 /// The sufficient statistics of one (X, Y) pair; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CkaTerms {

@@ -30,6 +30,21 @@ pub enum AnalysisError {
     Invalid { what: String, reason: String },
     #[error("linear algebra failed: {0}")]
     Linalg(String),
+    #[error("{what}: {source}")]
+    In {
+        what: String,
+        source: Box<AnalysisError>,
+    },
+}
+
+impl AnalysisError {
+    /// This error with what was being computed in front.
+    pub fn within(self, what: impl Into<String>) -> Self {
+        AnalysisError::In {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, AnalysisError>;

@@ -583,3 +583,48 @@ impl Figure for BarChart {
         Ok(())
     }
 }
+
+/// Any of the figures, for code that collects figures before saving them (the report's
+/// sections).
+#[derive(Debug, Clone)]
+pub enum AnyFigure {
+    Heatmap(Heatmap),
+    Lines(LinePlot),
+    Bars(BarChart),
+}
+
+impl From<Heatmap> for AnyFigure {
+    fn from(f: Heatmap) -> Self {
+        AnyFigure::Heatmap(f)
+    }
+}
+
+impl From<LinePlot> for AnyFigure {
+    fn from(f: LinePlot) -> Self {
+        AnyFigure::Lines(f)
+    }
+}
+
+impl From<BarChart> for AnyFigure {
+    fn from(f: BarChart) -> Self {
+        AnyFigure::Bars(f)
+    }
+}
+
+impl Figure for AnyFigure {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            AnyFigure::Heatmap(f) => f.size(),
+            AnyFigure::Lines(f) => f.size(),
+            AnyFigure::Bars(f) => f.size(),
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, s: f64) -> Result<()> {
+        match self {
+            AnyFigure::Heatmap(f) => f.draw(root, s),
+            AnyFigure::Lines(f) => f.draw(root, s),
+            AnyFigure::Bars(f) => f.draw(root, s),
+        }
+    }
+}

@@ -6,6 +6,12 @@
 //! one matrix product: the Grams flattened to rows, `G_rows G_cols^T`, gives every `<K_i, L_j>`;
 //! in the feature representation `Xc_i^T [Yc_1 .. Yc_m]` gives every cross-product at once.
 //! Taps are prepared in parallel (rayon) and the products are multi-threaded GEMMs.
+//!
+//! [`SeedGrid`] is the tap x solver-step grid of one tap against a family of taps, one value per
+//! sampling seed per cell, computed from whatever features are available so far and reusing the
+//! cells of a previous computation: the one computation behind `flowlens grid` and the app.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -13,6 +19,7 @@ use rayon::prelude::*;
 use crate::cka::{self, CkaTerms, Estimator, check_finite};
 use crate::error::{AnalysisError, Result};
 use crate::linalg;
+use crate::stats::Summary;
 
 /// One tap, reduced for pairing.
 #[derive(Debug, Clone)]
@@ -210,4 +217,168 @@ pub fn one_against_many(
         .collect();
     let cols = prepare_taps(&cols)?;
     Ok(cka_grid(&row, &cols, estimator)?.row(0).to_vec())
+}
+
+/// What a [`SeedGrid`] pairs: the row tap `a` against each of `rows` (the taps matching the
+/// pattern `b`), at `steps` (times `ts`), for `seeds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSpec {
+    pub a: String,
+    /// The pattern the rows came from (for messages).
+    pub b: String,
+    pub rows: Vec<String>,
+    pub steps: Vec<usize>,
+    pub ts: Vec<f64>,
+    pub seeds: Vec<u64>,
+    pub estimator: Estimator,
+}
+
+/// A tap x step grid; `values[row][col]` maps seed -> CKA for the features available.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedGrid {
+    pub spec: GridSpec,
+    pub values: Vec<Vec<BTreeMap<u64, f64>>>,
+    /// Cells that have every requested seed.
+    pub complete_cells: usize,
+}
+
+impl SeedGrid {
+    /// Computes the grid: for each step and seed, the row tap's features (read once) against
+    /// every row whose features are `present` and that `previous` (the same spec) does not
+    /// already hold.
+    pub fn compute<E: From<AnalysisError>>(
+        spec: GridSpec,
+        present: impl Fn(&str) -> BTreeSet<(u64, usize)>,
+        read: impl Fn(&str, u64, usize) -> std::result::Result<Array2<f64>, E>,
+        previous: Option<&SeedGrid>,
+    ) -> std::result::Result<SeedGrid, E> {
+        let reuse = previous.filter(|p| p.spec == spec);
+        let (n_rows, n_steps) = (spec.rows.len(), spec.steps.len());
+        let mut values = vec![vec![BTreeMap::new(); n_steps]; n_rows];
+        let present_a = present(&spec.a);
+        let present_b: Vec<BTreeSet<(u64, usize)>> = spec.rows.iter().map(|t| present(t)).collect();
+        for (c, &step) in spec.steps.iter().enumerate() {
+            for &seed in &spec.seeds {
+                // Rows to compute at (step, seed): not reused, with both features present.
+                let mut todo = Vec::new();
+                for r in 0..n_rows {
+                    if let Some(v) = reuse.and_then(|p| p.values[r][c].get(&seed)) {
+                        values[r][c].insert(seed, *v);
+                    } else if present_a.contains(&(seed, step))
+                        && present_b[r].contains(&(seed, step))
+                    {
+                        todo.push(r);
+                    }
+                }
+                if todo.is_empty() {
+                    continue;
+                }
+                let x = read(&spec.a, seed, step)?;
+                let ys = todo
+                    .iter()
+                    .map(|&r| read(&spec.rows[r], seed, step))
+                    .collect::<std::result::Result<Vec<_>, E>>()?;
+                let views: Vec<_> = ys.iter().map(|y| y.view()).collect();
+                let cka = one_against_many(x.view(), &views, spec.estimator).map_err(|e| {
+                    e.within(format!(
+                        "CKA({}, {}) at step {step}, seed {seed}",
+                        spec.a, spec.b
+                    ))
+                })?;
+                for (&r, v) in todo.iter().zip(cka) {
+                    values[r][c].insert(seed, v);
+                }
+            }
+        }
+        let complete_cells = values
+            .iter()
+            .flatten()
+            .filter(|cell| spec.seeds.iter().all(|s| cell.contains_key(s)))
+            .count();
+        Ok(SeedGrid {
+            spec,
+            values,
+            complete_cells,
+        })
+    }
+
+    pub fn rows(&self) -> &[String] {
+        &self.spec.rows
+    }
+
+    pub fn steps(&self) -> &[usize] {
+        &self.spec.steps
+    }
+
+    pub fn ts(&self) -> &[f64] {
+        &self.spec.ts
+    }
+
+    pub fn seeds(&self) -> &[u64] {
+        &self.spec.seeds
+    }
+
+    /// Mean / sd / SE over the seeds present in a cell, in the spec's seed order.
+    pub fn summary(&self, row: usize, col: usize) -> Option<Summary> {
+        let cell = self.values.get(row)?.get(col)?;
+        let v: Vec<f64> = self
+            .spec
+            .seeds
+            .iter()
+            .filter_map(|s| cell.get(s).copied())
+            .collect();
+        Summary::of(&v).ok()
+    }
+
+    /// The mean of every cell (NaN where no seed is present).
+    pub fn mean(&self) -> Array2<f64> {
+        Array2::from_shape_fn((self.spec.rows.len(), self.spec.steps.len()), |(r, c)| {
+            self.summary(r, c).map_or(f64::NAN, |s| s.mean)
+        })
+    }
+
+    pub fn total_cells(&self) -> usize {
+        self.spec.rows.len() * self.spec.steps.len()
+    }
+
+    /// `(ts, curves[seed][col])` of one row over the steps every seed has (for AUC and
+    /// crossings).
+    pub fn row_curves(&self, row: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+        let cols: Vec<usize> = (0..self.spec.steps.len())
+            .filter(|&c| {
+                self.spec
+                    .seeds
+                    .iter()
+                    .all(|s| self.values[row][c].contains_key(s))
+            })
+            .collect();
+        let ts = cols.iter().map(|&c| self.spec.ts[c]).collect();
+        let curves = self
+            .spec
+            .seeds
+            .iter()
+            .map(|s| cols.iter().map(|&c| self.values[row][c][s]).collect())
+            .collect();
+        (ts, curves)
+    }
+
+    /// `self - baseline` per cell: per-seed differences where both grids have the seed (mean
+    /// and SE over them), rows matched by name and steps by number.
+    pub fn delta(&self, baseline: &SeedGrid) -> SeedGrid {
+        let mut out = self.clone();
+        for (r, row) in self.spec.rows.iter().enumerate() {
+            let br = baseline.spec.rows.iter().position(|x| x == row);
+            for (c, step) in self.spec.steps.iter().enumerate() {
+                let bc = baseline.spec.steps.iter().position(|x| x == step);
+                out.values[r][c] = match (br, bc) {
+                    (Some(br), Some(bc)) => self.values[r][c]
+                        .iter()
+                        .filter_map(|(s, v)| baseline.values[br][bc].get(s).map(|b| (*s, v - b)))
+                        .collect(),
+                    _ => BTreeMap::new(),
+                };
+            }
+        }
+        out
+    }
 }

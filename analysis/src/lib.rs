@@ -26,7 +26,7 @@ pub mod stats;
 pub mod streaming;
 pub mod tables;
 
-pub use cka::{CkaTerms, CkaValues, Estimator, linear_cka};
+pub use cka::{CkaTerms, CkaValues, Estimator, PerEstimator, linear_cka};
 pub use error::AnalysisError;
 
 #[cfg(test)]

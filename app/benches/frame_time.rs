@@ -45,7 +45,7 @@ fn main() {
         }
         if tab == Tab::Explorer {
             let g = app.grids["grid:explorer"].grid.as_ref().expect("grid");
-            assert_eq!((g.rows.len(), g.steps.len()), (23, 30));
+            assert_eq!((g.rows().len(), g.steps().len()), (23, 30));
         }
         let mut times: Vec<f64> = (0..200)
             .map(|i| frame(&mut app, i).as_secs_f64() * 1e3)

@@ -11,11 +11,11 @@ use egui_plot::{HLine, Legend, Line, Plot, PlotPoints, Polygon, VLine};
 use flowlens_analysis::cka::Estimator;
 use flowlens_analysis::curves::CurveSummary;
 use flowlens_core::device::DeviceSpec;
-use flowlens_core::flow::Variant;
+use flowlens_core::flow::{Preset, Variant};
 
 use crate::catalog::{self, RunEntry, RunStatus};
-use crate::cka::{self, CellDetail, Grid, GridQuery};
 use crate::export;
+use crate::grid::{self, CellDetail, Grid, GridQuery};
 use crate::jobs::Worker;
 use crate::launch::{JobKind, LaunchForm, Launcher, variant_label};
 use crate::metrics::{MetricsTail, smooth};
@@ -29,7 +29,7 @@ pub enum Done {
     Image(PathBuf, widgets::Decoded),
     Grid(Slot, Box<Result<Grid, String>>),
     Detail(Result<CellDetail, String>),
-    Live(PathBuf, Result<cka::LiveCka, String>),
+    Live(PathBuf, Result<grid::LiveCka, String>),
     Export(Result<Vec<PathBuf>, String>),
 }
 
@@ -214,7 +214,7 @@ pub struct LabApp {
     pub sampling: SamplingState,
     pub images: Images,
     /// The streaming CKA files read so far, and when.
-    pub live: BTreeMap<PathBuf, (Instant, Result<cka::LiveCka, String>)>,
+    pub live: BTreeMap<PathBuf, (Instant, Result<grid::LiveCka, String>)>,
     pub messages: Vec<(Instant, String, bool)>,
     pub device: String,
     /// Seconds between refreshes of live files.
@@ -442,7 +442,7 @@ impl LabApp {
             Done::Grid(
                 slot,
                 Box::new(
-                    cka::compute_grid(&query, previous.as_deref()).map_err(|e| format!("{e:#}")),
+                    grid::compute_grid(&query, previous.as_deref()).map_err(|e| format!("{e:#}")),
                 ),
             )
         });
@@ -771,10 +771,10 @@ impl LabApp {
                 if matches!(f.kind, JobKind::Train | JobKind::Ablation) {
                     let label = ui.label("preset");
                     egui::ComboBox::from_id_salt("preset")
-                        .selected_text(f.preset.clone())
+                        .selected_text(f.preset.name())
                         .show_ui(ui, |ui| {
-                            for p in ["tiny", "small", "paper"] {
-                                ui.selectable_value(&mut f.preset, p.to_string(), p);
+                            for p in Preset::ALL {
+                                ui.selectable_value(&mut f.preset, p, p.name());
                             }
                         })
                         .response
@@ -785,13 +785,7 @@ impl LabApp {
                         egui::ComboBox::from_id_salt("variant")
                             .selected_text(variant_label(f.variant))
                             .show_ui(ui, |ui| {
-                                for v in [
-                                    Variant::Baseline,
-                                    Variant::DecoderOnly,
-                                    Variant::EncoderOnly,
-                                    Variant::Both,
-                                    Variant::Uvit,
-                                ] {
+                                for v in Variant::ALL {
                                     ui.selectable_value(&mut f.variant, v, variant_label(v));
                                 }
                             })
@@ -1086,7 +1080,7 @@ impl LabApp {
             if due && !self.worker.is_running(&key) {
                 let p = path.clone();
                 self.worker.submit(key, move || {
-                    Done::Live(p.clone(), cka::read_live(&p).map_err(|e| format!("{e:#}")))
+                    Done::Live(p.clone(), grid::read_live(&p).map_err(|e| format!("{e:#}")))
                 });
             }
             let store = path
@@ -1256,17 +1250,17 @@ impl LabApp {
         if explorer && self.explorer.delta && base.is_none() {
             ui.label("Δ view: choose a baseline run with the same store below.");
         }
-        let delta_grid = base.map(|b| cka::delta(grid, b));
+        let delta_grid = base.map(|b| grid::delta(grid, b));
         let delta = delta_grid.is_some();
         let shown = delta_grid.as_ref().unwrap_or(grid);
         ui.weak(format!(
             "{} / {} cells complete · {} seed(s) · rows: {} · columns: solver steps",
             grid.complete_cells,
             grid.total_cells(),
-            grid.seeds.len(),
+            grid.seeds().len(),
             grid.query.b
         ));
-        let cols: Vec<String> = shown.steps.iter().map(|s| s.to_string()).collect();
+        let cols: Vec<String> = shown.steps().iter().map(|s| s.to_string()).collect();
         let selected = if explorer {
             self.explorer.selected
         } else {
@@ -1275,16 +1269,16 @@ impl LabApp {
         let resp = widgets::heatmap_ui(
             ui,
             &shown.mean(),
-            &shown.rows,
+            &shown.rows(),
             &cols,
             delta,
             selected,
             |r, c| match shown.summary(r, c) {
                 Some(s) => format!(
                     "{} · step {} (t = {:.2})\n{}CKA {:.4} ± {:.4} (SE, n = {})",
-                    shown.rows[r],
-                    shown.steps[c],
-                    shown.ts[c],
+                    shown.rows()[r],
+                    shown.steps()[c],
+                    shown.ts()[c],
                     if delta { "Δ " } else { "" },
                     s.mean,
                     s.se,
@@ -1292,7 +1286,8 @@ impl LabApp {
                 ),
                 None => format!(
                     "{} · step {}: not computed yet",
-                    shown.rows[r], shown.steps[c]
+                    shown.rows()[r],
+                    shown.steps()[c]
                 ),
             },
         );
@@ -1378,7 +1373,7 @@ impl LabApp {
             .explorer
             .selected
             .map_or(0, |(r, _)| r)
-            .min(grid.rows.len().saturating_sub(1));
+            .min(grid.rows().len().saturating_sub(1));
         let col = self.explorer.selected.map(|(_, c)| c);
         ui.horizontal(|ui| {
             if ui
@@ -1418,9 +1413,9 @@ impl LabApp {
             return;
         };
         let (Some(tap), Some(&step), Some(&seed)) = (
-            grid.rows.get(row).cloned(),
-            grid.steps.get(col),
-            grid.seeds.first(),
+            grid.rows().get(row).cloned(),
+            grid.steps().get(col),
+            grid.seeds().first(),
         ) else {
             return;
         };
@@ -1428,7 +1423,7 @@ impl LabApp {
         self.explorer.detail = None;
         self.worker.submit("detail", move || {
             Done::Detail(
-                cka::cell_detail(&q, &tap, step, seed, k, perms).map_err(|e| format!("{e:#}")),
+                grid::cell_detail(&q, &tap, step, seed, k, perms).map_err(|e| format!("{e:#}")),
             )
         });
     }
@@ -1441,7 +1436,7 @@ impl LabApp {
         col: Option<usize>,
         null_floor: Option<f64>,
     ) {
-        let Some(name) = grid.rows.get(row) else {
+        let Some(name) = grid.rows().get(row) else {
             return;
         };
         ui.strong(format!(
@@ -1451,15 +1446,15 @@ impl LabApp {
         let mut mean = Vec::new();
         let mut upper = Vec::new();
         let mut lower = Vec::new();
-        for c in 0..grid.steps.len() {
+        for c in 0..grid.steps().len() {
             if let Some(s) = grid.summary(row, c) {
-                mean.push([grid.ts[c], s.mean]);
-                upper.push([grid.ts[c], s.mean + s.se]);
-                lower.push([grid.ts[c], s.mean - s.se]);
+                mean.push([grid.ts()[c], s.mean]);
+                upper.push([grid.ts()[c], s.mean + s.se]);
+                lower.push([grid.ts()[c], s.mean - s.se]);
             }
         }
         let summary: Option<Result<CurveSummary, String>> =
-            Some(cka::row_summary(grid, row, self.explorer.threshold).map_err(|e| e.to_string()));
+            Some(grid::row_summary(grid, row, self.explorer.threshold).map_err(|e| e.to_string()));
         let threshold = self.explorer.threshold;
         Plot::new("curve")
             .height(220.0)
@@ -1484,7 +1479,7 @@ impl LabApp {
                     p.hline(HLine::new("permutation null (95 %)", f).color(Color32::GRAY));
                 }
                 if let Some(c) = col {
-                    p.vline(VLine::new("selected step", grid.ts[c]).color(Color32::WHITE));
+                    p.vline(VLine::new("selected step", grid.ts()[c]).color(Color32::WHITE));
                 }
             });
         match summary {
@@ -1629,13 +1624,16 @@ impl LabApp {
             ));
             let result = match what {
                 ExportWhat::Heatmap => match &delta_base {
-                    Some(b) => {
-                        export::heatmap(&cka::delta(&grid, b), true, &dir, &format!("{base}_delta"))
-                    }
+                    Some(b) => export::heatmap(
+                        &grid::delta(&grid, b),
+                        true,
+                        &dir,
+                        &format!("{base}_delta"),
+                    ),
                     None => export::heatmap(&grid, false, &dir, &base),
                 },
                 ExportWhat::Curve => {
-                    let stem = export::stem(&format!("{base}_{}_curve", grid.rows[row]));
+                    let stem = export::stem(&format!("{base}_{}_curve", grid.rows()[row]));
                     export::curve(
                         &grid,
                         row,
@@ -1704,9 +1702,9 @@ impl LabApp {
         t.step = t.step.min(steps - 1);
         ui.add(egui::Slider::new(&mut t.step, 0..=steps - 1).text("solver step"));
         let (prompt, seed, step) = (t.prompt, t.seed, t.step);
-        let frame = cka::preview_path(&run.path, &store.name, seed, prompt, step);
-        let final_image =
-            cka::samples_dir(&run.path, &store.name, seed).join(cka::sample_file(prompt));
+        let paths = grid::store_paths(&run.path, &store.name);
+        let frame = paths.preview_png(seed, prompt, step);
+        let final_image = paths.sample_png(seed, prompt);
         ui.label(format!("t = {:.3}", step as f64 / steps as f64));
         ui.horizontal(|ui| {
             ui.vertical(|ui| {
@@ -1726,16 +1724,16 @@ impl LabApp {
                 let grid = self.grids.get(Slot::Explorer.key()).and_then(|v| v.grid.clone());
                 match grid.filter(|g| g.query.run == run.path && g.query.store == store.name) {
                     Some(g) => {
-                        let row = self.explorer.selected.map_or(0, |(r, _)| r).min(g.rows.len().saturating_sub(1));
-                        let col = g.steps.iter().position(|s| *s == step);
-                        ui.strong(format!("CKA({}, {}) at this step", g.query.a, g.rows[row]));
+                        let row = self.explorer.selected.map_or(0, |(r, _)| r).min(g.rows().len().saturating_sub(1));
+                        let col = g.steps().iter().position(|s| *s == step);
+                        ui.strong(format!("CKA({}, {}) at this step", g.query.a, g.rows()[row]));
                         match col.and_then(|c| g.summary(row, c)) {
                             Some(s) => ui.label(format!("{:.4} ± {:.4} (SE)", s.mean, s.se)),
                             None => ui.label("not computed for this step"),
                         };
-                        let pts: Vec<[f64; 2]> = (0..g.steps.len()).filter_map(|c| g.summary(row, c).map(|s| [g.ts[c], s.mean])).collect();
+                        let pts: Vec<[f64; 2]> = (0..g.steps().len()).filter_map(|c| g.summary(row, c).map(|s| [g.ts()[c], s.mean])).collect();
                         Plot::new("traj-curve").width(320.0).height(200.0).show(ui, |p| {
-                            p.line(Line::new(g.rows[row].clone(), PlotPoints::from(pts)));
+                            p.line(Line::new(g.rows()[row].clone(), PlotPoints::from(pts)));
                             p.vline(VLine::new("t", step as f64 / steps as f64));
                         });
                     }
@@ -1850,15 +1848,14 @@ impl LabApp {
         }
         ui.horizontal(|ui| {
             if let Some(step) = latest {
-                let frame = cka::preview_path(&srun, sampling::STORE, seed, 0, step);
+                let frame = grid::store_paths(&srun, sampling::STORE).preview_png(seed, 0, step);
                 ui.vertical(|ui| {
                     ui.strong(format!("x_t, step {step}"));
                     self.image(ui, &frame, egui::vec2(256.0, 256.0), "being written");
                 });
             }
             if matches!(result, Some(Ok(_))) {
-                let final_image =
-                    cka::samples_dir(&srun, sampling::STORE, seed).join(cka::sample_file(0));
+                let final_image = grid::store_paths(&srun, sampling::STORE).sample_png(seed, 0);
                 ui.vertical(|ui| {
                     ui.strong("sample");
                     self.image(ui, &final_image, egui::vec2(256.0, 256.0), "being written");

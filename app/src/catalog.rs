@@ -7,6 +7,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use flowlens_core::checkpoint;
+use flowlens_core::run::{MetricRecord, RunDir};
+use flowlens_core::store::{FeatureStore, StoreManifest, StoreName};
 use serde_json::Value;
 
 /// Folders inside a run that never hold another run (not descended into).
@@ -45,7 +48,7 @@ impl RunStatus {
 #[derive(Debug, Clone)]
 pub struct StoreInfo {
     pub name: String,
-    pub manifest: flowlens_experiments::probes::Manifest,
+    pub manifest: StoreManifest,
     /// x_t previews were saved (`--previews`) for its first seed.
     pub previews: bool,
 }
@@ -111,7 +114,7 @@ fn visit(root: &Path, dir: &Path, depth: usize, out: &mut Vec<RunEntry>) {
     if depth > 7 {
         return;
     }
-    if dir.join("manifest.json").is_file() && dir.join("config.json").is_file() {
+    if dir.join(RunDir::MANIFEST).is_file() && dir.join(RunDir::CONFIG).is_file() {
         if let Some(run) = read_run(root, dir) {
             out.push(run);
         }
@@ -127,7 +130,7 @@ fn visit(root: &Path, dir: &Path, depth: usize, out: &mut Vec<RunEntry>) {
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             !name.starts_with('.')
-                && !name.starts_with("probes")
+                && !StoreName::is_store_folder(name)
                 && !name.contains(".partial")
                 && !RUN_PARTS.contains(&name)
         })
@@ -167,10 +170,10 @@ fn group_and_name(root: &Path, dir: &Path) -> (String, String) {
 }
 
 fn read_run(root: &Path, dir: &Path) -> Option<RunEntry> {
-    let manifest = read_json(&dir.join("manifest.json"))?;
-    let config = read_json(&dir.join("config.json")).unwrap_or(Value::Null);
+    let manifest = read_json(&dir.join(RunDir::MANIFEST))?;
+    let config = read_json(&dir.join(RunDir::CONFIG)).unwrap_or(Value::Null);
     let (group, name) = group_and_name(root, dir);
-    let metrics = dir.join("metrics.jsonl");
+    let metrics = dir.join(RunDir::METRICS);
     let modified = std::fs::metadata(&metrics).and_then(|m| m.modified()).ok();
     let (last_step, last_loss) = last_step_record(&metrics);
     let steps_total = config.get("steps").and_then(Value::as_u64);
@@ -231,14 +234,12 @@ pub fn stores(dir: &Path) -> Vec<StoreInfo> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("probes") || !e.path().is_dir() {
+            if !StoreName::is_store_folder(&name) || !e.path().is_dir() {
                 return None;
             }
-            let store = flowlens_experiments::probes::Store::open(&e.path()).ok()?;
+            let store = FeatureStore::open(dir, &StoreName::new(&name).ok()?).ok()?;
             let seed = store.manifest.seeds.first().copied().unwrap_or(0);
-            let previews = crate::cka::samples_dir(dir, &name, seed)
-                .join("xt")
-                .is_dir();
+            let previews = store.previews(seed).is_dir();
             Some(StoreInfo {
                 name,
                 manifest: store.manifest,
@@ -252,17 +253,7 @@ pub fn stores(dir: &Path) -> Vec<StoreInfo> {
 
 /// The newest complete checkpoint's step (a `.partial` folder is an unfinished one).
 pub fn latest_checkpoint(dir: &Path) -> Option<u64> {
-    std::fs::read_dir(dir.join("checkpoints"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("step-")?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
+    checkpoint::list(dir).last().map(|c| c.0 as u64)
 }
 
 fn live_cka_files(dir: &Path) -> Vec<PathBuf> {
@@ -271,8 +262,9 @@ fn live_cka_files(dir: &Path) -> Vec<PathBuf> {
     };
     let mut out: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("probes"))
-        .map(|e| e.path().join("cka_live.json"))
+        .filter_map(|e| StoreName::new(&e.file_name().to_string_lossy()).ok())
+        .filter(|name| StoreName::is_store_folder(name.as_str()))
+        .map(|name| flowlens_core::store::StorePaths::new(dir, name).live_cka())
         .filter(|p| p.is_file())
         .collect();
     out.sort();
@@ -315,11 +307,8 @@ fn last_step_record(path: &Path) -> (Option<u64>, Option<f64>) {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v.get("event").is_some() {
-            continue;
-        }
-        if let Some(step) = v.get("step").and_then(Value::as_u64) {
-            return (Some(step), v.get("loss").and_then(Value::as_f64));
+        if let MetricRecord::Step(r) = MetricRecord::from_value(v) {
+            return (Some(r.step as u64), Some(r.loss));
         }
     }
     (None, None)

@@ -7,7 +7,7 @@ use anyhow::Result;
 use flowlens_analysis::figures::{self, Heatmap, Line, LinePlot};
 use flowlens_analysis::tables::{Better, Column, SummaryTable, write_csv, write_text};
 
-use crate::cka::Grid;
+use crate::grid::Grid;
 
 /// A file-name-safe version of a label.
 pub fn stem(label: &str) -> String {
@@ -39,7 +39,7 @@ fn title(grid: &Grid, delta: bool) -> String {
         grid.query.b,
         grid.query.estimator.name(),
         run,
-        grid.seeds.len()
+        grid.seeds().len()
     )
 }
 
@@ -49,8 +49,8 @@ pub fn heatmap(grid: &Grid, delta: bool, dir: &Path, name: &str) -> Result<Vec<P
         title: title(grid, delta),
         x_label: "solver step".into(),
         y_label: "tap".into(),
-        x_ticks: grid.steps.iter().map(|s| s.to_string()).collect(),
-        y_ticks: grid.rows.clone(),
+        x_ticks: grid.steps().iter().map(|s| s.to_string()).collect(),
+        y_ticks: grid.rows().to_vec(),
         values: grid.mean(),
         diverging: delta,
         annotate: grid.total_cells() <= 120,
@@ -73,9 +73,9 @@ pub fn curve(
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     let mut band = Vec::new();
-    for c in 0..grid.steps.len() {
+    for c in 0..grid.steps().len() {
         if let Some(s) = grid.summary(row, c) {
-            xs.push(grid.ts[c]);
+            xs.push(grid.ts()[c]);
             ys.push(s.mean);
             band.push(s.se);
         }
@@ -83,9 +83,9 @@ pub fn curve(
     let fig = LinePlot {
         title: title(grid, false),
         x_label: "t".into(),
-        y_label: format!("CKA({}, {})", grid.query.a, grid.rows[row]),
+        y_label: format!("CKA({}, {})", grid.query.a, grid.rows()[row]),
         lines: vec![Line {
-            name: grid.rows[row].clone(),
+            name: grid.rows()[row].clone(),
             xs,
             ys,
             band: Some(band),
@@ -103,9 +103,9 @@ pub fn table(grid: &Grid, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let table = SummaryTable {
         row_header: "tap".into(),
-        rows: grid.rows.clone(),
+        rows: grid.rows().to_vec(),
         columns: grid
-            .steps
+            .steps()
             .iter()
             .map(|s| Column {
                 name: format!("step{s:02}"),
@@ -114,8 +114,12 @@ pub fn table(grid: &Grid, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
                 decimals: 3,
             })
             .collect(),
-        cells: (0..grid.rows.len())
-            .map(|r| (0..grid.steps.len()).map(|c| grid.summary(r, c)).collect())
+        cells: (0..grid.rows().len())
+            .map(|r| {
+                (0..grid.steps().len())
+                    .map(|c| grid.summary(r, c))
+                    .collect()
+            })
             .collect(),
     };
     let csv = dir.join(format!("{name}.csv"));

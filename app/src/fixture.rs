@@ -8,6 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use flowlens_core::checkpoint::Weights;
+use flowlens_core::flow::TapPooling;
+use flowlens_core::store::{
+    ProbeDtype, SeedRows, StoreHeader, StoreMode, StoreName, StorePaths, StoreWriter,
+};
 use serde_json::json;
 
 /// Sizes of the fixture.
@@ -183,24 +188,37 @@ pub fn write(root: &Path, spec: FixtureSpec) -> Result<Vec<PathBuf>> {
 }
 
 fn write_store(run: &Path, spec: FixtureSpec, salt: u64) -> Result<()> {
-    let store = run.join("probes");
+    let paths = StorePaths::new(run, StoreName::sample());
     let prompts: Vec<String> = (0..spec.prompts)
         .map(|i| format!("{} #{i}", PROMPTS[i % PROMPTS.len()]))
         .collect();
-    let mut taps = serde_json::Map::new();
     let mut names = vec!["enc.text".to_string(), "enc.noise".to_string()];
     for l in 0..spec.layers {
         names.push(format!("llm.h{l:02}.text"));
         names.push(format!("llm.h{l:02}.image"));
     }
-    for n in &names {
-        taps.insert(n.clone(), json!(spec.width));
-    }
+    let mut store = StoreWriter::new(
+        paths.clone(),
+        StoreHeader {
+            mode: StoreMode::Sampler,
+            prompts,
+            times: (0..spec.solver_steps)
+                .map(|s| s as f32 / spec.solver_steps as f32)
+                .collect(),
+            cfg: 2.0,
+            pooling: TapPooling::Mean,
+            dtype: ProbeDtype::F32,
+            checkpoint_step: spec.steps,
+            weights: Weights::Ema,
+            tap_steps: None,
+        },
+    );
     let rank = 4;
     for seed in 0..spec.seeds as u64 {
         let mut rng = Rng(0x1234 + salt * 977 + seed * 31);
         // The shared signal: one [prompts, rank] latent per seed.
         let z: Vec<f64> = (0..spec.prompts * rank).map(|_| rng.normal()).collect();
+        let mut rows = SeedRows::new(seed, spec.prompts);
         for s in 0..spec.solver_steps {
             let t = s as f64 / spec.solver_steps as f64;
             for (k, name) in names.iter().enumerate() {
@@ -228,42 +246,20 @@ fn write_store(run: &Path, spec: FixtureSpec, salt: u64) -> Result<()> {
                         x[i * spec.width + j] = (strength * sig + rng.normal()) as f32;
                     }
                 }
-                let dir = store.join(name);
-                std::fs::create_dir_all(&dir)?;
-                flowlens_core::npy::write_f32(
-                    dir.join(format!("seed{seed}_step{s:02}.npy")),
-                    &[spec.prompts, spec.width],
-                    &x,
-                )?;
+                rows.add(name, s, 0, &x, spec.width);
             }
         }
-        let samples = store_samples(run, seed);
+        store.write_seed(rows)?;
         for i in 0..spec.prompts {
             write_png(
-                &samples.join(crate::cka::sample_file(i)),
+                &paths.sample_png(seed, i),
                 32,
                 salt * 1000 + seed * 100 + i as u64,
             )?;
         }
         for s in 0..spec.solver_steps {
-            write_png(
-                &samples.join("xt").join(format!("0000_step{s:02}.png")),
-                32,
-                7 + s as u64,
-            )?;
+            write_png(&paths.preview_png(seed, 0, s), 32, 7 + s as u64)?;
         }
     }
-    write_json(
-        &store.join("manifest.json"),
-        &json!({"format": "flowlens.probes.v1", "mode": "sampler", "prompts": prompts,
-                "seeds": (0..spec.seeds as u64).collect::<Vec<_>>(), "steps": spec.solver_steps,
-                "times": (0..spec.solver_steps).map(|s| s as f32 / spec.solver_steps as f32).collect::<Vec<_>>(),
-                "cfg": 2.0, "pooling": "mean", "branch": "conditional", "dtype": "f32",
-                "taps": taps, "checkpoint_step": spec.steps, "weights": "ema"}),
-    )?;
     Ok(())
-}
-
-fn store_samples(run: &Path, seed: u64) -> PathBuf {
-    crate::cka::samples_dir(run, "probes", seed)
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use flowlens_core::flow::Variant;
+use flowlens_core::flow::{Preset, Variant};
 
 /// What the launch form starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct LaunchForm {
     pub kind: JobKind,
     /// Folder name under the runs root.
     pub name: String,
-    pub preset: String,
+    pub preset: Preset,
     pub variant: Variant,
     /// Ablation variant set.
     pub variants: Vec<(Variant, bool)>,
@@ -77,7 +77,7 @@ impl Default for LaunchForm {
         Self {
             kind: JobKind::Train,
             name: "lab-run".into(),
-            preset: "tiny".into(),
+            preset: Preset::Tiny,
             variant: Variant::Both,
             variants: [
                 Variant::Baseline,
@@ -101,18 +101,9 @@ impl Default for LaunchForm {
     }
 }
 
-fn variant_name(v: Variant) -> &'static str {
-    match v {
-        Variant::Baseline => "baseline",
-        Variant::DecoderOnly => "decoder-only",
-        Variant::EncoderOnly => "encoder-only",
-        Variant::Both => "both",
-        Variant::Uvit => "uvit",
-    }
-}
-
+/// A variant as the launch form shows it (its command-line name).
 pub fn variant_label(v: Variant) -> &'static str {
-    variant_name(v)
+    v.name()
 }
 
 fn parse_seeds(text: &str) -> Result<Vec<u64>> {
@@ -149,9 +140,9 @@ impl LaunchForm {
                     s("--config"),
                     file.display().to_string(),
                     s("--preset"),
-                    self.preset.clone(),
+                    self.preset.name().to_string(),
                     s("--variant"),
-                    s(variant_name(self.variant)),
+                    s(variant_label(self.variant)),
                     s("--steps"),
                     self.steps.to_string(),
                     s("--seed"),
@@ -177,7 +168,7 @@ impl LaunchForm {
                     .variants
                     .iter()
                     .filter(|(_, on)| *on)
-                    .map(|(v, _)| format!("\"{}\"", variant_name(*v)))
+                    .map(|(v, _)| format!("\"{}\"", variant_label(*v)))
                     .collect();
                 if variants.is_empty() {
                     anyhow::bail!("variants: choose at least one");
@@ -415,7 +406,8 @@ mod tests {
         let (args, out) = form.command(root.path()).unwrap();
         assert_eq!(args[0], "ablation");
         assert_eq!(out, root.path().join("abl"));
-        let file = flowlens_experiments::commands::load(Some(Path::new(&args[2])), None).unwrap();
+        let file =
+            flowlens_experiments::cmd::experiment::load(Some(Path::new(&args[2])), None).unwrap();
         assert_eq!(file.ablation.seeds, vec![0, 1]);
         assert_eq!(file.ablation.variants.len(), 5);
         assert_eq!(file.ablation.steps, 600);

@@ -4,16 +4,16 @@
 //! sample interactively, and export figures and tables with the report's look.
 //!
 //! Layout (ARCHITECTURE.md): [`app`] draws each frame from [`app::LabApp`]; [`jobs`] runs every
-//! file read and computation off the UI thread; [`catalog`], [`metrics`] and [`cka`] read run
+//! file read and computation off the UI thread; [`catalog`], [`metrics`] and [`grid`] read run
 //! directories; [`launch`] starts `flowlens` child processes; [`sampling`] samples in-process on
 //! a background thread; [`export`] goes through the analysis crate's figures and tables;
 //! [`softrender`] paints frames on the CPU for `--screenshot` and the snapshot tests.
 
 pub mod app;
 pub mod catalog;
-pub mod cka;
 pub mod export;
 pub mod fixture;
+pub mod grid;
 pub mod jobs;
 pub mod launch;
 pub mod metrics;

@@ -7,17 +7,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use flowlens_core::run::{MetricRecord, StepRecord};
 use serde_json::Value;
-
-/// One training step's record.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct StepRecord {
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub samples_per_s: f64,
-    pub stage: u64,
-}
 
 /// One oracle / benchmark evaluation (`event: eval`).
 #[derive(Debug, Clone, PartialEq)]
@@ -88,22 +79,10 @@ impl MetricsTail {
     }
 
     fn add(&mut self, v: Value) {
-        let num = |k: &str| v.get(k).and_then(Value::as_f64);
         match v.get("event").and_then(Value::as_str) {
             None => {
-                if let (Some(step), Some(loss)) =
-                    (v.get("step").and_then(Value::as_u64), num("loss"))
-                {
-                    self.steps.insert(
-                        step,
-                        StepRecord {
-                            loss,
-                            lr: num("lr").unwrap_or(f64::NAN),
-                            grad_norm: num("grad_norm").unwrap_or(f64::NAN),
-                            samples_per_s: num("samples_per_s").unwrap_or(f64::NAN),
-                            stage: v.get("stage").and_then(Value::as_u64).unwrap_or(0),
-                        },
-                    );
+                if let MetricRecord::Step(r) = MetricRecord::from_value(v) {
+                    self.steps.insert(r.step as u64, r);
                 }
             }
             // The shapes oracle (`eval`) and the MJHQ benchmark (`eval_mjhq`, fields prefixed

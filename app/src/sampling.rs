@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
+use flowlens_core::checkpoint::{CheckpointChoice, Weights};
 use flowlens_core::device::{BackendTask, DeviceSpec};
 use flowlens_core::flow::rectified::SamplerConfig;
 use flowlens_core::flow::{TapPooling, TapRequest};
-use flowlens_core::sample::{
-    CheckpointChoice, ProbeDtype, ProbeObserver, SampleRequest, Weights, sample_run,
-};
+use flowlens_core::sample::{SampleRequest, sample_run};
+use flowlens_core::store::{ProbeDtype, ProbeObserver, StoreName};
 
 /// The store interactive samples go to.
 pub const STORE: &str = "probes-lab";
@@ -102,7 +102,6 @@ impl Session {
             sampler: SamplerConfig {
                 steps,
                 cfg,
-                pad_id: 2,
                 pooling: TapPooling::Mean,
             },
             taps: TapRequest::parse("*"),
@@ -111,7 +110,7 @@ impl Session {
             checkpoint: CheckpointChoice::Latest,
             probe_dtype: ProbeDtype::F32,
             previews: true,
-            store: STORE.into(),
+            store: StoreName::new(STORE).expect("a plain folder name"),
             tap_steps: None,
         };
         let task_run = run.clone();

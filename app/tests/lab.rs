@@ -12,6 +12,7 @@ use flowlens_app::LabApp;
 use flowlens_app::app::Tab;
 use flowlens_app::fixture::{self, FixtureSpec};
 use flowlens_app::softrender::SoftRenderer;
+use flowlens_core::store::{FeatureStore, Seeds, StoreName};
 
 struct Soft(SoftRenderer);
 
@@ -105,13 +106,16 @@ fn the_explorer_selects_taps_drills_into_a_cell_and_exports() {
         .grid
         .clone()
         .expect("the grid was computed");
-    assert_eq!(grid.rows.len(), 5);
-    assert_eq!(grid.steps.len(), 8);
+    assert_eq!(grid.rows().len(), 5);
+    assert_eq!(grid.steps().len(), 8);
     assert_eq!(grid.complete_cells, 40);
     // The app's numbers are the analysis crate's.
-    let store = flowlens_experiments::probes::Store::open(&grid.query.run.join("probes")).unwrap();
-    let x = store.read("enc.text", 1, 5).unwrap();
-    let y = store.read("llm.h02.text", 1, 5).unwrap();
+    let store = FeatureStore::open(&grid.query.run, &StoreName::sample()).unwrap();
+    let read = |tap: &str| {
+        let f = store.read(tap, 1, 5, Seeds::Complete).unwrap();
+        ndarray::Array2::from_shape_vec((f.rows, f.width), f.values).unwrap()
+    };
+    let (x, y) = (read("enc.text"), read("llm.h02.text"));
     let v = flowlens_analysis::cka::linear_cka(x.view(), y.view(), Estimator::Biased).unwrap();
     assert!((grid.values[2][5][&1] - v).abs() < 1e-12);
 
@@ -186,12 +190,12 @@ fn the_delta_view_of_a_run_against_itself_is_zero_everywhere() {
     settle(&mut h);
     let ours = h.state().grids["grid:explorer"].grid.clone().unwrap();
     let base = h.state().grids["grid:compare"].grid.clone().unwrap();
-    let d = flowlens_app::cka::delta(&ours, &base);
+    let d = flowlens_app::grid::delta(&ours, &base);
     let (r, c) = (1, 3);
     let want = ours.summary(r, c).unwrap().mean - base.summary(r, c).unwrap().mean;
     assert!((d.summary(r, c).unwrap().mean - want).abs() < 1e-12);
     assert!(
-        flowlens_app::cka::delta(&ours, &ours)
+        flowlens_app::grid::delta(&ours, &ours)
             .mean()
             .iter()
             .all(|v| v.abs() < 1e-12)

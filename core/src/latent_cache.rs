@@ -50,6 +50,8 @@ pub enum CacheError {
     Io { path: PathBuf, reason: String },
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Build(#[from] crate::codec::CodecError),
     #[error("{0}")]
     Codec(String),
 }
@@ -89,7 +91,7 @@ impl LatentCache {
         if dir.join("meta.json").is_file() {
             return Self::open(&dir);
         }
-        let codec_impl = codec.build_on::<B>(device).map_err(CacheError::Codec)?;
+        let codec_impl = codec.build_on::<B>(device)?;
         Self::open_or_build_with(
             root,
             dataset,

@@ -210,6 +210,15 @@ impl RunDir {
         Ok(MetricsWriter { path, file })
     }
 
+    /// Every complete metrics record, typed (a torn or malformed line is skipped).
+    pub fn read_records(&self) -> Result<Vec<MetricRecord>, RunError> {
+        Ok(self
+            .read_metrics()?
+            .into_iter()
+            .map(MetricRecord::from_value)
+            .collect())
+    }
+
     /// Every complete metrics record (a torn or malformed line is skipped, as a live reader must).
     pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>, RunError> {
         let path = self.path(Self::METRICS);
@@ -231,13 +240,102 @@ impl RunDir {
     }
 }
 
+/// One line of `metrics.jsonl`: a training step, an event, or (written by a newer flowlens or by
+/// hand) something else, kept as JSON so that readers skip it without failing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricRecord {
+    Event(Event),
+    Step(StepRecord),
+    Other(serde_json::Value),
+}
+
+/// A training step's record (no `event` field).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: usize,
+    /// The step's mean loss (computed in f32; exact as f64).
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+    pub stage: u8,
+}
+
+/// A record with an `event` field (docs/RUN_FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run continued from the checkpoint of `from_step`; the steps after it are logged again.
+    Resume { from_step: usize },
+    /// The training data, at step 0: the latent cache folder, its items and what was skipped.
+    Data {
+        cache: PathBuf,
+        items: usize,
+        skipped: usize,
+        skipped_examples: Vec<String>,
+    },
+    /// The stage-0 language-model prior: its folder, whether it was reused, its report.
+    Prior {
+        dir: PathBuf,
+        reused: bool,
+        report: serde_json::Value,
+    },
+    /// An oracle evaluation of the EMA weights on held-out shapes scenes.
+    Eval {
+        step: usize,
+        adherence: crate::data::Adherence,
+        chance: crate::data::Adherence,
+        seconds: f64,
+    },
+    /// A sample grid was written.
+    Samples { step: usize, path: PathBuf },
+    /// An MJHQ-30k evaluation of checkpoint `step` (`flowlens train --mjhq`).
+    EvalMjhq {
+        step: usize,
+        n: usize,
+        fid: f64,
+        fid_std: f64,
+        clip_score: f64,
+        clip_score_std: f64,
+    },
+}
+
 /// Appends one JSON object per line to `metrics.jsonl`.
 pub struct MetricsWriter {
     path: PathBuf,
     file: File,
 }
 
+impl MetricRecord {
+    /// A record of a parsed line (anything unknown is [`MetricRecord::Other`]).
+    pub fn from_value(value: serde_json::Value) -> Self {
+        serde_json::from_value(value.clone()).unwrap_or(MetricRecord::Other(value))
+    }
+}
+
+impl From<StepRecord> for MetricRecord {
+    fn from(r: StepRecord) -> Self {
+        MetricRecord::Step(r)
+    }
+}
+
+impl From<Event> for MetricRecord {
+    fn from(e: Event) -> Self {
+        MetricRecord::Event(e)
+    }
+}
+
 impl MetricsWriter {
+    /// Appends a typed record, its keys sorted as every line of the file.
+    pub fn record(&mut self, record: impl Into<MetricRecord>) -> Result<(), RunError> {
+        let value = serde_json::to_value(record.into()).map_err(|error| RunError::Json {
+            path: self.path.clone(),
+            error,
+        })?;
+        self.log(&value)
+    }
+
     /// Appends a record (one `write` of the whole line, then a flush to the OS).
     pub fn log(&mut self, record: &serde_json::Value) -> Result<(), RunError> {
         let mut line = record.to_string();
@@ -282,6 +380,31 @@ mod tests {
             RunDir::open(not_a_run.path()),
             Err(RunError::NotARun { .. })
         ));
+    }
+
+    #[test]
+    fn typed_records_are_written_as_the_untyped_ones_were_and_read_back() {
+        let step = StepRecord {
+            step: 3,
+            loss: 0.1234567f32 as f64,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            samples_per_s: 20.0,
+            stage: 1,
+        };
+        let value = serde_json::to_value(MetricRecord::from(step)).unwrap();
+        assert_eq!(
+            value.to_string(),
+            r#"{"grad_norm":0.5,"loss":0.12345670163631439,"lr":0.001,"samples_per_s":20.0,"stage":1,"step":3}"#
+        );
+        assert_eq!(MetricRecord::from_value(value), MetricRecord::Step(step));
+        let resume = serde_json::to_value(MetricRecord::from(Event::Resume { from_step: 4 }));
+        assert_eq!(resume.unwrap(), json!({"event": "resume", "from_step": 4}));
+        let odd = json!({"event": "from the future", "step": 1});
+        assert_eq!(
+            MetricRecord::from_value(odd.clone()),
+            MetricRecord::Other(odd)
+        );
     }
 
     #[test]

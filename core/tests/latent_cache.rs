@@ -136,7 +136,8 @@ fn a_data_set_of_only_bad_items_is_a_clear_error_and_an_incomplete_cache_is_rebu
 #[test]
 fn sdxl_vae_codec_fills_the_cache_with_scaled_posterior_means() {
     use flowlens_core::codec::LatentCodec;
-    use flowlens_core::vae::{Vae, VaeCodec};
+    use flowlens_core::codec::vae::VaeCodec;
+    use flowlens_core::vae::Vae;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     folder(&data);
@@ -171,7 +172,7 @@ fn sdxl_vae_codec_fills_the_cache_with_scaled_posterior_means() {
     assert_eq!(LatentCodec::<B>::preferred_batch(&codec), 4);
     // Without FLOWLENS_SDXL_VAE the configured codec explains what is missing.
     if std::env::var_os("FLOWLENS_SDXL_VAE").is_none() {
-        let err = config.build::<B>().err().unwrap();
+        let err = config.build::<B>().err().unwrap().to_string();
         assert!(err.contains("FLOWLENS_SDXL_VAE"), "{err}");
     }
 }

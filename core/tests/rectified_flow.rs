@@ -10,12 +10,13 @@ use burn::tensor::{Int, Tensor, TensorData};
 use flowlens_core::data::ShapesDataset;
 use flowlens_core::device::CpuBackend as B;
 use flowlens_core::flow::rectified::{
-    NoSink, SamplerConfig, StepSink, VelocityField, interpolate, logit_normal, normal_noise,
-    sample_euler, text_dropout, velocity_loss,
+    NoSink, SamplerConfig, StepSink, TextBatch, VelocityField, interpolate, sample_euler,
+    text_dropout, velocity_loss,
 };
 use flowlens_core::flow::{
     FlowConfig, FlowInputError, FlowModel, FlowOutput, TapRequest, Taps, Variant,
 };
+use flowlens_core::noise::{logit_normal, normal_noise};
 use flowlens_core::tokenizer::{LlamaTokenizer, PaddingSide};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -53,26 +54,24 @@ impl<Bk: Backend> VelocityField<Bk> for ConstantField {
     }
 }
 
-fn text(
-    b: usize,
-    t: usize,
-    device: &burn::backend::flex::FlexDevice,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+/// `b` rows of `t` tokens (BOS, 4 caption tokens, pads) with pad id 2.
+fn text(b: usize, t: usize, device: &burn::backend::flex::FlexDevice) -> TextBatch<B> {
     let ids: Vec<i64> = (0..b * t)
         .map(|i| if i % t == 0 { 1 } else { 5 + (i % 7) as i64 })
         .collect();
     let mask: Vec<i64> = (0..b * t).map(|i| i64::from(i % t < 5)).collect();
-    (
-        Tensor::from_data(TensorData::new(ids, [b, t]), device),
-        Tensor::from_data(TensorData::new(mask, [b, t]), device),
-    )
+    TextBatch {
+        ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
+        pad_id: 2,
+    }
 }
 
 #[test]
 fn euler_integrates_a_constant_field_exactly_and_applies_guidance() {
     let device = Default::default();
     let z0 = Tensor::<B, 4>::zeros([2, 3, 4, 4], &device);
-    let (ids, mask) = text(2, 8, &device);
+    let rows = text(2, 8, &device);
     let field = ConstantField { c: 0.75, u: -0.5 };
     let plain = SamplerConfig {
         steps: 30,
@@ -82,8 +81,7 @@ fn euler_integrates_a_constant_field_exactly_and_applies_guidance() {
     let z = sample_euler(
         &field,
         z0.clone(),
-        ids.clone(),
-        mask.clone(),
+        rows.clone(),
         &plain,
         &TapRequest::none(),
         &mut NoSink,
@@ -97,16 +95,7 @@ fn euler_integrates_a_constant_field_exactly_and_applies_guidance() {
         cfg: 2.0,
         ..Default::default()
     };
-    let z = sample_euler(
-        &field,
-        z0,
-        ids,
-        mask,
-        &guided,
-        &TapRequest::none(),
-        &mut NoSink,
-    )
-    .unwrap();
+    let z = sample_euler(&field, z0, rows, &guided, &TapRequest::none(), &mut NoSink).unwrap();
     let v: Vec<f32> = z.into_data().to_vec().unwrap();
     assert!(v.iter().all(|x| (x - 2.0).abs() < 1e-5), "{}", v[0]);
 }
@@ -130,7 +119,7 @@ fn the_sampler_hands_every_steps_pooled_conditional_taps_to_the_sink_determinist
     let device = Default::default();
     let c = FlowConfig::tiny(Variant::Both);
     let model = FlowModel::<B>::init(&c, &device);
-    let (ids, mask) = text(3, c.text_len, &device);
+    let rows = text(3, c.text_len, &device);
     let config = SamplerConfig {
         steps: 4,
         ..Default::default()
@@ -139,7 +128,7 @@ fn the_sampler_hands_every_steps_pooled_conditional_taps_to_the_sink_determinist
     let run = |sink: &mut Recorder| {
         let shape = [3, c.latent_channels, c.latent_size, c.latent_size];
         let z0 = normal_noise::<B, 4>(&mut ChaCha8Rng::seed_from_u64(5), shape, &device);
-        sample_euler(&model, z0, ids.clone(), mask.clone(), &config, &taps, sink).unwrap()
+        sample_euler(&model, z0, rows.clone(), &config, &taps, sink).unwrap()
     };
     let mut rec = Recorder(Vec::new());
     let a = run(&mut rec);
@@ -172,7 +161,7 @@ fn rectified_flow_pieces() {
     let t = Tensor::<B, 1>::from_data(TensorData::new(vec![0.0f32, 0.25], [2]), &device);
     let zt: Vec<f32> = interpolate(&x, &z0, &t).into_data().to_vec().unwrap();
     assert!(zt[..12].iter().all(|v| *v == 0.0) && zt[12..].iter().all(|v| *v == 0.25));
-    let (ids, mask) = text(400, 8, &device);
+    let TextBatch { ids, mask, .. } = text(400, 8, &device);
     let (_, _, none) = text_dropout(ids.clone(), mask.clone(), 0.0, 2, &mut rng);
     assert!(none.iter().all(|d| !d));
     let (d_ids, d_mask, dropped) = text_dropout(ids, mask, 0.1, 2, &mut rng);

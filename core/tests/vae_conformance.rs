@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
+use flowlens_core::codec::vae::VaeCodec;
 use flowlens_core::codec::{CodecConfig, LatentCodec};
 use flowlens_core::device::CpuBackend as B;
-use flowlens_core::vae::{Vae, VaeCodec, VaeLayout};
+use flowlens_core::vae::{Vae, VaeLayout};
 use flowlens_core::weights::SafetensorsFile;
 
 const TOLERANCE: f32 = 1e-4;

@@ -24,11 +24,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use flowlens_analysis::fid::{FidStats, frechet_distance};
+use flowlens_core::checkpoint::{CheckpointChoice, LoadedRun, Weights, load_run_model};
 use flowlens_core::clip::Clip;
 use flowlens_core::device::{BackendTask, DeviceSpec};
 use flowlens_core::flow::rectified::SamplerConfig;
 use flowlens_core::inception::{FEATURES, FidInception};
-use flowlens_core::sample::{CheckpointChoice, Weights};
+use flowlens_core::sample::Generator;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
@@ -373,8 +374,7 @@ impl BackendTask for EvalTask {
         if items.len() < 2 {
             bail!("FID needs at least 2 benchmark items (got {})", items.len());
         }
-        let loaded =
-            flowlens_core::sample::load_run_model::<B>(&a.run, a.weights, a.checkpoint, &device)?;
+        let loaded = load_run_model::<B>(&a.run, a.weights, a.checkpoint, &device)?;
         let codec = loaded
             .flow
             .codec
@@ -499,7 +499,7 @@ impl BackendTask for EvalTask {
 /// Pixels of prompts `start..end` (noise indexed globally, as one `generate` call would).
 #[allow(clippy::too_many_arguments)]
 fn generate_from<B: Backend>(
-    loaded: &flowlens_core::sample::LoadedRun<B>,
+    loaded: &LoadedRun<B>,
     codec: &dyn flowlens_core::codec::LatentCodec<B>,
     prompts: &[String],
     start: usize,
@@ -508,11 +508,13 @@ fn generate_from<B: Backend>(
     a: &EvalArgs,
     device: &B::Device,
 ) -> Result<Vec<f32>> {
-    Ok(flowlens_core::sample::generate_indexed(
-        &loaded.model,
-        &loaded.flow,
+    let generator = Generator {
+        model: &loaded.model,
+        flow: &loaded.flow,
         codec,
-        &loaded.tokenizer,
+        tokenizer: &loaded.tokenizer,
+    };
+    Ok(generator.generate_indexed(
         &prompts[start..end],
         start,
         seed,

@@ -1,10 +1,14 @@
-//! Reading user arrays into the analysis crate's types.
+//! Files in and out of the experiments: `.npy` feature matrices and feature-store arrays as the
+//! analysis crate's arrays, result JSON, prompt files, comma-separated flag lists, progress bars.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use flowlens_core::npy::NpyArray;
+use flowlens_core::store::Features;
 use ndarray::Array2;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A `[n, d]` feature matrix from a `.npy` file (f32, f64 or integer), as f64.
 pub fn read_matrix(path: &Path) -> Result<Array2<f64>> {
@@ -19,4 +23,75 @@ pub fn read_matrix(path: &Path) -> Result<Array2<f64>> {
     );
     Array2::from_shape_vec((n, d), a.as_f64())
         .with_context(|| format!("{}: shape {:?}", path.display(), a.shape))
+}
+
+/// A feature-store array as a matrix.
+pub fn matrix(f: Features) -> Array2<f64> {
+    Array2::from_shape_vec((f.rows, f.width), f.values).expect("rows x width values")
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a valid result", path.display()))
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    flowlens_core::fsutil::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A comma-separated list of a flag (`--seeds 0,1,2`); the error names the flag and the item.
+pub fn parse_list<T: std::str::FromStr>(flag: &str, text: &str) -> Result<Vec<T>> {
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{flag}: `{}` is not a valid value", s.trim()))
+        })
+        .collect()
+}
+
+/// Reads a prompts file: one prompt per line; trailing blank lines are ignored, blank lines in
+/// between are an error (they would silently shift rows).
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read prompts file {}", path.display()))?;
+    let mut prompts: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
+    while prompts.last().is_some_and(|p| p.trim().is_empty()) {
+        prompts.pop();
+    }
+    if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
+        bail!(
+            "{}: line {} is blank; a prompts file has one prompt per line",
+            path.display(),
+            i + 1
+        );
+    }
+    ensure!(!prompts.is_empty(), "{}: no prompts", path.display());
+    Ok(prompts)
+}
+
+/// A progress bar on stderr (hidden when `show` is false or stderr is not a terminal).
+pub fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} sequences ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar
 }

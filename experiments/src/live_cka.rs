@@ -12,9 +12,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use flowlens_analysis::Estimator;
 use flowlens_analysis::streaming::StreamingCka;
-use flowlens_core::sample::ProbeObserver;
+use flowlens_core::store::{LIVE_FORMAT, LiveCkaSnapshot, LivePair, LiveStep, ProbeObserver};
 use ndarray::ArrayView2;
-use serde_json::json;
 
 /// Parses `A:B,C:D` into tap pairs.
 pub fn parse_pairs(text: &str) -> Result<Vec<(String, String)>> {
@@ -67,54 +66,42 @@ impl LiveCka {
         self.update_seconds / self.updates.max(1) as f64
     }
 
-    /// The current values as JSON.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let value = |acc: &StreamingCka, e: Estimator| {
-            acc.value(e)
-                .ok()
-                .filter(|v| v.is_finite())
-                .map_or(serde_json::Value::Null, |v| json!(v))
-        };
-        let pairs: Vec<_> = self
+    /// The current values.
+    pub fn snapshot(&self) -> LiveCkaSnapshot {
+        let value = |acc: &StreamingCka, e: Estimator| acc.value(e).ok().filter(|v| v.is_finite());
+        let pairs = self
             .pairs
             .iter()
             .enumerate()
-            .map(|(i, (a, b))| {
-                let steps: Vec<_> = self
+            .map(|(i, (a, b))| LivePair {
+                a: a.clone(),
+                b: b.clone(),
+                steps: self
                     .acc
                     .range((i, 0)..(i + 1, 0))
-                    .map(|(&(_, step), acc)| {
-                        json!({
-                            "step": step, "n": acc.n(),
-                            "biased": value(acc, Estimator::Biased),
-                            "debiased": value(acc, Estimator::Debiased),
-                        })
+                    .map(|(&(_, step), acc)| LiveStep {
+                        step,
+                        n: acc.n(),
+                        biased: value(acc, Estimator::Biased),
+                        debiased: value(acc, Estimator::Debiased),
                     })
-                    .collect();
-                json!({"a": a, "b": b, "steps": steps})
+                    .collect(),
             })
             .collect();
-        json!({
-            "format": "flowlens.cka_live.v1",
-            "pooled_over": "all seeds so far",
-            "pairs": pairs,
-            "updates": self.updates,
-            "mean_update_seconds": self.mean_update_seconds(),
-        })
+        LiveCkaSnapshot {
+            format: LIVE_FORMAT.into(),
+            pooled_over: "all seeds so far".into(),
+            pairs,
+            updates: self.updates,
+            mean_update_seconds: self.mean_update_seconds(),
+        }
     }
 
     fn write(&mut self) -> Result<()> {
         if self.pairs.is_empty() {
             return Ok(());
         }
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        flowlens_core::fsutil::write_atomic(
-            &self.path,
-            serde_json::to_string_pretty(&self.snapshot())?.as_bytes(),
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        self.snapshot().write(&self.path)?;
         self.last_write = Some(Instant::now());
         Ok(())
     }
@@ -221,7 +208,11 @@ mod tests {
             .map(|i| ((i * 13 % 7) as f32) + 0.5 * (i % 3) as f32)
             .collect();
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cka_live.json");
+        let path = flowlens_core::store::StorePaths::new(
+            dir.path(),
+            flowlens_core::store::StoreName::sample(),
+        )
+        .live_cka();
         let mut live = LiveCka::new(parse_pairs("a:b").unwrap(), path.clone(), false);
         for start in (0..n).step_by(8) {
             live.on_rows(0, 0, "a", start, &x[start * 3..(start + 8) * 3], 3);
@@ -237,13 +228,12 @@ mod tests {
             ndarray::Array2::from_shape_vec((n, 2), y.iter().map(|&v| v as f64).collect()).unwrap();
         let biased = linear_cka(xa.view(), ya.view(), Estimator::Biased).unwrap();
         let debiased = linear_cka(xa.view(), ya.view(), Estimator::Debiased).unwrap();
-        let step = &snapshot["pairs"][0]["steps"][0];
-        assert_eq!(step["n"], 24);
-        assert!((step["biased"].as_f64().unwrap() - biased).abs() < 1e-9);
-        assert!((step["debiased"].as_f64().unwrap() - debiased).abs() < 1e-9);
-        let on_disk: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(on_disk["pairs"][0]["steps"][0]["n"], 24);
+        let step = &snapshot.pairs[0].steps[0];
+        assert_eq!(step.n, 24);
+        assert!((step.biased.unwrap() - biased).abs() < 1e-9);
+        assert!((step.debiased.unwrap() - debiased).abs() < 1e-9);
+        let on_disk = LiveCkaSnapshot::read(&path).unwrap();
+        assert_eq!(on_disk.pairs[0].steps[0].n, 24);
         assert!(parse_pairs("enc.text").is_err());
     }
 }

@@ -92,29 +92,6 @@ struct Meta<'a> {
     flowlens_version: &'static str,
 }
 
-/// Reads a prompts file: one prompt per line; trailing blank lines are ignored, blank lines in
-/// between are an error (they would silently shift rows).
-pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read prompts file {}", path.display()))?;
-    let mut prompts: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect();
-    while prompts.last().is_some_and(|p| p.trim().is_empty()) {
-        prompts.pop();
-    }
-    if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
-        bail!(
-            "{}: line {} is blank; a prompts file has one prompt per line",
-            path.display(),
-            i + 1
-        );
-    }
-    ensure!(!prompts.is_empty(), "{}: no prompts", path.display());
-    Ok(prompts)
-}
-
 /// Reads `--input-ids` and `--attention-mask` into a batch, checking shapes and values.
 pub fn read_id_arrays(ids_path: &Path, mask_path: Option<&Path>) -> Result<TokenBatch> {
     let ids = NpyArray::read(ids_path)?;
@@ -168,7 +145,7 @@ pub fn run(args: LlmFeaturesArgs) -> Result<PathBuf> {
     let config = LlamaConfig::from_file(&config_path)?;
     let (batch, source) = match &args.input {
         Input::Prompts(path) => {
-            let prompts = read_prompts(path)?;
+            let prompts = crate::io::read_prompts(path)?;
             let tok = LlamaTokenizer::from_path(&args.model)?;
             let batch = tok.encode_batch(&prompts, args.max_len, PaddingSide::Right)?;
             (batch, format!("prompts:{}", path.display()))
@@ -298,7 +275,7 @@ impl BackendTask for FeatureTask<'_> {
             })
             .collect::<Result<Vec<_>>>()?;
         let request = HiddenRequest::layers(layers.iter().copied());
-        let bar = progress_bar(batch.n as u64, args.progress);
+        let bar = crate::io::progress_bar(batch.n as u64, args.progress);
         for start in (0..batch.n).step_by(args.batch_size) {
             let end = (start + args.batch_size).min(batch.n);
             let rows = batch.rows(start, end);
@@ -338,19 +315,4 @@ pub fn masked_mean<B: Backend>(h: Tensor<B, 3>, mask: &Tensor<B, 2, Int>) -> Ten
     let m = mask.clone().float().reshape([b, s, 1]);
     let count = m.clone().sum_dim(1).reshape([b, 1]);
     (h * m).sum_dim(1).reshape([b, d]) / count
-}
-
-/// A progress bar on stderr (hidden when `show` is false or stderr is not a terminal).
-pub fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} sequences ({per_sec}, ETA {eta})",
-        )
-        .expect("valid template"),
-    );
-    bar
 }

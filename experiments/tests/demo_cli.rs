@@ -8,6 +8,7 @@ use std::process::Command;
 
 use flowlens_analysis::cka::{Estimator, linear_cka};
 use flowlens_analysis::curves::auc;
+use flowlens_core::store::StorePaths;
 use flowlens_experiments::io::read_matrix;
 use serde_json::Value;
 
@@ -190,18 +191,9 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         let mut deltas = Vec::new();
         for &seed in &seeds {
             let cka = |store: &Path| {
-                let x = read_matrix(
-                    &store
-                        .join(enc)
-                        .join(format!("seed{seed}_step{step:02}.npy")),
-                )
-                .unwrap();
-                let y = read_matrix(
-                    &store
-                        .join(&llm)
-                        .join(format!("seed{seed}_step{step:02}.npy")),
-                )
-                .unwrap();
+                let paths = StorePaths::of_dir(store).unwrap();
+                let x = read_matrix(&paths.probe(enc, seed, step as usize)).unwrap();
+                let y = read_matrix(&paths.probe(&llm, seed, step as usize)).unwrap();
                 linear_cka(x.view(), y.view(), Estimator::Debiased).unwrap()
             };
             deltas.push(cka(&ours) - cka(&base));
@@ -231,15 +223,12 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         .collect();
     let summary = csv(&report.join("tables/exp2_summary.csv"));
     for (c, row) in r2["conditions"].as_array().unwrap().iter().zip(&summary) {
-        let store = PathBuf::from(c["run"].as_str().unwrap());
+        let store = StorePaths::of_dir(Path::new(c["run"].as_str().unwrap())).unwrap();
         let mut aucs = Vec::new();
         for &seed in &seeds {
             let curve: Vec<f64> = (0..ts.len())
                 .map(|k| {
-                    let f = |tap: &str| {
-                        read_matrix(&store.join(tap).join(format!("seed{seed}_step{k:02}.npy")))
-                            .unwrap()
-                    };
+                    let f = |tap: &str| read_matrix(&store.probe(tap, seed, k)).unwrap();
                     let (x, y) = (f("enc.text"), f("enc.noise"));
                     linear_cka(x.view(), y.view(), Estimator::Debiased).unwrap()
                 })

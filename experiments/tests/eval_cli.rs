@@ -104,7 +104,8 @@ fn training_and_eval_score_a_run_on_an_mjhq_folder_and_share_cached_reference_st
     let fid = record["fid"].as_f64().unwrap();
     assert!(fid.is_finite() && fid > 0.0, "{fid}");
     // The ablation summary reads the record.
-    let summary = flowlens_experiments::ablation::summarise_run("both", 0, &run, 4).unwrap();
+    let summary =
+        flowlens_experiments::ablation::analyse::summarise_run("both", 0, &run, 4).unwrap();
     assert_eq!(summary.mjhq.len(), 1);
     assert_eq!((summary.mjhq[0].step, summary.mjhq[0].fid), (2, fid));
     let result: serde_json::Value = serde_json::from_str(

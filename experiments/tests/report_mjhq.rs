@@ -1,7 +1,7 @@
 //! The ablation report shows the paper's Table 1 columns (FID, CLIP x100) and their curves when
 //! the runs logged MJHQ-30k evaluations (`eval_mjhq`), and leaves them out otherwise.
 
-use flowlens_experiments::ablation::{EvalPoint, MjhqPoint, Results, RunResult};
+use flowlens_experiments::ablation::analyse::{EvalPoint, MjhqPoint, Results, RunResult};
 
 fn run(variant: &str, seed: u64, fid: f64, clip: f64, mjhq: bool) -> RunResult {
     RunResult {
@@ -45,7 +45,7 @@ fn report(mjhq: bool) -> (String, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let results = Results {
         format: "flowlens.ablation.v1".into(),
-        preset: "tiny".into(),
+        preset: flowlens_core::flow::Preset::Tiny,
         steps: 400,
         eval_every: 200,
         variants: vec!["baseline".into(), "both".into()],

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flowlens_core::store::{StoreName, StorePaths};
+
 /// `flowlens` with its caches (latents, the LLM prior) in the run's parent folder.
 fn flowlens_in(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flowlens"));
@@ -64,6 +66,11 @@ fn lines(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .map(|t| t.lines().count())
         .unwrap_or(0)
+}
+
+/// The store of `flowlens sample` in `run`.
+fn probes(run: &Path) -> StorePaths {
+    StorePaths::new(run, StoreName::sample())
 }
 
 #[test]
@@ -224,8 +231,7 @@ fn sampling_writes_images_and_per_step_probes_independent_of_the_batch_size() {
             String::from_utf8_lossy(&out.stderr)
         );
         let probe =
-            flowlens_core::npy::NpyArray::read(run.join("probes/llm.h04.image/seed7_step02.npy"))
-                .unwrap();
+            flowlens_core::npy::NpyArray::read(probes(&run).probe("llm.h04.image", 7, 2)).unwrap();
         assert_eq!(probe.shape, vec![3, 128]);
         probe.as_f32()
     };
@@ -238,12 +244,11 @@ fn sampling_writes_images_and_per_step_probes_independent_of_the_batch_size() {
         .fold(0f32, f32::max);
     assert!(diff < 1e-4, "batch size changed the probes by {diff}");
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("probes/manifest.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(probes(&run).manifest()).unwrap()).unwrap();
     assert_eq!(manifest["seeds"], serde_json::json!([0, 7]));
     assert_eq!(manifest["taps"]["enc.text"], 128);
     for i in 0..3 {
-        let png = std::fs::read(run.join(format!("samples/seed0/{i:04}.png"))).unwrap();
+        let png = std::fs::read(probes(&run).sample_png(0, i)).unwrap();
         assert_eq!(&png[1..4], b"PNG");
     }
 }
@@ -391,39 +396,34 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
         "enc.text:llm.h02.text,llm.h02.text:llm.h04.image",
     ]);
     let probe =
-        flowlens_core::npy::NpyArray::read(run.join("probes/llm.h02.text/seed0_step02.npy"))
-            .unwrap();
+        flowlens_core::npy::NpyArray::read(probes(&run).probe("llm.h02.text", 0, 2)).unwrap();
     assert_eq!(probe.dtype, flowlens_core::npy::NpyDtype::F16);
     assert_eq!(probe.shape, vec![2, 128]);
     assert!(probe.as_f32().iter().all(|v| v.is_finite()));
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("probes/manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(probes(&run).manifest()).unwrap()).unwrap();
     assert_eq!(manifest["dtype"], "f16");
     assert_eq!(manifest["weights"], "ema2");
     assert_eq!(manifest["checkpoint_step"], best["step"]);
     for k in 0..3 {
-        let png = std::fs::read(run.join(format!("samples/seed0/xt/0001_step{k:02}.png"))).unwrap();
+        let png = std::fs::read(probes(&run).preview_png(0, 1, k)).unwrap();
         assert_eq!(&png[1..4], b"PNG");
     }
     let live: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("probes/cka_live.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(probes(&run).live_cka()).unwrap()).unwrap();
     assert_eq!(live["pairs"].as_array().unwrap().len(), 2);
     assert_eq!(live["pairs"][0]["steps"].as_array().unwrap().len(), 3);
     assert_eq!(live["pairs"][0]["steps"][2]["n"], 2);
 
     sample(&["--interpolant", "0.2,0.8", "--n", "5", "--seeds", "0,1"]);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(run.join("probes-interpolant/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let interpolant = StorePaths::new(&run, StoreName::interpolant());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(interpolant.manifest()).unwrap()).unwrap();
     assert_eq!(manifest["mode"], "interpolant");
     let times: Vec<f64> = serde_json::from_value(manifest["times"].clone()).unwrap();
     assert!(times.len() == 2 && (times[0] - 0.2).abs() < 1e-6 && (times[1] - 0.8).abs() < 1e-6);
     assert_eq!(manifest["seeds"], serde_json::json!([0, 1]));
-    let p = flowlens_core::npy::NpyArray::read(
-        run.join("probes-interpolant/enc.text/seed1_step01.npy"),
-    )
-    .unwrap();
+    let p = flowlens_core::npy::NpyArray::read(interpolant.probe("enc.text", 1, 1)).unwrap();
     assert_eq!(p.shape, vec![5, 128]);
 }
 

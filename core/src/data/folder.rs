@@ -10,10 +10,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{
-    DataError, Dataset, Example, Fnv64, canonical_display, decode_image, has_extension,
-    hash_file_identity,
+use super::dataset::{
+    DataError, Dataset, Example, canonical_display, has_extension, hash_file_identity,
 };
+use super::preprocess::decode_image;
+use crate::fsutil::Fnv64;
 
 /// Image extensions the folder source picks up (compared ignoring case).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];

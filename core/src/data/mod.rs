@@ -8,6 +8,7 @@
 //! undecodable item is an `Err(DataError::Item)` from [`Dataset::get`]: callers skip and count
 //! it; a source that yields nothing is [`DataError::Empty`].
 
+pub mod dataset;
 pub mod folder;
 pub mod parquet;
 pub mod preprocess;
@@ -15,53 +16,16 @@ pub mod shapes;
 pub mod webdataset;
 
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
+use dataset::has_extension;
+pub use dataset::{DataError, Dataset, Example};
 pub use folder::ImageFolder;
 pub use parquet::ParquetSource;
 pub use preprocess::decode_image;
 pub use shapes::{Adherence, Scene, ShapesDataset};
 pub use webdataset::WebDataset;
-
-/// One example: pixels `[3, size, size]` in [-1, 1] (channel-major, sRGB) and the caption.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Example {
-    pub pixels: Vec<f32>,
-    pub caption: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    /// One item cannot be used (corrupt or undecodable image, missing caption): skip it.
-    #[error("{item}: {reason}")]
-    Item { item: String, reason: String },
-    /// The source itself cannot be opened (missing folder, not a parquet file, no such column).
-    #[error("{path}: {reason}")]
-    Open { path: String, reason: String },
-    /// The source holds no usable item.
-    #[error("{source_desc}: the data set yields no usable (image, caption) pair{detail}")]
-    Empty { source_desc: String, detail: String },
-}
-
-/// A finite, indexable set of (image, caption) pairs. `get` must be deterministic: the same index
-/// gives the same example (or the same error) every time.
-pub trait Dataset: Send + Sync {
-    /// Number of items (including ones that will turn out to be unusable).
-    fn len(&self) -> usize;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Item `index` (`< len()`), centre-cropped and resized to `size` x `size`.
-    fn get(&self, index: usize, size: usize) -> Result<Example, DataError>;
-
-    /// A stable description of the source's content for cache keys: kind, location and enough
-    /// of the files' identity (names, sizes, modification times) that a change shows.
-    fn fingerprint(&self) -> String;
-}
 
 impl Dataset for ShapesDataset {
     fn len(&self) -> usize {
@@ -247,37 +211,10 @@ fn guess_kind(spec: &str) -> Result<DataSource, String> {
     Err("no such file or folder".to_string())
 }
 
-/// Whether `path`'s extension is one of `exts` (lowercase), ignoring case.
-pub(crate) fn has_extension(path: &Path, exts: &[&str]) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
-}
-
-pub(crate) use crate::fsutil::Fnv64;
-
-/// Hashes a file's identity: `name`, byte length and modification time (nanoseconds since the
-/// epoch; 0 where the platform cannot tell).
-pub(crate) fn hash_file_identity(hash: &mut Fnv64, name: &str, meta: &std::fs::Metadata) {
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64);
-    hash.str(name).u64(meta.len()).u64(mtime);
-}
-
-/// The canonical form of `path` for fingerprints (the path as given if it cannot be resolved).
-pub(crate) fn canonical_display(path: &Path) -> String {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::Fnv64;
 
     #[test]
     fn fnv_matches_reference_vectors() {

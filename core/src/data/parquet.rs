@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::{
-    DataError, Dataset, Example, Fnv64, canonical_display, decode_image, has_extension,
-    hash_file_identity,
+use super::dataset::{
+    DataError, Dataset, Example, canonical_display, has_extension, hash_file_identity,
 };
+use super::preprocess::decode_image;
+use crate::fsutil::Fnv64;
 
 /// Image column names tried, in order, when none is given.
 pub const DEFAULT_IMAGE_COLUMNS: [&str; 4] = ["image", "jpg", "png", "img"];

@@ -7,7 +7,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Palette: name and sRGB colour. Distinct enough to classify pixels by the nearest colour.
 pub const COLOURS: [(&str, [u8; 3]); 6] = [
@@ -279,7 +279,7 @@ impl ShapesDataset {
 }
 
 /// What the oracle read from an image for one prompted object, and how well it matched.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Adherence {
     /// Fraction of prompted objects whose colour is present.
     pub colour: f64,

@@ -25,10 +25,11 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{
-    DataError, Dataset, Example, Fnv64, canonical_display, decode_image, has_extension,
-    hash_file_identity,
+use super::dataset::{
+    DataError, Dataset, Example, canonical_display, has_extension, hash_file_identity,
 };
+use super::preprocess::decode_image;
+use crate::fsutil::Fnv64;
 
 /// Image extensions recognised in shards (lowercase comparison). WebP is decoded by the `image`
 /// crate's pure-Rust decoder.

@@ -63,6 +63,53 @@ impl std::str::FromStr for Variant {
     }
 }
 
+/// The scales every experiment runs at: `tiny` (the CPU demo), `small` (one GPU, hours),
+/// `paper` (TinyLlama-1.1B and the SDXL-VAE, as the paper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Tiny,
+    Small,
+    Paper,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Tiny, Preset::Small, Preset::Paper];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Small => "small",
+            Preset::Paper => "paper",
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown preset `{s}` (tiny | small | paper)"))
+    }
+}
+
+/// Read through [`Preset::from_str`], so a config's bad preset reads as the flag's does.
+impl<'de> Deserialize<'de> for Preset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// U-ViT sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UVitConfig {
@@ -75,7 +122,7 @@ pub struct UVitConfig {
 /// Everything that fixes the shapes of a flow model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowConfig {
-    pub preset: String,
+    pub preset: Preset,
     pub variant: Variant,
     pub llm: LlamaConfig,
     /// Side of the RGB images the codec maps to latents (384 in the paper).
@@ -125,7 +172,7 @@ impl FlowConfig {
     /// The paper: TinyLlama-1.1B, SDXL-VAE latents 4x48x48, heads of width 768 (MODEL.md).
     pub fn paper(variant: Variant) -> Self {
         Self {
-            preset: "paper".into(),
+            preset: Preset::Paper,
             variant,
             llm: LlamaConfig::tiny_llama_1_1b(),
             image_size: 384,
@@ -155,7 +202,7 @@ impl FlowConfig {
     /// latents (256x256 images), heads of width 512.
     pub fn small(variant: Variant) -> Self {
         Self {
-            preset: "small".into(),
+            preset: Preset::Small,
             variant,
             llm: LlamaConfig {
                 hidden_size: 768,
@@ -192,7 +239,7 @@ impl FlowConfig {
     /// width 128.
     pub fn tiny(variant: Variant) -> Self {
         Self {
-            preset: "tiny".into(),
+            preset: Preset::Tiny,
             variant,
             llm: LlamaConfig {
                 vocab_size: 512,
@@ -226,13 +273,12 @@ impl FlowConfig {
         }
     }
 
-    /// A preset by name.
-    pub fn preset(name: &str, variant: Variant) -> Result<Self, String> {
-        match name {
-            "paper" => Ok(Self::paper(variant)),
-            "small" => Ok(Self::small(variant)),
-            "tiny" => Ok(Self::tiny(variant)),
-            other => Err(format!("unknown preset `{other}` (tiny | small | paper)")),
+    /// The configuration of `preset`.
+    pub fn of(preset: Preset, variant: Variant) -> Self {
+        match preset {
+            Preset::Paper => Self::paper(variant),
+            Preset::Small => Self::small(variant),
+            Preset::Tiny => Self::tiny(variant),
         }
     }
 }

@@ -6,7 +6,7 @@ pub mod params;
 pub mod rectified;
 pub mod taps;
 
-pub use config::{FlowConfig, UVitConfig, Variant};
+pub use config::{FlowConfig, Preset, UVitConfig, Variant};
 pub use model::{FlowInputError, FlowModel, FlowOutput, TimeEmbedding, unconditional_rows};
 pub use params::ParamCounts;
 pub use taps::{Tap, TapPooling, TapRequest, Taps};

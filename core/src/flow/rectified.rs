@@ -12,38 +12,6 @@ use rand::Rng;
 use super::model::{FlowInputError, FlowModel, FlowOutput, unconditional_rows};
 use super::taps::{TapPooling, TapRequest};
 
-/// `n` draws of `sigmoid(N(mean, std))`.
-pub fn logit_normal(rng: &mut impl Rng, n: usize, mean: f64, std: f64) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            (1.0 / (1.0 + (-(mean + std * z)).exp())) as f32
-        })
-        .collect()
-}
-
-/// Standard normal noise of a shape, from `rng` (deterministic given the seed, unlike the
-/// backend's global generator).
-pub fn normal_noise<B: Backend, const D: usize>(
-    rng: &mut impl Rng,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    let values = normal_values(rng, shape.iter().product());
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// `n` standard normal values from `rng` (Box-Muller).
-pub fn normal_values(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-        })
-        .collect()
-}
-
 /// `z_t = t x + (1 - t) z0` for `x`, `z0` `[b, C, H, W]` and `t [b]`.
 pub fn interpolate<B: Backend>(
     x: &Tensor<B, 4>,
@@ -155,7 +123,6 @@ impl<B: Backend> StepSink<B> for NoSink {
 pub struct SamplerConfig {
     pub steps: usize,
     pub cfg: f32,
-    pub pad_id: u32,
     pub pooling: TapPooling,
 }
 
@@ -164,10 +131,18 @@ impl Default for SamplerConfig {
         Self {
             steps: 30,
             cfg: 2.0,
-            pad_id: 2,
             pooling: TapPooling::Mean,
         }
     }
+}
+
+/// A batch's text rows: token ids and mask `[b, T]`, and the tokenizer's pad id (the
+/// unconditional CFG rows are built with it).
+#[derive(Debug, Clone)]
+pub struct TextBatch<B: Backend> {
+    pub ids: Tensor<B, 2, Int>,
+    pub mask: Tensor<B, 2, Int>,
+    pub pad_id: u32,
 }
 
 /// Euler integration from `z0` at `t = 0` to `t = 1` in `steps` steps (`t_k = k / steps`), with
@@ -175,8 +150,7 @@ impl Default for SamplerConfig {
 pub fn sample_euler<B: Backend>(
     field: &impl VelocityField<B>,
     z0: Tensor<B, 4>,
-    ids: Tensor<B, 2, Int>,
-    mask: Tensor<B, 2, Int>,
+    text: TextBatch<B>,
     config: &SamplerConfig,
     taps: &TapRequest,
     sink: &mut impl StepSink<B>,
@@ -184,8 +158,9 @@ pub fn sample_euler<B: Backend>(
     let b = z0.dims()[0];
     let device = z0.device();
     let guided = config.cfg != 1.0;
+    let TextBatch { ids, mask, pad_id } = text;
     let (ids, mask) = if guided {
-        let (u_ids, u_mask) = unconditional_rows(&ids, config.pad_id);
+        let (u_ids, u_mask) = unconditional_rows(&ids, pad_id);
         (
             Tensor::cat(vec![ids, u_ids], 0),
             Tensor::cat(vec![mask, u_mask], 0),

@@ -67,13 +67,30 @@ pub struct Tap<B: Backend> {
     pub mask: Tensor<B, 2, Int>,
 }
 
-/// How a tap is reduced to one vector per sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a tap is reduced to one vector per sample (named as in a store's manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TapPooling {
     /// Mean over valid tokens.
     Mean,
     /// Layer norm over the width first (no affine), then the mean over valid tokens.
     LayerNormMean,
+}
+
+impl TapPooling {
+    /// `mean` or `layer_norm_mean`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TapPooling::Mean => "mean",
+            TapPooling::LayerNormMean => "layer_norm_mean",
+        }
+    }
+}
+
+impl std::fmt::Display for TapPooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl<B: Backend> Tap<B> {
@@ -97,4 +114,9 @@ pub type Taps<B> = BTreeMap<String, Tap<B>>;
 /// `llm.hNN` with two digits.
 pub fn llm_tap_name(layer: usize, part: &str) -> String {
     format!("llm.h{layer:02}.{part}")
+}
+
+/// Layer number of an LLM tap name (`llm.h12.text` -> 12).
+pub fn llm_layer(tap: &str) -> Option<usize> {
+    tap.strip_prefix("llm.h")?.split('.').next()?.parse().ok()
 }

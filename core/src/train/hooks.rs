@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{TrainError, Trainer};
 use crate::flow::rectified::SamplerConfig;
-use crate::sample::ShapesEval;
+use crate::sample::generate::Generator;
+use crate::sample::image::write_grid_png;
+use crate::sample::oracle::{ShapesEval, shapes_adherence};
+use crate::train::error::TrainError;
+use crate::train::trainer::Trainer;
 
 /// Noise seed of the sample grids and evaluations.
 const HOOK_SEED: u64 = 0x5A4D_9E11;
@@ -17,7 +20,6 @@ fn sampler<B: AutodiffBackend>(t: &Trainer<B>) -> SamplerConfig {
     SamplerConfig {
         steps: t.config.eval_solver_steps,
         cfg: t.config.eval_cfg,
-        pad_id: t.tokenizer.pad_id,
         ..Default::default()
     }
 }
@@ -34,32 +36,25 @@ pub fn grid_prompts<B: AutodiffBackend>(t: &Trainer<B>) -> Vec<String> {
 /// Samples the grid prompts with the EMA weights and writes `samples/grid-step<N>.png` (and the
 /// prompts next to it as `.txt`).
 pub fn sample_grid<B: AutodiffBackend>(t: &Trainer<B>) -> Result<PathBuf, TrainError> {
-    let other = |e: crate::sample::SampleError| TrainError::Other(e.to_string());
     let prompts = grid_prompts(t);
-    let codec = t
-        .flow
-        .codec
-        .build::<B::InnerBackend>()
-        .map_err(TrainError::Other)?;
-    let pixels = crate::sample::generate(
-        &t.ema,
-        &t.flow,
-        codec.as_ref(),
-        &t.tokenizer,
-        &prompts,
-        HOOK_SEED,
-        &sampler(t),
-        16,
-        t.device(),
-    )
-    .map_err(other)?;
+    let codec = t.flow.codec.build::<B::InnerBackend>()?;
+    let generator = Generator {
+        model: &t.ema,
+        flow: &t.flow,
+        codec: codec.as_ref(),
+        tokenizer: &t.tokenizer,
+    };
+    let pixels = generator.generate(&prompts, HOOK_SEED, &sampler(t), 16, t.device())?;
     let dir = t.run_dir().path("samples");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|error| TrainError::Io {
+        path: dir.clone(),
+        error,
+    })?;
     let path = dir.join(format!("grid-step{:08}.png", t.step));
-    crate::sample::write_grid_png(&path, &pixels, t.flow.image_size, 4).map_err(other)?;
-    crate::fsutil::write_atomic(&path.with_extension("txt"), prompts.join("\n").as_bytes())
-        .map_err(|e| TrainError::Other(e.to_string()))?;
+    write_grid_png(&path, &pixels, t.flow.image_size, 4)?;
+    let txt = path.with_extension("txt");
+    crate::fsutil::write_atomic(&txt, prompts.join("\n").as_bytes())
+        .map_err(|error| TrainError::Io { path: txt, error })?;
     Ok(path)
 }
 
@@ -69,22 +64,19 @@ pub fn evaluate<B: AutodiffBackend>(t: &Trainer<B>) -> Result<Option<ShapesEval>
     let Some(scenes) = t.held_out_scenes(t.config.eval_n) else {
         return Ok(None);
     };
-    let codec = t
-        .flow
-        .codec
-        .build::<B::InnerBackend>()
-        .map_err(TrainError::Other)?;
-    crate::sample::shapes_adherence(
-        &t.ema,
-        &t.flow,
-        codec.as_ref(),
-        &t.tokenizer,
+    let codec = t.flow.codec.build::<B::InnerBackend>()?;
+    let generator = Generator {
+        model: &t.ema,
+        flow: &t.flow,
+        codec: codec.as_ref(),
+        tokenizer: &t.tokenizer,
+    };
+    Ok(Some(shapes_adherence(
+        &generator,
         &scenes,
         &sampler(t),
         HOOK_SEED,
         32,
         t.device(),
-    )
-    .map(Some)
-    .map_err(|e| TrainError::Other(e.to_string()))
+    )?))
 }

@@ -11,19 +11,35 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{CheckpointChoice, CheckpointError, Weights, load_run_model};
 use crate::flow::{FlowConfig, FlowModel};
-use crate::sample::{CheckpointChoice, Weights, load_run_model};
+use crate::train::config::Transfer;
 
-/// Where the transferred weights come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Transfer {
-    /// The source run (a `both` run).
-    pub from: PathBuf,
-    /// Its checkpoint step (EMA weights).
-    pub step: usize,
+/// Why a transfer cannot be made or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("a transfer copies a dual-stream encoder; the {variant} variant has none")]
+    NoEncoder { variant: &'static str },
+    #[error("the model has no dual-stream encoder")]
+    ModelWithoutEncoder,
+    #[error("transfer source {run}: {error}")]
+    Source {
+        run: PathBuf,
+        error: CheckpointError,
+    },
+    #[error("transfer source {run} is a {variant} run without a dual-stream encoder")]
+    SourceWithoutEncoder { run: PathBuf, variant: &'static str },
+    #[error("transfer source {run} has another LLM or width than this model")]
+    Shapes { run: PathBuf },
+    #[error(transparent)]
+    Load(#[from] CheckpointError),
+    #[error("{run} was not trained with a transfer")]
+    NotTransferred { run: PathBuf },
+    #[error("{0} vs {1} frozen tensors")]
+    Count(usize, usize),
+    #[error("frozen tensor {0} differs")]
+    Differs(usize),
 }
 
 /// Copies the source's encoder, time embedding and LLM into `model` and freezes the encoder, the
@@ -33,12 +49,11 @@ pub fn apply<B: Backend>(
     flow: &FlowConfig,
     t: &Transfer,
     device: &B::Device,
-) -> Result<FlowModel<B>, String> {
+) -> Result<FlowModel<B>, TransferError> {
     if !flow.variant.dual_stream_encoder() {
-        return Err(format!(
-            "a transfer copies a dual-stream encoder; the {} variant has none",
-            flow.variant.name()
-        ));
+        return Err(TransferError::NoEncoder {
+            variant: flow.variant.name(),
+        });
     }
     let src = load_run_model::<B>(
         &t.from,
@@ -46,19 +61,20 @@ pub fn apply<B: Backend>(
         CheckpointChoice::Step(t.step),
         device,
     )
-    .map_err(|e| format!("transfer source {}: {e}", t.from.display()))?;
+    .map_err(|error| TransferError::Source {
+        run: t.from.clone(),
+        error,
+    })?;
     let Some(encoder) = src.model.dual_stream_encoder else {
-        return Err(format!(
-            "transfer source {} is a {} run without a dual-stream encoder",
-            t.from.display(),
-            src.config.variant.name()
-        ));
+        return Err(TransferError::SourceWithoutEncoder {
+            run: t.from.clone(),
+            variant: src.config.variant.name(),
+        });
     };
     if src.flow.llm != flow.llm || src.flow.width != flow.width {
-        return Err(format!(
-            "transfer source {} has another LLM or width than this model",
-            t.from.display()
-        ));
+        return Err(TransferError::Shapes {
+            run: t.from.clone(),
+        });
     }
     model.dual_stream_encoder = Some(encoder.no_grad());
     model.time_embed = src.model.time_embed.no_grad();
@@ -84,11 +100,11 @@ impl<B: Backend> ModuleVisitor<B> for Values {
     }
 }
 
-fn frozen_values<B: Backend>(m: &FlowModel<B>) -> Result<Vec<Vec<f32>>, String> {
+fn frozen_values<B: Backend>(m: &FlowModel<B>) -> Result<Vec<Vec<f32>>, TransferError> {
     let mut v = Values(Vec::new());
     m.dual_stream_encoder
         .as_ref()
-        .ok_or("the model has no dual-stream encoder")?
+        .ok_or(TransferError::ModelWithoutEncoder)?
         .visit(&mut v);
     m.time_embed.visit(&mut v);
     v.0.push(
@@ -110,21 +126,21 @@ pub fn check_frozen_identical<B: Backend>(
     src: &Path,
     dst: &Path,
     device: &B::Device,
-) -> Result<usize, String> {
-    let d = load_run_model::<B>(dst, Weights::Ema, CheckpointChoice::Latest, device)
-        .map_err(|e| e.to_string())?;
+) -> Result<usize, TransferError> {
+    let d = load_run_model::<B>(dst, Weights::Ema, CheckpointChoice::Latest, device)?;
     let Some(t) = &d.config.transfer else {
-        return Err(format!("{} was not trained with a transfer", dst.display()));
+        return Err(TransferError::NotTransferred {
+            run: dst.to_path_buf(),
+        });
     };
-    let s = load_run_model::<B>(src, Weights::Ema, CheckpointChoice::Step(t.step), device)
-        .map_err(|e| e.to_string())?;
+    let s = load_run_model::<B>(src, Weights::Ema, CheckpointChoice::Step(t.step), device)?;
     let (a, b) = (frozen_values(&s.model)?, frozen_values(&d.model)?);
     if a.len() != b.len() {
-        return Err(format!("{} vs {} frozen tensors", a.len(), b.len()));
+        return Err(TransferError::Count(a.len(), b.len()));
     }
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         if x.len() != y.len() || x.iter().zip(y).any(|(p, q)| p.to_bits() != q.to_bits()) {
-            return Err(format!("frozen tensor {i} differs"));
+            return Err(TransferError::Differs(i));
         }
     }
     Ok(a.len())

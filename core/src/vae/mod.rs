@@ -8,9 +8,9 @@
 //! - [`Vae::decode`]: latents -> `post_quant_conv` -> decoder -> pixels (unclipped).
 //!
 //! Both work in the VAE's **raw** latent space: the scaling factor (0.13025 for SDXL, from the
-//! config) is applied by the caller, as diffusers does; [`VaeCodec`] is the caller that the
-//! latent codec trait and the latent cache use (encode: posterior mean times the factor; decode:
-//! divide, then decode).
+//! config) is applied by the caller, as diffusers does; `codec::vae::VaeCodec` is the caller that
+//! the latent codec trait and the latent cache use (encode: posterior mean times the factor;
+//! decode: divide, then decode).
 //!
 //! Precision: weights stored as F32 or BF16 (or F16) are converted to f32 on load and the
 //! network always computes in f32. There is deliberately no f16 compute path: the SDXL-VAE's
@@ -32,7 +32,6 @@ pub use config::{VaeConfig, VaeConfigError};
 pub use layout::VaeLayout;
 pub use model::{Decoder, Encoder};
 
-use crate::codec::{CodecConfig, LatentCodec};
 use crate::weights::{SafetensorsFile, VarBuilder, WeightError, WeightStore};
 use burn::nn::conv::Conv2d;
 
@@ -91,11 +90,8 @@ impl<B: Backend> Posterior<B> {
     /// every backend).
     pub fn sample(&self, seed: u64) -> Tensor<B, 4> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let eps = crate::flow::rectified::normal_noise::<B, 4>(
-            &mut rng,
-            self.mean.dims(),
-            &self.mean.device(),
-        );
+        let eps =
+            crate::noise::normal_noise::<B, 4>(&mut rng, self.mean.dims(), &self.mean.device());
         self.sample_with(eps)
     }
 }
@@ -275,62 +271,5 @@ impl<B: Backend> Vae<B> {
             ));
         }
         Ok(())
-    }
-}
-
-/// The VAE behind the [`LatentCodec`] trait: `encode` is the posterior **mean** times the
-/// scaling factor (deterministic, so a cached latent does not depend on a noise draw; MODEL.md
-/// AMBIG-13 allows it), `decode` divides by the factor and decodes (a config's `shift_factor` is
-/// subtracted before scaling and added back, as diffusers does; SDXL has none).
-pub struct VaeCodec<B: Backend> {
-    pub vae: Vae<B>,
-}
-
-impl<B: Backend> VaeCodec<B> {
-    pub fn new(vae: Vae<B>) -> Self {
-        Self { vae }
-    }
-
-    /// The folder named by the `FLOWLENS_SDXL_VAE` environment variable, loaded; used by the
-    /// `small` and `paper` presets (their codec is [`CodecConfig::SdxlVae`]).
-    pub fn from_env(device: &B::Device) -> Result<Self, String> {
-        let dir = std::env::var_os(SDXL_VAE_ENV).ok_or_else(|| {
-            format!(
-                "this preset trains on SDXL-VAE latents: set {SDXL_VAE_ENV} to the VAE folder (config.json + diffusion_pytorch_model.safetensors from stabilityai/sdxl-vae), or use --preset tiny"
-            )
-        })?;
-        let vae = Vae::load(&dir, device).map_err(|e| e.to_string())?;
-        let [c, ..] = CodecConfig::SdxlVae.latent_shape(8);
-        if vae.config.latent_channels != c || vae.config.downsampling() != 8 {
-            return Err(format!(
-                "{}: the VAE has {} latent channels and down-samples by {}; the SDXL-VAE codec needs 4 and 8",
-                PathBuf::from(dir).display(),
-                vae.config.latent_channels,
-                vae.config.downsampling()
-            ));
-        }
-        Ok(Self::new(vae))
-    }
-}
-
-/// The environment variable that names the SDXL-VAE folder for the `small` and `paper` presets.
-pub const SDXL_VAE_ENV: &str = "FLOWLENS_SDXL_VAE";
-
-impl<B: Backend> LatentCodec<B> for VaeCodec<B> {
-    fn id(&self) -> String {
-        CodecConfig::SdxlVae.id()
-    }
-
-    fn encode(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.vae.scale_latents(self.vae.encode(pixels).mean)
-    }
-
-    fn decode(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.vae.decode(self.vae.unscale_latents(latents))
-    }
-
-    /// A 384x384 SDXL-VAE encode holds ~0.6 GB of activations per image.
-    fn preferred_batch(&self) -> usize {
-        4
     }
 }

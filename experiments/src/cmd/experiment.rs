@@ -1,19 +1,148 @@
-//! `flowlens ablation | exp1 | exp2 | grid | report | demo`.
+//! The experiment commands: `flowlens ablation | exp1 | exp2 | grid | report | demo`, each
+//! running protocol stages of an experiment file (assets/experiments/) and writing the report of
+//! everything in its folder.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
+use flowlens_analysis::cka::Estimator;
 use flowlens_core::device::{BackendTask, DeviceSpec};
 
-use crate::pipeline::{self, Log, Stages};
+use crate::io::parse_list;
+use crate::pipeline::Log;
 use crate::protocol::ExperimentFile;
 use crate::report::write_report;
 
 /// The experiment file of the demo and of `--quick`, embedded in the binary.
-pub const DEMO_TOML: &str = include_str!("../../assets/experiments/tiny.toml");
-pub const QUICK_TOML: &str = include_str!("../../assets/experiments/quick.toml");
+pub const DEMO_TOML: &str = include_str!("../../../assets/experiments/tiny.toml");
+pub const QUICK_TOML: &str = include_str!("../../../assets/experiments/quick.toml");
+
+/// Which stages a command runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    pub ablation: bool,
+    pub exp1: bool,
+    pub exp2: bool,
+}
+
+/// An experiment command.
+#[derive(Debug, clap::Args)]
+pub struct ExperimentCli {
+    /// The experiment file (assets/experiments/*.toml); default: the demo's (tiny.toml, into
+    /// runs/demo).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+/// Where an experiment writes and what it runs on.
+#[derive(Debug, clap::Args)]
+pub struct RunOpts {
+    /// Output folder (overrides the experiment file's `out`; the demo's default is runs/demo,
+    /// or runs/demo-quick with --quick).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GridCli {
+    #[command(flatten)]
+    pub experiment: ExperimentCli,
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Read this existing feature store of the run (e.g. `probes` from `flowlens sample`)
+    /// instead of sampling into `probes-grid`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// The row tap (default: the file's `[grid] a`, `enc.noise`).
+    #[arg(long)]
+    pub a: Option<String>,
+    /// The column taps, a pattern (default: the file's `[grid] b`, `llm.h*.image`).
+    #[arg(long)]
+    pub b: Option<String>,
+    /// Sampling seeds to average (comma-separated; default: the file's).
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// biased | debiased (default: the file's).
+    #[arg(long)]
+    pub estimator: Option<Estimator>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportCli {
+    /// Experiment folders (each with ablation/, exp1/, exp2/ or grid/ results).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Output folder (default: the first folder's report/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoCli {
+    /// The same pipeline at toy sizes (about a minute): for tests and a first look.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+/// `flowlens ablation | exp1 | exp2`.
+pub fn experiment(a: ExperimentCli, stages: Stages) -> Result<()> {
+    let file = load(a.config.as_deref(), a.run.out)?;
+    run_stages(file, stages, None, a.run.device, !a.run.quiet)?;
+    Ok(())
+}
+
+/// `flowlens grid`.
+pub fn grid(a: GridCli) -> Result<()> {
+    let mut file = load(a.experiment.config.as_deref(), a.experiment.run.out)?;
+    if let Some(v) = a.a {
+        file.grid.a = v;
+    }
+    if let Some(v) = a.b {
+        file.grid.b = v;
+    }
+    if let Some(v) = a.estimator {
+        file.grid.estimator = v;
+    }
+    if let Some(s) = &a.seeds {
+        file.grid.probing.seeds = parse_list("--seeds", s)?;
+    }
+    file.check()?;
+    run_stages(
+        file,
+        Stages::default(),
+        Some((a.run, a.store)),
+        a.experiment.run.device,
+        !a.experiment.run.quiet,
+    )?;
+    Ok(())
+}
+
+/// `flowlens report`.
+pub fn report(a: ReportCli) -> Result<()> {
+    let out = a.out.unwrap_or_else(|| a.dirs[0].join("report"));
+    let index = write_report(&a.dirs, &out)?;
+    eprintln!("report: {}", index.display());
+    Ok(())
+}
+
+/// `flowlens demo`.
+pub fn run_demo(a: DemoCli) -> Result<()> {
+    demo(a.quick, a.run.out, a.run.device, !a.run.quiet)?;
+    Ok(())
+}
 
 /// What a pipeline run does.
 pub struct PipelineTask {
@@ -31,7 +160,7 @@ impl BackendTask for PipelineTask {
         let log = Log::new(self.show);
         let f = &self.file;
         if self.stages.ablation {
-            let r = pipeline::run_ablation::<B>(f, &device, &log)?;
+            let r = crate::ablation::run::run::<B>(f, &device, &log)?;
             for v in &r.variants {
                 let finals: Vec<String> = r
                     .runs
@@ -50,24 +179,24 @@ impl BackendTask for PipelineTask {
             }
         }
         if self.stages.exp1 {
-            let r = pipeline::run_exp1::<B>(f, &device, &log)?;
+            let r = crate::exp1::run::run::<B>(f, &device, &log)?;
             for c in &r.cells {
                 log.say(format!(
                     "exp1 {} stream, layer {}, t = {:.2}: delta CKA {:+.3} ± {:.3} (debiased), {:+.3} ± {:.3} (biased)",
                     c.stream,
                     c.layer,
                     c.t,
-                    c.delta_debiased.mean,
-                    c.delta_debiased.sd,
-                    c.delta_biased.mean,
-                    c.delta_biased.sd
+                    c.delta.debiased.mean,
+                    c.delta.debiased.sd,
+                    c.delta.biased.mean,
+                    c.delta.biased.sd
                 ));
             }
         }
         if self.stages.exp2 {
-            let r = pipeline::run_exp2::<B>(f, &device, &log)?;
+            let r = crate::exp2::run::run::<B>(f, &device, &log)?;
             for c in &r.conditions {
-                let s = &c.summary_debiased;
+                let s = &c.summary.debiased;
                 log.say(format!(
                     "exp2 {}: AUC {:.3} ± {:.3} (SE), time to CKA >= {}: {}",
                     c.name,
@@ -82,7 +211,7 @@ impl BackendTask for PipelineTask {
             }
         }
         if let Some((run, store)) = &self.grid {
-            let (path, _) = pipeline::run_grid::<B>(f, run, store.as_deref(), &device, &log)?;
+            let (path, _) = crate::grid::run::run::<B>(f, run, store.as_deref(), &device, &log)?;
             log.say(format!("grid written to {}", path.display()));
         }
         Ok(())

@@ -3,8 +3,8 @@
 //! - [`PixelPatches`] (the `tiny` preset): a lossless space-to-depth rearrangement of pixels,
 //!   `[b, 3, s, s] -> [b, 3 f^2, s / f, s / f]` (PyTorch's `PixelUnshuffle(f)` order), so the
 //!   generator sees a small "latent" map exactly as it would see VAE latents.
-//! - [`crate::vae::VaeCodec`] (presets `small` and `paper`): the SDXL-VAE behind the same
-//!   trait, scaled latents (posterior mean x 0.13025); the VAE folder is named by the
+//! - [`vae::VaeCodec`] (presets `small` and `paper`): the SDXL-VAE behind the same trait,
+//!   scaled latents (posterior mean x 0.13025); the VAE folder is named by the
 //!   `FLOWLENS_SDXL_VAE` environment variable.
 //!
 //! [`CodecConfig::id`] names the codec and its settings; the latent cache keys on it, so a
@@ -15,6 +15,28 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::blocks::pixel_shuffle;
+
+pub mod vae;
+
+/// Why a codec cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error(
+        "this preset trains on SDXL-VAE latents: set {} to the VAE folder (config.json + diffusion_pytorch_model.safetensors from stabilityai/sdxl-vae), or use --preset tiny",
+        vae::SDXL_VAE_ENV
+    )]
+    SdxlVaeUnset,
+    #[error(transparent)]
+    Vae(#[from] crate::vae::VaeError),
+    #[error(
+        "{dir}: the VAE has {channels} latent channels and down-samples by {downsampling}; the SDXL-VAE codec needs 4 and 8"
+    )]
+    NotSdxl {
+        dir: std::path::PathBuf,
+        channels: usize,
+        downsampling: usize,
+    },
+}
 
 /// Which codec a preset uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +70,7 @@ impl CodecConfig {
     }
 
     /// The codec on the backend's default device, or why it is not available.
-    pub fn build<B: Backend>(&self) -> Result<Box<dyn LatentCodec<B>>, String> {
+    pub fn build<B: Backend>(&self) -> Result<Box<dyn LatentCodec<B>>, CodecError> {
         self.build_on(&Default::default())
     }
 
@@ -57,10 +79,10 @@ impl CodecConfig {
     pub fn build_on<B: Backend>(
         &self,
         device: &B::Device,
-    ) -> Result<Box<dyn LatentCodec<B>>, String> {
+    ) -> Result<Box<dyn LatentCodec<B>>, CodecError> {
         match *self {
             CodecConfig::Pixels { factor } => Ok(Box::new(PixelPatches { factor })),
-            CodecConfig::SdxlVae => Ok(Box::new(crate::vae::VaeCodec::<B>::from_env(device)?)),
+            CodecConfig::SdxlVae => Ok(Box::new(vae::VaeCodec::<B>::from_env(device)?)),
         }
     }
 }

@@ -4,16 +4,15 @@
 //! embeddings); Delta CKA = ours - baseline per sampling seed, mean +- sd and +- SE over seeds,
 //! biased and debiased, with the permutation-null floor of each model's CKA.
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
-use flowlens_analysis::cka::{Estimator, terms};
+use flowlens_analysis::cka::{PerEstimator, terms};
 use flowlens_analysis::stats::{GramPair, Summary, permutation_null};
 use flowlens_core::flow::taps::llm_tap_name;
+use flowlens_core::store::{FeatureStore, Seeds};
 use serde::{Deserialize, Serialize};
 
-use crate::probes::Store;
-use crate::protocol::Exp1;
+use crate::exp1::config::Exp1;
+use crate::io::matrix;
 
 /// The two streams compared with the LLM.
 pub const STREAMS: [(&str, &str, &str); 2] = [
@@ -51,19 +50,24 @@ impl Values {
     }
 }
 
-/// One (stream, layer, step) cell.
+serde_with::with_prefix!(ours_ "ours_");
+serde_with::with_prefix!(baseline_ "baseline_");
+serde_with::with_prefix!(delta_ "delta_");
+
+/// One (stream, layer, step) cell: CKA of ours and of the baseline and their difference, per
+/// estimator (written as `ours_biased`, `ours_debiased`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cell {
     pub stream: String,
     pub layer: usize,
     pub step: usize,
     pub t: f64,
-    pub ours_biased: Values,
-    pub ours_debiased: Values,
-    pub baseline_biased: Values,
-    pub baseline_debiased: Values,
-    pub delta_biased: Values,
-    pub delta_debiased: Values,
+    #[serde(flatten, with = "ours_")]
+    pub ours: PerEstimator<Values>,
+    #[serde(flatten, with = "baseline_")]
+    pub baseline: PerEstimator<Values>,
+    #[serde(flatten, with = "delta_")]
+    pub delta: PerEstimator<Values>,
     /// Upper 95 % quantile of the permutation null of ours' / the baseline's CKA (first seed,
     /// the headline estimator); `None` without permutations.
     pub null95_ours: Option<f64>,
@@ -98,35 +102,51 @@ impl Results {
     }
 }
 
+/// The `[n, d]` features of `tap` at `step` for a complete `seed`.
+pub(crate) fn features(
+    store: &FeatureStore,
+    tap: &str,
+    seed: u64,
+    step: usize,
+) -> Result<ndarray::Array2<f64>> {
+    Ok(matrix(store.read(tap, seed, step, Seeds::Complete)?))
+}
+
 /// Both estimators of CKA(x, y) for one seed and step.
-fn cka_pair(store: &Store, a: &str, b: &str, seed: u64, step: usize) -> Result<(f64, f64)> {
-    let x = store.read(a, seed, step)?;
-    let y = store.read(b, seed, step)?;
+pub(crate) fn cka_pair(
+    store: &FeatureStore,
+    a: &str,
+    b: &str,
+    seed: u64,
+    step: usize,
+) -> Result<PerEstimator<f64>> {
+    let x = features(store, a, seed, step)?;
+    let y = features(store, b, seed, step)?;
     let v = terms(x.view(), y.view())?.values(a, b)?;
     let debiased = v.debiased.with_context(|| {
         format!(
             "{}: the debiased estimator needs at least 4 prompts",
-            store.dir.display()
+            store.dir().display()
         )
     })?;
-    Ok((v.biased, debiased))
+    Ok(PerEstimator::new(v.biased, debiased))
 }
 
 /// Computes the experiment from the two runs' feature stores.
-pub fn analyse(ours: &Store, baseline: &Store, config: &Exp1) -> Result<Results> {
+pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> Result<Results> {
     let (mo, mb) = (&ours.manifest, &baseline.manifest);
     if mo.prompts != mb.prompts {
         bail!(
             "{} and {} were sampled with different prompts; sample both with the same ones",
-            ours.dir.display(),
-            baseline.dir.display()
+            ours.dir().display(),
+            baseline.dir().display()
         );
     }
     let seeds = &config.probing.seeds;
     for s in seeds {
         for store in [ours, baseline] {
             if !store.manifest.seeds.contains(s) {
-                bail!("{}: seed {s} was not sampled", store.dir.display());
+                bail!("{}: seed {s} was not sampled", store.dir().display());
             }
         }
     }
@@ -135,24 +155,27 @@ pub fn analyse(ours: &Store, baseline: &Store, config: &Exp1) -> Result<Results>
         for &layer in &config.layers {
             let llm_tap = llm_tap_name(layer, part);
             for &step in &config.steps {
-                let mut v = [(); 4].map(|_| Vec::with_capacity(seeds.len()));
+                let mut o = PerEstimator::<Vec<f64>>::default();
+                let mut b = PerEstimator::<Vec<f64>>::default();
                 for &seed in seeds {
-                    let (ob, od) = cka_pair(ours, enc_tap, &llm_tap, seed, step)?;
-                    let (bb, bd) = cka_pair(baseline, enc_tap, &llm_tap, seed, step)?;
-                    v[0].push(ob);
-                    v[1].push(od);
-                    v[2].push(bb);
-                    v[3].push(bd);
+                    let (vo, vb) = (
+                        cka_pair(ours, enc_tap, &llm_tap, seed, step)?,
+                        cka_pair(baseline, enc_tap, &llm_tap, seed, step)?,
+                    );
+                    o.biased.push(vo.biased);
+                    o.debiased.push(vo.debiased);
+                    b.biased.push(vb.biased);
+                    b.debiased.push(vb.debiased);
                 }
-                let delta = |i: usize, j: usize| -> Vec<f64> {
-                    v[i].iter().zip(&v[j]).map(|(a, b)| a - b).collect()
+                let delta = |x: &[f64], y: &[f64]| -> Vec<f64> {
+                    x.iter().zip(y).map(|(a, b)| a - b).collect()
                 };
-                let null = |store: &Store| -> Result<Option<f64>> {
+                let null = |store: &FeatureStore| -> Result<Option<f64>> {
                     if config.permutations == 0 {
                         return Ok(None);
                     }
-                    let x = store.read(enc_tap, seeds[0], step)?;
-                    let y = store.read(&llm_tap, seeds[0], step)?;
+                    let x = features(store, enc_tap, seeds[0], step)?;
+                    let y = features(store, &llm_tap, seeds[0], step)?;
                     let pair = GramPair::new(x.view(), y.view())?;
                     let null = permutation_null(
                         &pair,
@@ -168,22 +191,22 @@ pub fn analyse(ours: &Store, baseline: &Store, config: &Exp1) -> Result<Results>
                     layer,
                     step,
                     t: mo.times.get(step).copied().unwrap_or(0.0) as f64,
-                    delta_biased: Values::of(delta(0, 2))?,
-                    delta_debiased: Values::of(delta(1, 3))?,
+                    delta: PerEstimator::new(
+                        Values::of(delta(&o.biased, &b.biased))?,
+                        Values::of(delta(&o.debiased, &b.debiased))?,
+                    ),
                     null95_ours: null(ours)?,
                     null95_baseline: null(baseline)?,
-                    ours_biased: Values::of(v[0].clone())?,
-                    ours_debiased: Values::of(v[1].clone())?,
-                    baseline_biased: Values::of(v[2].clone())?,
-                    baseline_debiased: Values::of(v[3].clone())?,
+                    ours: PerEstimator::new(Values::of(o.biased)?, Values::of(o.debiased)?),
+                    baseline: PerEstimator::new(Values::of(b.biased)?, Values::of(b.debiased)?),
                 });
             }
         }
     }
     Ok(Results {
         format: "flowlens.exp1.v1".into(),
-        ours: ours.dir.display().to_string(),
-        baseline: baseline.dir.display().to_string(),
+        ours: ours.dir().display().to_string(),
+        baseline: baseline.dir().display().to_string(),
         ours_checkpoint_step: mo.checkpoint_step,
         baseline_checkpoint_step: mb.checkpoint_step,
         n_prompts: mo.prompts.len(),
@@ -192,34 +215,9 @@ pub fn analyse(ours: &Store, baseline: &Store, config: &Exp1) -> Result<Results>
         steps: config.steps.clone(),
         solver_steps: mo.steps,
         cfg: mo.cfg,
-        pooling: mo.pooling.clone(),
+        pooling: mo.pooling.name().into(),
         estimator: config.estimator.name().into(),
         permutations: config.permutations,
         cells,
     })
-}
-
-impl Cell {
-    pub fn delta(&self, e: Estimator) -> &Values {
-        match e {
-            Estimator::Biased => &self.delta_biased,
-            Estimator::Debiased => &self.delta_debiased,
-        }
-    }
-    pub fn ours(&self, e: Estimator) -> &Values {
-        match e {
-            Estimator::Biased => &self.ours_biased,
-            Estimator::Debiased => &self.ours_debiased,
-        }
-    }
-    pub fn baseline(&self, e: Estimator) -> &Values {
-        match e {
-            Estimator::Biased => &self.baseline_biased,
-            Estimator::Debiased => &self.baseline_debiased,
-        }
-    }
-}
-
-pub fn load(path: &Path) -> Result<Results> {
-    crate::report::read_json(path)
 }

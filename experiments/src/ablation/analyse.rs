@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use flowlens_core::run::RunDir;
+use flowlens_core::flow::Preset;
+use flowlens_core::run::{Event, MetricRecord, RunDir};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// One evaluation during training (the shapes oracle; FID/CLIP once their networks exist).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -61,7 +61,7 @@ impl RunResult {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Results {
     pub format: String,
-    pub preset: String,
+    pub preset: Preset,
     pub steps: usize,
     pub eval_every: usize,
     pub variants: Vec<String>,
@@ -69,16 +69,12 @@ pub struct Results {
     pub runs: Vec<RunResult>,
 }
 
-fn f(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
-}
-
 /// Reads a run's metrics (the last record of a step wins: a resumed run re-logs the steps after
 /// its last checkpoint).
 pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Result<RunResult> {
     let run = RunDir::open(dir)?;
     let records = run
-        .read_metrics()
+        .read_records()
         .with_context(|| format!("reading the metrics of {}", dir.display()))?;
     let mut steps: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
     let mut evals: BTreeMap<usize, (EvalPoint, f64)> = BTreeMap::new();
@@ -87,52 +83,42 @@ pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Resul
     if let Ok(c) = run.config::<flowlens_core::train::TrainConfig>() {
         batch = (c.batch_size * c.grad_accum) as f64;
     }
-    for r in &records {
-        match r.get("event").and_then(Value::as_str) {
-            None => {
-                let (Some(step), Some(loss)) =
-                    (r.get("step").and_then(Value::as_u64), f(r, "loss"))
-                else {
-                    continue;
-                };
-                let secs = f(r, "samples_per_s").map_or(0.0, |s| batch / s.max(1e-12));
-                steps.insert(step as usize, (loss, secs));
+    for r in records {
+        match r {
+            MetricRecord::Step(s) => {
+                steps.insert(s.step, (s.loss, batch / s.samples_per_s.max(1e-12)));
             }
-            Some("eval") => {
-                let (Some(step), Some(a), Some(c)) = (
-                    r.get("step").and_then(Value::as_u64),
-                    r.get("adherence"),
-                    r.get("chance"),
-                ) else {
-                    continue;
-                };
+            MetricRecord::Event(Event::Eval {
+                step,
+                adherence,
+                chance,
+                seconds,
+            }) => {
                 let point = EvalPoint {
-                    step: step as usize,
-                    adherence: f(a, "overall").unwrap_or(f64::NAN),
-                    colour: f(a, "colour").unwrap_or(f64::NAN),
-                    shape: f(a, "shape").unwrap_or(f64::NAN),
-                    size: f(a, "size").unwrap_or(f64::NAN),
-                    relation: f(a, "relation"),
-                    chance: f(c, "overall").unwrap_or(f64::NAN),
+                    step,
+                    adherence: adherence.overall,
+                    colour: adherence.colour,
+                    shape: adherence.shape,
+                    size: adherence.size,
+                    relation: adherence.relation,
+                    chance: chance.overall,
                 };
-                evals.insert(step as usize, (point, f(r, "seconds").unwrap_or(0.0)));
+                evals.insert(step, (point, seconds));
             }
-            Some("eval_mjhq") => {
-                if let (Some(step), Some(fid), Some(clip_score)) = (
-                    r.get("step").and_then(Value::as_u64),
-                    f(r, "fid"),
-                    f(r, "clip_score"),
-                ) {
-                    let step = step as usize;
-                    mjhq.insert(
+            MetricRecord::Event(Event::EvalMjhq {
+                step,
+                fid,
+                clip_score,
+                ..
+            }) => {
+                mjhq.insert(
+                    step,
+                    MjhqPoint {
                         step,
-                        MjhqPoint {
-                            step,
-                            fid,
-                            clip_score,
-                        },
-                    );
-                }
+                        fid,
+                        clip_score,
+                    },
+                );
             }
             _ => {}
         }

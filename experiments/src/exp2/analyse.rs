@@ -3,13 +3,17 @@
 //! encoder across prompts; each seed's curve is summarised by its AUC over normalised time and
 //! its time-to-threshold, aggregated as mean +- SE over seeds.
 
-use anyhow::{Context, Result, bail};
-use flowlens_analysis::cka::{Estimator, terms};
+use anyhow::{Result, bail};
+use flowlens_analysis::cka::PerEstimator;
 use flowlens_analysis::curves::{CurveSummary, summarise_curves};
+use flowlens_core::store::FeatureStore;
 use serde::{Deserialize, Serialize};
 
-use crate::probes::Store;
-use crate::protocol::Exp2;
+use crate::exp1::analyse::cka_pair;
+use crate::exp2::config::Exp2;
+
+serde_with::with_prefix!(curves_ "curves_");
+serde_with::with_prefix!(summary_ "summary_");
 
 /// One decoder condition.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -18,26 +22,11 @@ pub struct Condition {
     pub name: String,
     pub run: String,
     pub checkpoint_step: usize,
-    /// `curves_*[seed][step]`.
-    pub curves_biased: Vec<Vec<f64>>,
-    pub curves_debiased: Vec<Vec<f64>>,
-    pub summary_biased: CurveSummary,
-    pub summary_debiased: CurveSummary,
-}
-
-impl Condition {
-    pub fn curves(&self, e: Estimator) -> &[Vec<f64>] {
-        match e {
-            Estimator::Biased => &self.curves_biased,
-            Estimator::Debiased => &self.curves_debiased,
-        }
-    }
-    pub fn summary(&self, e: Estimator) -> &CurveSummary {
-        match e {
-            Estimator::Biased => &self.summary_biased,
-            Estimator::Debiased => &self.summary_debiased,
-        }
-    }
+    /// `curves[seed][step]` per estimator (written as `curves_biased`, `curves_debiased`).
+    #[serde(flatten, with = "curves_")]
+    pub curves: PerEstimator<Vec<Vec<f64>>>,
+    #[serde(flatten, with = "summary_")]
+    pub summary: PerEstimator<CurveSummary>,
 }
 
 /// `exp2/results.json`.
@@ -57,36 +46,25 @@ pub struct Results {
     pub conditions: Vec<Condition>,
 }
 
-/// `curves[seed][step]`.
-type Curves = Vec<Vec<f64>>;
-
-/// The text-vs-noise curve of every seed: (biased, debiased).
-fn curves(store: &Store, seeds: &[u64]) -> Result<(Curves, Curves)> {
-    let mut biased = Vec::new();
-    let mut debiased = Vec::new();
+/// The text-vs-noise curve of every seed, `[seed][step]` per estimator.
+fn curves(store: &FeatureStore, seeds: &[u64]) -> Result<PerEstimator<Vec<Vec<f64>>>> {
+    let mut out = PerEstimator::<Vec<Vec<f64>>>::default();
     for &seed in seeds {
         let (mut b, mut d) = (Vec::new(), Vec::new());
         for step in 0..store.manifest.steps {
-            let x = store.read("enc.text", seed, step)?;
-            let y = store.read("enc.noise", seed, step)?;
-            let v = terms(x.view(), y.view())?.values("enc.text", "enc.noise")?;
+            let v = cka_pair(store, "enc.text", "enc.noise", seed, step)?;
             b.push(v.biased);
-            d.push(v.debiased.with_context(|| {
-                format!(
-                    "{}: the debiased estimator needs at least 4 prompts",
-                    store.dir.display()
-                )
-            })?);
+            d.push(v.debiased);
         }
-        biased.push(b);
-        debiased.push(d);
+        out.biased.push(b);
+        out.debiased.push(d);
     }
-    Ok((biased, debiased))
+    Ok(out)
 }
 
 /// Computes the experiment from the two systems' feature stores (`conditions`: name and store).
 pub fn analyse(
-    conditions: &[(&str, &Store)],
+    conditions: &[(&str, &FeatureStore)],
     config: &Exp2,
     encoder_tensors_identical: usize,
 ) -> Result<Results> {
@@ -96,8 +74,8 @@ pub fn analyse(
         {
             bail!(
                 "{} and {} were sampled with different prompts or solver steps",
-                first.dir.display(),
-                s.dir.display()
+                first.dir().display(),
+                s.dir().display()
             );
         }
     }
@@ -109,15 +87,16 @@ pub fn analyse(
     let seeds = &config.probing.seeds;
     let mut out = Vec::new();
     for (name, store) in conditions {
-        let (b, d) = curves(store, seeds)?;
+        let curves = curves(store, seeds)?;
         out.push(Condition {
             name: name.to_string(),
-            run: store.dir.display().to_string(),
+            run: store.dir().display().to_string(),
             checkpoint_step: store.manifest.checkpoint_step,
-            summary_biased: summarise_curves(&ts, &b, config.threshold)?,
-            summary_debiased: summarise_curves(&ts, &d, config.threshold)?,
-            curves_biased: b,
-            curves_debiased: d,
+            summary: PerEstimator::new(
+                summarise_curves(&ts, &curves.biased, config.threshold)?,
+                summarise_curves(&ts, &curves.debiased, config.threshold)?,
+            ),
+            curves,
         });
     }
     Ok(Results {
@@ -127,7 +106,7 @@ pub fn analyse(
         n_prompts: first.manifest.prompts.len(),
         threshold: config.threshold,
         estimator: config.estimator.name().into(),
-        pooling: first.manifest.pooling.clone(),
+        pooling: first.manifest.pooling.name().into(),
         cfg: first.manifest.cfg,
         encoder_tensors_identical,
         conditions: out,

@@ -1,0 +1,253 @@
+//! One optimisation step of rectified-flow training (MODEL.md 7): velocity MSE on
+//! `z_t = t x + (1 - t) z0` with logit-normal `t`, text dropout in the CFG-row form, stage 1
+//! without LLM updates, gradient accumulation, global gradient-norm clipping, AdamW for the heads
+//! and (stage 2) the LLM, and the EMA update. Every step draws its randomness from a generator
+//! seeded by (seed, step, item) and its data by position, so a resumed run repeats it exactly.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::checkpoint::Best;
+use crate::data::DataSource;
+use crate::flow::rectified::{drop_rows, interpolate, velocity_loss};
+use crate::flow::{FlowConfig, FlowModel, TapRequest};
+use crate::latent_cache::LatentCache;
+use crate::noise::{logit_normal, normal_values};
+use crate::run::{RunDir, StepRecord};
+use crate::tokenizer::{LlamaTokenizer, PaddingSide};
+use crate::train::config::TrainConfig;
+use crate::train::error::TrainError;
+use crate::train::grads::{Collect, EmaUpdate, GradStats, Optim, ScaleGrads};
+
+/// Where a training run stands.
+pub struct Trainer<B: AutodiffBackend> {
+    pub config: TrainConfig,
+    pub flow: FlowConfig,
+    pub model: FlowModel<B>,
+    pub ema: FlowModel<B::InnerBackend>,
+    /// The second EMA (`ema_decay_2`).
+    pub ema2: Option<FlowModel<B::InnerBackend>>,
+    pub(crate) optim_heads: Optim<B>,
+    pub(crate) optim_llm: Optim<B>,
+    pub step: usize,
+    pub tokenizer: LlamaTokenizer,
+    /// The encoded training data.
+    pub data: LatentCache,
+    pub(crate) run: RunDir,
+    pub(crate) device: B::Device,
+    /// Best checkpoint so far.
+    pub(crate) best: Option<Best>,
+    /// Losses since the last checkpoint.
+    pub(crate) window: Vec<f32>,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Micro-batch `micro` of `step`: latents `[b, c, h, w]` and captions, by position in the
+    /// data (deterministic, so a resumed run sees the same batches).
+    fn batch(&self, step: usize, micro: usize) -> (Tensor<B, 4>, Vec<String>) {
+        let b = self.config.batch_size;
+        let first = (step * self.config.grad_accum + micro) * b;
+        let n = self.data.len();
+        let indices: Vec<usize> = (first..first + b).map(|i| i % n).collect();
+        let (latents, captions) = self.data.batch(&indices);
+        let [c, h, w] = self.data.meta.shape;
+        (
+            Tensor::from_data(TensorData::new(latents, [b, c, h, w]), &self.device),
+            captions,
+        )
+    }
+
+    /// The randomness of item `index` of `step`'s effective batch: text dropout, `t` and the
+    /// noise `z0`, from a generator seeded by (seed, step, index). Per item, so a step sees the
+    /// same items, times and noise however it is split into micro-batches.
+    fn item_randomness(&self, step: usize, index: usize) -> (bool, f32, Vec<f32>) {
+        let c = &self.config;
+        let key = (step as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add((index as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+        let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ key);
+        let dropped = rand::Rng::random_bool(&mut rng, c.text_dropout);
+        let t = logit_normal(&mut rng, 1, c.t_mean, c.t_std)[0];
+        let per: usize = self.data.meta.shape.iter().product();
+        let noise = normal_values(&mut rng, per);
+        (dropped, t, noise)
+    }
+
+    /// The loss of one micro-batch (not yet divided by the accumulation count).
+    fn micro_loss(
+        &self,
+        step: usize,
+        micro: usize,
+        stage: u8,
+    ) -> Result<(Tensor<B, 1>, f32), TrainError> {
+        let c = &self.config;
+        let (x, captions) = self.batch(step, micro);
+        let b = c.batch_size;
+        let tl = self.flow.text_len;
+        let tokens = self
+            .tokenizer
+            .encode_batch(&captions, Some(tl), PaddingSide::Right)?;
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.ids, [b, tl]), &self.device);
+        let mask =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.mask, [b, tl]), &self.device);
+        let (mut dropped, mut times, mut noise) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..b {
+            let (d, t, z) = self.item_randomness(step, micro * b + i);
+            dropped.push(d);
+            times.push(t);
+            noise.extend(z);
+        }
+        let (ids, mask) = drop_rows(ids, mask, &dropped, self.tokenizer.pad_id);
+        let t = Tensor::<B, 1>::from_data(TensorData::new(times, [b]), &self.device);
+        let z0 = Tensor::<B, 4>::from_data(TensorData::new(noise, x.dims()), &self.device);
+        let zt = interpolate(&x, &z0, &t);
+        let target = x - z0;
+        // Stage 1 does not update the LLM: no gradients for its weights (gradients still flow
+        // through it to the encoder).
+        let model = if stage == 1 {
+            self.model.clone().freeze_llm()
+        } else {
+            self.model.clone()
+        };
+        let out = model.forward(zt, t, ids, mask, &TapRequest::none())?;
+        let loss = velocity_loss(out.velocity.clone(), target);
+        let loss_value: f32 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            let velocity_sum: f64 = out.velocity.abs().sum().into_scalar().elem();
+            let first = if velocity_sum.is_finite() {
+                "the loss (the predicted velocity is finite)".to_string()
+            } else {
+                "the predicted velocity".to_string()
+            };
+            return Err(self.diagnose(step, loss_value, first));
+        }
+        Ok((loss, loss_value))
+    }
+
+    /// One optimisation step (`grad_accum` micro-batches).
+    pub fn train_step(&mut self) -> Result<StepRecord, TrainError> {
+        let start = Instant::now();
+        let step = self.step;
+        let accum = self.config.grad_accum;
+        let stage = self.config.stage(step);
+        let mut heads_acc = GradientsAccumulator::<FlowModel<B>>::new();
+        let mut llm_acc = GradientsAccumulator::<FlowModel<B>>::new();
+        let mut loss_sum = 0f32;
+        for micro in 0..accum {
+            let (loss, value) = self.micro_loss(step, micro, stage)?;
+            loss_sum += value;
+            let loss = if accum > 1 { loss / accum as f32 } else { loss };
+            let mut grads = loss.backward();
+            let llm_grads = GradientsParams::from_module(&mut grads, &self.model.llm);
+            heads_acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            if stage == 2 {
+                llm_acc.accumulate(&self.model, llm_grads);
+            }
+        }
+        let loss_value = loss_sum / accum as f32;
+        let c = &self.config;
+        let mut head_grads = heads_acc.grads();
+        let mut llm_grads = (stage == 2).then(|| llm_acc.grads());
+        // Global gradient norm over the parameters being updated (PyTorch's clip_grad_norm_).
+        let mut stats = GradStats::<B>::new(&head_grads);
+        self.model.visit(&mut stats);
+        let (mut sum_sq, mut bad) = (stats.sum_sq, stats.non_finite);
+        if let Some(g) = &llm_grads {
+            let mut stats = GradStats::<B>::new(g);
+            self.model.llm.visit(&mut stats);
+            sum_sq += stats.sum_sq;
+            bad = bad.or(stats.non_finite);
+        }
+        if let Some(id) = bad {
+            return Err(self.diagnose(step, loss_value, format!("the gradient of parameter {id}")));
+        }
+        let grad_norm = sum_sq.sqrt();
+        if grad_norm > c.grad_clip {
+            let factor = c.grad_clip / (grad_norm + 1e-6);
+            self.model
+                .visit(&mut ScaleGrads::<B>::new(&mut head_grads, factor));
+            if let Some(g) = llm_grads.as_mut() {
+                self.model.llm.visit(&mut ScaleGrads::<B>::new(g, factor));
+            }
+        }
+        let lr = c.lr_at(step, c.lr);
+        let llm_lr = c.lr_at(step, c.llm_lr.unwrap_or(c.lr));
+        let mut model = self.model.clone();
+        model = self.optim_heads.step(lr, model, head_grads);
+        if let Some(g) = llm_grads {
+            model = self.optim_llm.step(llm_lr, model, g);
+        }
+        self.model = model;
+        let mut collect = Collect::<B> {
+            values: HashMap::new(),
+        };
+        self.model.visit(&mut collect);
+        if let (Some(ema2), Some(decay)) = (self.ema2.take(), self.config.ema_decay_2) {
+            self.ema2 = Some(ema2.map(&mut EmaUpdate {
+                current: collect.values.clone(),
+                decay,
+            }));
+        }
+        self.ema = self.ema.clone().map(&mut EmaUpdate {
+            current: collect.values,
+            decay: self.config.ema_decay,
+        });
+        self.step += 1;
+        self.window.push(loss_value);
+        let samples = self.config.batch_size * accum;
+        Ok(StepRecord {
+            step,
+            loss: loss_value as f64,
+            lr,
+            grad_norm,
+            samples_per_s: samples as f64 / start.elapsed().as_secs_f64(),
+            stage,
+        })
+    }
+
+    fn diagnose(&self, step: usize, loss: f32, first: String) -> TrainError {
+        let path = self.run.path("nan_diagnosis.json");
+        let _ = crate::fsutil::write_atomic(
+            &path,
+            json!({"step": step, "loss": loss.to_string(), "first_non_finite": first})
+                .to_string()
+                .as_bytes(),
+        );
+        TrainError::NonFinite {
+            step,
+            loss,
+            first,
+            diagnosis: path,
+        }
+    }
+
+    /// Held-out shapes scenes for evaluation (a data seed training never uses), when the run
+    /// trains on the shapes set.
+    pub fn held_out_scenes(&self, n: usize) -> Option<Vec<crate::data::Scene>> {
+        match self.config.data {
+            DataSource::Shapes { seed, .. } => {
+                let held_out = crate::data::ShapesDataset::held_out(seed, n);
+                Some((0..n).map(|i| held_out.scene(i)).collect())
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Running experiment 1: both runs sampled with the encoder and LLM taps at the probed solver
+//! steps into `probes-exp1`, then analysed into `out/exp1/results.json`.
+
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use flowlens_core::flow::FlowConfig;
+use flowlens_core::flow::taps::llm_tap_name;
+use flowlens_core::run::RunDir;
+use flowlens_core::train::TrainConfig;
+
+use crate::exp1::analyse::{Results, analyse};
+use crate::io::write_json;
+use crate::pipeline::{Log, ensure_sampled, require_trained};
+use crate::protocol::ExperimentFile;
+
+/// Experiment 1; writes `out/exp1/results.json`.
+pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> Result<Results> {
+    let c = &file.exp1;
+    let ours = file.resolve_run(&c.ours, c.probing.run_seed);
+    let baseline = file.resolve_run(&c.baseline, c.probing.run_seed);
+    require_trained(&ours, "exp1's `ours`")?;
+    require_trained(&baseline, "exp1's `baseline`")?;
+    for run in [&ours, &baseline] {
+        let config: TrainConfig = RunDir::open(run)?.config()?;
+        let flow = FlowConfig::of(config.preset, config.variant);
+        let n = flow.llm.num_hidden_layers;
+        if let Some(l) = c.layers.iter().find(|&&l| l > n) {
+            bail!(
+                "[exp1] layers: layer {l} does not exist in the LLM of {} ({n} layers: hidden states 0 to {n}, {n} = after the final norm)",
+                run.display()
+            );
+        }
+    }
+    let mut taps = vec!["enc.text".to_string(), "enc.noise".to_string()];
+    for &l in &c.layers {
+        taps.push(llm_tap_name(l, "text"));
+        taps.push(llm_tap_name(l, "image"));
+    }
+    let mut steps = c.steps.clone();
+    steps.sort_unstable();
+    steps.dedup();
+    let mut stores = Vec::new();
+    for run in [&ours, &baseline] {
+        stores.push(ensure_sampled::<B>(
+            run,
+            "probes-exp1",
+            &c.probing,
+            &taps,
+            Some(steps.clone()),
+            c.pooling,
+            device,
+            log,
+        )?);
+    }
+    log.say("experiment 1: CKA of the streams vs the LLM layers");
+    let results = analyse(&stores[0], &stores[1], c)?;
+    write_json(&file.out.join("exp1/results.json"), &results)?;
+    Ok(results)
+}

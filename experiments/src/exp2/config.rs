@@ -1,0 +1,39 @@
+//! `[exp2]` of the experiment file: experiment 2's source run, budget, threshold and pooling.
+
+use flowlens_analysis::cka::Estimator;
+use flowlens_core::flow::TapPooling;
+use serde::{Deserialize, Serialize};
+
+use crate::probing::Probing;
+
+/// Experiment 2: the same dual-stream encoder under two decoders.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Exp2 {
+    /// The trained dual-stream-encoder + single-stream-decoder system (variant name of the
+    /// ablation's runs, or a run directory) whose encoder both conditions share.
+    pub ours: String,
+    /// Steps to train the ConvNeXt-decoder system around the frozen encoder (default: the
+    /// ablation's budget).
+    pub steps: Option<usize>,
+    /// CKA threshold of the time-to-threshold summary.
+    pub threshold: f64,
+    pub pooling: TapPooling,
+    #[serde(with = "crate::probing::estimator_serde")]
+    pub estimator: Estimator,
+    #[serde(flatten)]
+    pub probing: Probing,
+}
+
+impl Default for Exp2 {
+    fn default() -> Self {
+        Self {
+            ours: "both".into(),
+            steps: None,
+            threshold: 0.5,
+            pooling: TapPooling::LayerNormMean,
+            estimator: Estimator::Debiased,
+            probing: Probing::default(),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Experiment 2's section of the report: the text-noise CKA curves of the shared encoder under
+//! each decoder, AUC and time-to-threshold bars and tables, the long-form CSV.
+
+use anyhow::Result;
+use flowlens_analysis::cka::Estimator;
+use flowlens_analysis::figures::{BarChart, Line, LinePlot};
+use flowlens_analysis::tables::{Better, Column, SummaryTable};
+
+use crate::exp2::analyse::{Condition, Results};
+use crate::report::blocks::{Block, Section, mean_se, num, pm};
+
+pub fn section(r: &Results, prefix: &str) -> Result<Section> {
+    let mut out = Section::new(prefix);
+    let headline: Estimator = r.estimator.parse().map_err(anyhow::Error::msg)?;
+    let mut blocks = vec![
+        Block::Heading(
+            2,
+            "Experiment 2: decoder-induced text–noise dynamics".into(),
+        ),
+        Block::Para(format!(
+            "The same trained dual-stream encoder under two decoders ({} encoder tensors checked \
+             bit-identical between the systems). At every solver step, CKA between the \
+             layer-normalised pooled text and noise streams across {} prompts; curves are the \
+             mean over sampling seeds {:?} (band ±1 SE); AUC over normalised time and the first \
+             time the interpolated curve reaches {} (mean ± SE over seeds; seeds that never \
+             reach it are counted, not averaged). CFG {}, pooling `{}`.",
+            r.encoder_tensors_identical, r.n_prompts, r.seeds, r.threshold, r.cfg, r.pooling
+        )),
+    ];
+    for e in [headline, headline.other()] {
+        let lines = r
+            .conditions
+            .iter()
+            .map(|c| {
+                let (ys, band) = mean_se(c.curves.get(e));
+                Line {
+                    name: c.name.clone(),
+                    xs: r.ts.clone(),
+                    ys,
+                    band,
+                }
+            })
+            .collect();
+        let stem = out.figure(
+            LinePlot {
+                title: format!("Encoder text–noise CKA over solver time ({})", e.name()),
+                x_label: "solver time t".into(),
+                y_label: "CKA(E_text, E_noise)".into(),
+                lines,
+                reference: Some((r.threshold, format!("threshold {}", r.threshold))),
+                y_range: None,
+            },
+            &format!("exp2_curves_{}", e.name()),
+        );
+        blocks.push(Block::Figure {
+            stem,
+            caption: format!(
+                "Text–noise alignment of the shared encoder vs solver time under each decoder, \
+                 {} estimator.",
+                e.name()
+            ),
+        });
+    }
+    let names: Vec<String> = r.conditions.iter().map(|c| c.name.clone()).collect();
+    let series = [headline, headline.other()];
+    let stem = out.figure(
+        BarChart {
+            title: "AUC of the CKA–time curve (higher is better)".into(),
+            y_label: "AUC".into(),
+            groups: names.clone(),
+            series: series.iter().map(|e| e.name().to_string()).collect(),
+            values: series
+                .iter()
+                .map(|&e| {
+                    r.conditions
+                        .iter()
+                        .map(|c| c.summary.get(e).auc.mean)
+                        .collect()
+                })
+                .collect(),
+            errors: Some(
+                series
+                    .iter()
+                    .map(|&e| {
+                        r.conditions
+                            .iter()
+                            .map(|c| c.summary.get(e).auc.se)
+                            .collect()
+                    })
+                    .collect(),
+            ),
+        },
+        "exp2_auc",
+    );
+    blocks.push(Block::Figure {
+        stem,
+        caption: "AUC per decoder, mean ± 1 SE over seeds.".into(),
+    });
+    let reached: Vec<&Condition> = r
+        .conditions
+        .iter()
+        .filter(|c| c.summary.get(headline).crossing.n_reached > 0)
+        .collect();
+    if reached.is_empty() {
+        blocks.push(Block::Para(format!(
+            "No seed's {} curve reached CKA ≥ {} under either decoder, so the time-to-threshold \
+             is not drawn (it is \"not reached\" in the table).",
+            headline.name(),
+            r.threshold
+        )));
+    } else {
+        let label = |c: &Condition| {
+            let x = &c.summary.get(headline).crossing;
+            let n = x.n_reached + x.n_not_reached;
+            if x.n_reached == 0 {
+                format!("{} (never reached)", c.name)
+            } else if x.n_not_reached > 0 {
+                format!("{} ({} of {n} seeds)", c.name, x.n_reached)
+            } else {
+                c.name.clone()
+            }
+        };
+        let stem = out.figure(
+            BarChart {
+                title: format!(
+                    "Time to CKA ≥ {} ({}; lower is better)",
+                    r.threshold,
+                    headline.name()
+                ),
+                y_label: "normalised time".into(),
+                groups: r.conditions.iter().map(label).collect(),
+                series: vec![headline.name().to_string()],
+                values: vec![
+                    r.conditions
+                        .iter()
+                        .map(|c| {
+                            c.summary
+                                .get(headline)
+                                .crossing
+                                .reached
+                                .map_or(0.0, |s| s.mean)
+                        })
+                        .collect(),
+                ],
+                errors: Some(vec![
+                    r.conditions
+                        .iter()
+                        .map(|c| {
+                            c.summary
+                                .get(headline)
+                                .crossing
+                                .reached
+                                .map_or(0.0, |s| s.se)
+                        })
+                        .collect(),
+                ]),
+            },
+            "exp2_time_to_threshold",
+        );
+        blocks.push(Block::Figure {
+            stem,
+            caption: "Time-to-threshold per decoder, mean ± 1 SE over the seeds that reached it \
+                      (a decoder whose seeds never reached it has no bar)."
+                .into(),
+        });
+    }
+    let mut header = vec!["Decoder".to_string()];
+    for e in series {
+        header.push(format!("AUC ({})", e.name()));
+        header.push(format!("time to ≥ {} ({})", r.threshold, e.name()));
+    }
+    let mut rows = Vec::new();
+    let mut cells = Vec::new();
+    for c in &r.conditions {
+        let mut row = vec![c.name.clone()];
+        let mut crow = Vec::new();
+        for e in series {
+            let s = c.summary.get(e);
+            row.push(pm(&s.auc, true));
+            let reached = s
+                .crossing
+                .reached
+                .as_ref()
+                .map_or("not reached".into(), |x| pm(x, true));
+            row.push(if s.crossing.n_not_reached > 0 {
+                format!(
+                    "{reached} ({} of {} seeds not reached)",
+                    s.crossing.n_not_reached,
+                    s.crossing.n_reached + s.crossing.n_not_reached
+                )
+            } else {
+                reached
+            });
+            crow.push(Some(s.auc));
+            crow.push(s.crossing.reached);
+        }
+        rows.push(row);
+        cells.push(crow);
+    }
+    blocks.push(Block::Table { header, rows });
+    let mut columns = Vec::new();
+    for e in series {
+        columns.push(Column {
+            name: format!("auc_{}", e.name()),
+            latex_header: format!("AUC {} $\\uparrow$", e.name()),
+            better: Better::Higher,
+            decimals: 3,
+        });
+        columns.push(Column {
+            name: format!("time_to_threshold_{}", e.name()),
+            latex_header: format!("$t_{{\\geq {}}}$ {} $\\downarrow$", r.threshold, e.name()),
+            better: Better::Lower,
+            decimals: 3,
+        });
+    }
+    let mut files = out.table(
+        SummaryTable {
+            row_header: "Decoder".into(),
+            rows: names,
+            columns,
+            cells,
+        },
+        "exp2_summary",
+        "Experiment 2: AUC and time-to-threshold of the encoder's text-noise CKA, mean +- sd over seeds.",
+    );
+    let mut long = Vec::new();
+    for c in &r.conditions {
+        for (i, seed) in r.seeds.iter().enumerate() {
+            for (k, t) in r.ts.iter().enumerate() {
+                long.push(vec![
+                    c.name.clone(),
+                    seed.to_string(),
+                    k.to_string(),
+                    num(*t),
+                    num(c.curves.debiased[i][k]),
+                    num(c.curves.biased[i][k]),
+                ]);
+            }
+        }
+    }
+    files.push(out.csv(
+        "exp2_curves",
+        &["decoder", "seed", "step", "t", "cka_debiased", "cka_biased"],
+        &long,
+    ));
+    blocks.push(Block::Files(files));
+    Ok(out.with(blocks))
+}
