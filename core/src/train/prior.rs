@@ -76,6 +76,30 @@ pub struct PriorReport {
 pub enum PriorError {
     #[error("language-model prior {path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    #[error("language-model prior: no captions to train on")]
+    NoCaptions,
+    #[error("language-model prior: the tokenizer's vocabulary ({tokens}) must fit the LLM's ({vocab})")]
+    Vocabulary { tokens: usize, vocab: usize },
+    #[error(
+        "language-model prior: step {step}: the next-token loss is not finite ({loss}); lower the prior's lr"
+    )]
+    NonFinite { step: usize, loss: f32 },
+    #[error(transparent)]
+    LlmConfig(#[from] crate::llm::config::ConfigError),
+    #[error(
+        "{dir}: this LLM (hidden {hidden}, {layers} layers, vocabulary {vocab}) does not match the preset's (hidden {want_hidden}, {want_layers} layers, vocabulary {want_vocab})"
+    )]
+    Shapes {
+        dir: PathBuf,
+        hidden: usize,
+        layers: usize,
+        vocab: usize,
+        want_hidden: usize,
+        want_layers: usize,
+        want_vocab: usize,
+    },
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightError),
     #[error("language-model prior: {0}")]
     Other(String),
 }
@@ -190,13 +214,13 @@ fn build_prior<B: AutodiffBackend>(
 ) -> Result<PriorReport, PriorError> {
     let start = Instant::now();
     if captions.is_empty() {
-        return Err(PriorError::Other("no captions to train on".into()));
+        return Err(PriorError::NoCaptions);
     }
     if config.vocab_size > llm.vocab_size {
-        return Err(PriorError::Other(format!(
-            "the tokenizer's vocabulary ({}) must fit the LLM's ({})",
-            config.vocab_size, llm.vocab_size
-        )));
+        return Err(PriorError::Vocabulary {
+            tokens: config.vocab_size,
+            vocab: llm.vocab_size,
+        });
     }
     let tok = train_bpe_tokenizer(captions, config.vocab_size).map_err(PriorError::Other)?;
     let tok_path = dir.join("tokenizer.json");
@@ -261,9 +285,7 @@ fn build_prior<B: AutodiffBackend>(
         let loss = next_token_loss(&model, ids, mask, len, device)?;
         let value: f32 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
-            return Err(PriorError::Other(format!(
-                "step {step}: the next-token loss is not finite ({value}); lower the prior's lr"
-            )));
+            return Err(PriorError::NonFinite { step, loss: value });
         }
         losses.push(value as f64);
         progress(step + 1, config.steps, value);
@@ -423,21 +445,19 @@ pub fn load_llm<B: burn::tensor::backend::Backend>(
     expected: &LlamaConfig,
     device: &B::Device,
 ) -> Result<Llama<B>, PriorError> {
-    let cfg = LlamaConfig::from_file(dir.join("config.json"))
-        .map_err(|e| PriorError::Other(e.to_string()))?;
+    let cfg = LlamaConfig::from_file(dir.join("config.json"))?;
     if !cfg.same_shapes(expected) {
-        return Err(PriorError::Other(format!(
-            "{}: this LLM (hidden {}, {} layers, vocabulary {}) does not match the preset's (hidden {}, {} layers, vocabulary {})",
-            dir.display(),
-            cfg.hidden_size,
-            cfg.num_hidden_layers,
-            cfg.vocab_size,
-            expected.hidden_size,
-            expected.num_hidden_layers,
-            expected.vocab_size
-        )));
+        return Err(PriorError::Shapes {
+            dir: dir.to_path_buf(),
+            hidden: cfg.hidden_size,
+            layers: cfg.num_hidden_layers,
+            vocab: cfg.vocab_size,
+            want_hidden: expected.hidden_size,
+            want_layers: expected.num_hidden_layers,
+            want_vocab: expected.vocab_size,
+        });
     }
-    Llama::load(&cfg, dir, device).map_err(|e| PriorError::Other(e.to_string()))
+    Ok(Llama::load(&cfg, dir, device)?)
 }
 
 #[cfg(test)]
