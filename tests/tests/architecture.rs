@@ -284,7 +284,11 @@ fn the_checker_sees_a_circle_through_a_parent_module() {
     let src = dir.path();
     std::fs::create_dir_all(src.join("a")).unwrap();
     std::fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
-    std::fs::write(src.join("a/mod.rs"), "pub mod x;\npub use x::X;\npub struct Y;\n").unwrap();
+    std::fs::write(
+        src.join("a/mod.rs"),
+        "pub mod x;\npub use x::X;\npub struct Y;\n",
+    )
+    .unwrap();
     std::fs::write(src.join("a/x.rs"), "use super::Y;\npub struct X;\n").unwrap();
     std::fs::write(
         src.join("b.rs"),
@@ -319,13 +323,24 @@ fn no_source_file_is_a_room_too_big_to_find_things_in() {
 #[test]
 fn only_the_store_module_spells_the_feature_stores_file_names() {
     // The probe array, preview, sample and live-snapshot names of docs/RUN_FORMAT.md.
-    let spellings = ["_step{", "seed{seed}_", "cka_live.json", "\"xt\"", ":04}.png"];
+    let spellings = [
+        "_step{",
+        "seed{seed}_",
+        "cka_live.json",
+        "\"xt\"",
+        ":04}.png",
+    ];
     let owner = repo().join("core/src/store.rs");
     let mut roots: Vec<PathBuf> = CRATES.iter().map(|c| repo().join(c).join("src")).collect();
     roots.extend(
-        ["core/tests", "experiments/tests", "app/tests", "tests/tests"]
-            .iter()
-            .map(|d| repo().join(d)),
+        [
+            "core/tests",
+            "experiments/tests",
+            "app/tests",
+            "tests/tests",
+        ]
+        .iter()
+        .map(|d| repo().join(d)),
     );
     for root in roots {
         let mut stack = vec![root];

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::codec::LatentCodec;
 use crate::flow::rectified::SamplerConfig;
 use crate::sample::generate::Generator;
 use crate::sample::image::write_grid_png;
@@ -24,6 +25,19 @@ fn sampler<B: AutodiffBackend>(t: &Trainer<B>) -> SamplerConfig {
     }
 }
 
+/// The generator of the EMA weights with `codec`.
+fn ema<'a, B: AutodiffBackend>(
+    t: &'a Trainer<B>,
+    codec: &'a dyn LatentCodec<B::InnerBackend>,
+) -> Generator<'a, B::InnerBackend> {
+    Generator {
+        model: &t.ema,
+        flow: &t.flow,
+        codec,
+        tokenizer: &t.tokenizer,
+    }
+}
+
 /// The prompts of the sample grid: 8 held-out shapes captions, or the first 8 training captions
 /// for other data.
 pub fn grid_prompts<B: AutodiffBackend>(t: &Trainer<B>) -> Vec<String> {
@@ -38,13 +52,8 @@ pub fn grid_prompts<B: AutodiffBackend>(t: &Trainer<B>) -> Vec<String> {
 pub fn sample_grid<B: AutodiffBackend>(t: &Trainer<B>) -> Result<PathBuf, TrainError> {
     let prompts = grid_prompts(t);
     let codec = t.flow.codec.build::<B::InnerBackend>()?;
-    let generator = Generator {
-        model: &t.ema,
-        flow: &t.flow,
-        codec: codec.as_ref(),
-        tokenizer: &t.tokenizer,
-    };
-    let pixels = generator.generate(&prompts, HOOK_SEED, &sampler(t), 16, t.device())?;
+    let pixels =
+        ema(t, codec.as_ref()).generate(&prompts, HOOK_SEED, &sampler(t), 16, t.device())?;
     let dir = t.run_dir().path("samples");
     std::fs::create_dir_all(&dir).map_err(|error| TrainError::Io {
         path: dir.clone(),
@@ -65,14 +74,8 @@ pub fn evaluate<B: AutodiffBackend>(t: &Trainer<B>) -> Result<Option<ShapesEval>
         return Ok(None);
     };
     let codec = t.flow.codec.build::<B::InnerBackend>()?;
-    let generator = Generator {
-        model: &t.ema,
-        flow: &t.flow,
-        codec: codec.as_ref(),
-        tokenizer: &t.tokenizer,
-    };
     Ok(Some(shapes_adherence(
-        &generator,
+        &ema(t, codec.as_ref()),
         &scenes,
         &sampler(t),
         HOOK_SEED,

@@ -78,7 +78,9 @@ pub enum PriorError {
     Io { path: PathBuf, reason: String },
     #[error("language-model prior: no captions to train on")]
     NoCaptions,
-    #[error("language-model prior: the tokenizer's vocabulary ({tokens}) must fit the LLM's ({vocab})")]
+    #[error(
+        "language-model prior: the tokenizer's vocabulary ({tokens}) must fit the LLM's ({vocab})"
+    )]
     Vocabulary { tokens: usize, vocab: usize },
     #[error(
         "language-model prior: step {step}: the next-token loss is not finite ({loss}); lower the prior's lr"
