@@ -158,7 +158,11 @@ pub struct Interval {
     pub lower: f64,
     pub upper: f64,
     pub level: f64,
+    /// Replicates the interval is made of.
     pub replicates: usize,
+    /// Resamples dropped because the estimate is undefined on them (at small n a resample can
+    /// repeat one row so often that a side has no variance); not part of `replicates`.
+    pub dropped: usize,
 }
 
 /// Percentile bootstrap over samples (rows resampled with replacement, X and Y together).
@@ -177,7 +181,7 @@ pub fn bootstrap_ci(
     }
     let estimate = pair.terms().value(estimator, "X", "Y")?;
     let n = pair.n();
-    let values: Vec<f64> = (0..replicates)
+    let outcomes: Vec<Result<f64>> = (0..replicates)
         .into_par_iter()
         .map(|r| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(r as u64));
@@ -188,14 +192,25 @@ pub fn bootstrap_ci(
                 "Y (bootstrap)",
             )
         })
-        .collect::<Result<_>>()?;
+        .collect();
+    let dropped = outcomes.iter().filter(|v| v.is_err()).count();
+    let values: Vec<f64> = outcomes.into_iter().filter_map(|v| v.ok()).collect();
+    if values.is_empty() {
+        return Err(AnalysisError::Invalid {
+            what: "bootstrap".into(),
+            reason: format!(
+                "the estimate is undefined on all {replicates} resamples of these {n} samples; use more samples"
+            ),
+        });
+    }
     let alpha = (1.0 - level) / 2.0;
     Ok(Interval {
         estimate,
         lower: quantile(&values, alpha),
         upper: quantile(&values, 1.0 - alpha),
         level,
-        replicates,
+        replicates: values.len(),
+        dropped,
     })
 }
 

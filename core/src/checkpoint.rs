@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn::tensor::backend::Backend;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{FlowConfig, FlowModel};
@@ -28,8 +29,63 @@ pub const OPTIM_LLM: &str = "optim_llm";
 pub const STATE: &str = "state.json";
 
 /// The recorder of every checkpoint file (named MessagePack, full precision).
-pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::new()
+pub fn recorder() -> CheckedMpkRecorder {
+    CheckedMpkRecorder
+}
+
+/// burn's named-MessagePack file format (`NAME.mpk`, full precision; the files load with
+/// `NamedMpkFileRecorder`), written so that an I/O failure is reported as itself: the first
+/// error of any write, the final flush and the fsync (`No space left on device (os error 28)`),
+/// never as a MessagePack encoding error, and never lost in a buffered writer's drop.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CheckedMpkRecorder;
+
+/// A writer that remembers the first I/O error it met.
+struct Keep<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> std::io::Write for Keep<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| {
+            if self.error.is_none() {
+                self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<B: Backend> Recorder<B> for CheckedMpkRecorder {
+    type Settings = FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
+        file.set_extension("mpk");
+        let failed = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", file.display()));
+        let f = std::fs::File::create(&file).map_err(failed)?;
+        let mut w = Keep {
+            inner: std::io::BufWriter::new(f),
+            error: None,
+        };
+        let encoded = rmp_serde::encode::write_named(&mut w, &item);
+        if let Some(e) = w.error.take() {
+            return Err(failed(e));
+        }
+        encoded.map_err(|e| RecorderError::Unknown(format!("{}: {e}", file.display())))?;
+        let f = w.inner.into_inner().map_err(|e| failed(e.into_error()))?;
+        f.sync_all().map_err(failed)
+    }
+
+    fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+        Recorder::<B>::load_item(&NamedMpkFileRecorder::<FullPrecisionSettings>::new(), file)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +306,23 @@ mod tests {
         assert!(!b(BestMetric::Loss, 0.0).beats(&b(BestMetric::Adherence, 0.5)));
         let text = serde_json::to_string(&b(BestMetric::Adherence, 0.5)).unwrap();
         assert_eq!(text, r#"{"step":1,"metric":"adherence","value":0.5}"#);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_full_disk_reads_as_a_full_disk_with_the_file_named() {
+        use burn::module::Module;
+        let dir = tempfile::tempdir().unwrap();
+        // Writes to /dev/full fail with ENOSPC, as on a full disk.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("model.mpk")).unwrap();
+        let device = Default::default();
+        let model = burn::nn::LinearConfig::new(64, 64).init::<crate::device::CpuBackend>(&device);
+        let e = recorder()
+            .record(model.into_record(), dir.path().join("model"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("No space left on device"), "{e}");
+        assert!(e.contains("model.mpk"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,29 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Builds a folder under the temporary name `tmp` with `build`, fsyncs it and renames it to
+/// `dir` (replacing an older `dir`). When `build`, the sync or the rename fails, `tmp` is
+/// removed and the error returned: a failure (a full disk among them) leaves nothing behind.
+pub fn build_dir<E>(
+    tmp: &Path,
+    dir: &Path,
+    build: impl FnOnce(&Path) -> Result<(), E>,
+    io: impl Fn(std::io::Error) -> E,
+) -> Result<(), E> {
+    let result = (|| {
+        let _ = std::fs::remove_dir_all(tmp);
+        std::fs::create_dir_all(tmp).map_err(&io)?;
+        build(tmp)?;
+        sync_dir(tmp).map_err(&io)?;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(tmp, dir).map_err(&io)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    result
+}
+
 /// Moves a folder built under a temporary name (`tmp`) into place at `dir`, where a complete
 /// `dir` holds the file `marker` (written last). An incomplete `dir` (a crashed build, a
 /// partial copy) is replaced; a complete one that another process published first is kept and
@@ -114,5 +137,34 @@ pub fn publish_dir(tmp: &Path, dir: &Path, marker: &str) -> std::io::Result<()> 
         Ok(()) => Ok(()),
         Err(_) if complete(dir) => std::fs::remove_dir_all(tmp),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_whose_build_fails_leaves_nothing_and_says_why() {
+        let root = tempfile::tempdir().unwrap();
+        let (tmp, dir) = (root.path().join("x.partial"), root.path().join("x"));
+        let full = build_dir(
+            &tmp,
+            &dir,
+            |t| {
+                std::fs::write(t.join("a"), b"half")?;
+                Err(std::io::Error::from_raw_os_error(28))
+            },
+            |e| e,
+        )
+        .unwrap_err();
+        assert!(
+            full.to_string().contains("No space left on device"),
+            "{full}"
+        );
+        assert!(!tmp.exists() && !dir.exists());
+        build_dir(&tmp, &dir, |t| std::fs::write(t.join("a"), b"all"), |e| e).unwrap();
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"all");
+        assert!(!tmp.exists());
     }
 }

@@ -143,7 +143,9 @@ impl LatentCache {
             BufWriter::new(std::fs::File::create(&latents_path).map_err(io(&latents_path))?);
         let shape = codec.latent_shape(image_size);
         let total = dataset.len();
-        let (mut captions, mut skipped, mut examples) = (Vec::new(), 0usize, Vec::new());
+        let (mut skipped, mut examples) = dataset.skipped_at_open();
+        examples.truncate(20);
+        let mut captions = Vec::new();
         let chunk = codec_impl.preferred_batch().max(1);
         for start in (0..total).step_by(chunk) {
             let end = (start + chunk).min(total);

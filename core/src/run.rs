@@ -34,6 +34,14 @@ pub enum RunError {
         path: PathBuf,
         error: serde_json::Error,
     },
+    #[error(
+        "{path} is being written by another process ({holder}); two writers would interleave its metrics and overwrite its checkpoints: wait for it to finish or stop it"
+    )]
+    Locked { path: PathBuf, holder: LockHolder },
+    #[error(
+        "{path} is a folder that holds other files ({found}) and is not a flowlens run: flowlens would overwrite them; choose an empty or new --run folder"
+    )]
+    NotEmpty { path: PathBuf, found: String },
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -41,6 +49,108 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
         path: path.to_path_buf(),
         error,
     }
+}
+
+/// The file whose lock marks the one process writing a run.
+pub const LOCK: &str = "writer.lock";
+
+/// Who holds a run's writer lock (written into the lock file by the holder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// The holder's command line.
+    pub command: String,
+    /// Seconds since the Unix epoch when it took the lock.
+    pub since_unix: u64,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pid == 0 {
+            return f.write_str("a process that is starting");
+        }
+        write!(f, "pid {}: {}", self.pid, self.command)
+    }
+}
+
+/// An exclusive lock on a run directory, held for the life of a writer (training, sampling into
+/// its feature stores, evaluation): an OS file lock on `writer.lock`, released when the process
+/// ends however it ends, so a killed writer never leaves a stale lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the writer lock of the run folder `root` (creating the folder), or says who holds
+    /// it. A reader checking liveness holds a shared lock for an instant: that is waited out.
+    pub fn acquire(root: &Path) -> Result<Self, RunError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let path = root.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        for attempt in 0..40 {
+            match file.try_lock() {
+                Ok(()) => {
+                    let holder = LockHolder {
+                        pid: std::process::id(),
+                        command: std::env::args().collect::<Vec<_>>().join(" "),
+                        since_unix: unix_now(),
+                    };
+                    let text = serde_json::to_string(&holder).expect("a holder is JSON");
+                    file.set_len(0).map_err(io(&path))?;
+                    file.write_all(text.as_bytes()).map_err(io(&path))?;
+                    file.flush().map_err(io(&path))?;
+                    return Ok(Self { _file: file });
+                }
+                Err(std::fs::TryLockError::WouldBlock) if attempt < 39 => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(RunError::Locked {
+                        path: root.to_path_buf(),
+                        holder: read_holder(&path),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Who writes the run in `root` now (`None`: nobody).
+    pub fn holder(root: &Path) -> Option<LockHolder> {
+        let path = root.join(LOCK);
+        let file = File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(std::fs::TryLockError::WouldBlock) => Some(read_holder(&path)),
+            Err(std::fs::TryLockError::Error(_)) => None,
+        }
+    }
+}
+
+fn read_holder(path: &Path) -> LockHolder {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(LockHolder {
+            pid: 0,
+            command: String::new(),
+            since_unix: 0,
+        })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// What produced a run: enough to reproduce it.
@@ -73,10 +183,7 @@ impl Manifest {
             crate_versions,
             device: device.into(),
             command_line: std::env::args().collect(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: unix_now(),
         }
     }
 }
@@ -113,12 +220,55 @@ impl RunDir {
     pub const METRICS: &'static str = "metrics.jsonl";
     pub const SUBDIRS: [&'static str; 3] = ["checkpoints", "samples", "probes"];
 
+    /// The names a run folder holds before its manifest marks it as a run (what a start that
+    /// failed half-way may have left): such a folder can be started again.
+    pub const OWN: [&'static str; 8] = [
+        LOCK,
+        Self::CONFIG,
+        Self::METRICS,
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "checkpoints",
+        "samples",
+        "probes",
+    ];
+
+    /// Checks that a new run may start in `root`: the folder is absent, empty, or holds only
+    /// what an unfinished start leaves ([`RunDir::OWN`]); a run is [`RunError::Exists`], any
+    /// other file is [`RunError::NotEmpty`] (flowlens never overwrites a folder it did not make).
+    pub fn check_new(root: &Path) -> Result<(), RunError> {
+        if root.join(Self::MANIFEST).exists() {
+            return Err(RunError::Exists {
+                path: root.to_path_buf(),
+            });
+        }
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(());
+        };
+        let mut foreign: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !Self::OWN.contains(&n.as_str()))
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        foreign.sort();
+        let found = if foreign.len() > 3 {
+            format!("{}, ... {} in all", foreign[..3].join(", "), foreign.len())
+        } else {
+            foreign.join(", ")
+        };
+        Err(RunError::NotEmpty {
+            path: root.to_path_buf(),
+            found,
+        })
+    }
+
     /// Creates a new run (the folder may exist but must not hold a run yet).
     pub fn create(root: impl AsRef<Path>) -> Result<Self, RunError> {
         let root = root.as_ref().to_path_buf();
-        if root.join(Self::MANIFEST).exists() {
-            return Err(RunError::Exists { path: root });
-        }
+        Self::check_new(&root)?;
         for sub in Self::SUBDIRS {
             std::fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
         }
@@ -404,6 +554,38 @@ mod tests {
         assert_eq!(
             MetricRecord::from_value(odd.clone()),
             MetricRecord::Other(odd)
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_with_the_holders_pid_and_the_lock_dies_with_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        let holder = RunLock::holder(dir.path()).expect("held");
+        assert_eq!(holder.pid, std::process::id());
+        let second = RunLock::acquire(dir.path()).unwrap_err();
+        let text = second.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        drop(first);
+        assert!(RunLock::holder(dir.path()).is_none());
+        let _again = RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_folder_with_other_files_is_not_taken_for_a_new_run() {
+        let dir = tempfile::tempdir().unwrap();
+        RunDir::check_new(&dir.path().join("absent")).unwrap();
+        std::fs::write(dir.path().join(RunDir::CONFIG), "{}").unwrap();
+        std::fs::write(dir.path().join(LOCK), "").unwrap();
+        RunDir::check_new(dir.path()).unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), "x").unwrap();
+        let e = RunDir::check_new(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("not a flowlens run"),
+            "{e}"
         );
     }
 

@@ -61,6 +61,15 @@ pub enum WeightError {
     #[error("{0}")]
     Config(String),
     #[error(
+        "tensor `{name}` in {path} holds a non-finite value ({value} at flat index {index}): the weights are damaged (a diverged training or a bad conversion)"
+    )]
+    NonFinite {
+        name: String,
+        path: PathBuf,
+        index: usize,
+        value: f32,
+    },
+    #[error(
         "tensor `{name}` in {path} has dtype {dtype}, which is not supported (use F32, F16, BF16 or F64)"
     )]
     Dtype {
@@ -148,11 +157,21 @@ impl SafetensorsFile {
                 found: info.shape.clone(),
             });
         }
-        decode_f32(bytes, info.dtype).ok_or_else(|| WeightError::Dtype {
+        let values = decode_f32(bytes, info.dtype).ok_or_else(|| WeightError::Dtype {
             name: name.to_string(),
             path: self.path.clone(),
             dtype: format!("{:?}", info.dtype),
-        })
+        })?;
+        // A NaN or infinite weight makes every output NaN without a word: say where it is.
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(WeightError::NonFinite {
+                name: name.to_string(),
+                path: self.path.clone(),
+                index,
+                value: values[index],
+            });
+        }
+        Ok(values)
     }
 
     /// Reads an integer tensor (I64, I32, U8 or BOOL) as i64 with its shape.

@@ -591,7 +591,7 @@ fn webdataset_reads_a_shard() {
     write(&shard, &shard_bytes());
     let ds = WebDataset::open(shard.to_str().expect("utf-8 path")).expect("open shard");
     assert_eq!(ds.len(), 4);
-    assert_eq!(ds.skipped_at_open(), 1);
+    assert_eq!(ds.skipped_at_open().0, 1);
     assert!(ds.problems().is_empty(), "{:?}", ds.problems());
 
     let ex = ds.get(0, S).expect("key 0");
@@ -670,6 +670,33 @@ fn webdataset_damaged_and_empty_shards() {
         ds.problems()
     );
     assert_eq!(ds.get(1, S).expect("key 1 survives").caption, "from json");
+    // The loss is counted: key 2 (no image) and the unreadable tail of the shard.
+    let (skipped, why) = ds.skipped_at_open();
+    assert_eq!(skipped, 2, "{why:?}");
+    assert!(why.iter().any(|w| w.contains("truncated")), "{why:?}");
+
+    // Link members are dropped and counted, never silently.
+    let mut b = tar::Builder::new(Vec::new());
+    add_member(&mut b, "00000000.png", &solid_png(GREEN, 4, 4));
+    add_member(&mut b, "00000000.txt", b"a real sample");
+    for (kind, name) in [
+        (tar::EntryType::Symlink, "00000001.png"),
+        (tar::EntryType::Link, "00000002.png"),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        b.append_link(&mut header, name, "00000000.png")
+            .expect("link member");
+    }
+    let links = dir.path().join("links.tar");
+    write(&links, &b.into_inner().expect("tar"));
+    let ds = WebDataset::open(links.to_str().expect("utf-8")).expect("links shard");
+    assert_eq!(ds.len(), 1);
+    let (skipped, why) = ds.skipped_at_open();
+    assert_eq!(skipped, 2, "{why:?}");
+    assert!(why.iter().all(|w| w.contains("link member")), "{why:?}");
 
     // Cut inside the first header: nothing readable, an Open error naming the shard.
     let stub = dir.path().join("stub.tar");

@@ -116,14 +116,12 @@ impl InceptionSource {
         }
     }
 
-    fn id(&self) -> String {
-        match self {
+    /// A key of the weights' content (a reconverted file of the same length is another key).
+    fn id(&self) -> Result<String> {
+        Ok(match self {
             Self::Formula => "formula".into(),
-            Self::File(p) => {
-                let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                format!("{}:{len}", p.display())
-            }
-        }
+            Self::File(p) => format!("{}:{}", p.display(), content_hash(p)?),
+        })
     }
 
     fn load<B: Backend>(&self, device: &B::Device) -> Result<FidInception<B>> {
@@ -279,8 +277,41 @@ fn load_stats(dir: &Path) -> Result<FidStats> {
     )?)
 }
 
+/// FNV-1a 64 of a file's bytes, or of a folder's files (sorted by name), streamed.
+fn content_hash(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut files = vec![path.to_path_buf()];
+    if path.is_dir() {
+        files = std::fs::read_dir(path)
+            .with_context(|| format!("cannot list {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+    }
+    let mut hash = flowlens_core::fsutil::Fnv64::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        hash.str(&f.display().to_string());
+        let mut file =
+            std::fs::File::open(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            hash.bytes(&buf[..n]);
+        }
+    }
+    Ok(hash.hex())
+}
+
 /// The reference statistics (all selected items, and per category), from the cache or
-/// computed and cached. Returns the cache folder too.
+/// computed and cached. Returns the cache folder too. The cache is keyed on the Inception
+/// weights' content and on each reference image's path, length and modification time, so a
+/// replaced image or weights file (even of the same size) computes them again.
 fn reference_stats<B: Backend>(
     items: &[BenchmarkItem],
     inception: &InceptionSource,
@@ -289,12 +320,19 @@ fn reference_stats<B: Backend>(
     progress: bool,
 ) -> Result<(FidStats, BTreeMap<String, FidStats>, PathBuf)> {
     let mut key = flowlens_core::fsutil::Fnv64::new();
-    key.str("flowlens.fid-stats.v1").str(&inception.id());
+    let inception_id = inception.id()?;
+    key.str("flowlens.fid-stats.v2").str(&inception_id);
     for item in items {
-        let len = std::fs::metadata(&item.image).map(|m| m.len()).unwrap_or(0);
+        let meta = std::fs::metadata(&item.image).ok();
+        let mtime = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
         key.str(&item.id)
             .str(&item.image.display().to_string())
-            .u64(len);
+            .u64(meta.map_or(0, |m| m.len()))
+            .u64(mtime);
     }
     let dir = flowlens_core::fsutil::cache_root()
         .join("fid-stats")
@@ -342,7 +380,7 @@ fn reference_stats<B: Backend>(
     }
     let meta = serde_json::json!({
         "format": "flowlens.fid-stats.v1",
-        "inception": inception.id(),
+        "inception": inception_id,
         "items": items.len(),
         "categories": categories.iter().map(|(c, r)| (c.clone(), r.len())).collect::<BTreeMap<_, _>>(),
         "files": "all/{mu,sigma}.npy and category/<name>/{mu,sigma}.npy, float64 (np.load them for pytorch-fid)",
@@ -466,7 +504,7 @@ impl BackendTask for EvalTask {
                 .into_iter()
                 .map(|(c, v)| (c, OverSeeds::of(v)))
                 .collect(),
-            inception: a.inception.id(),
+            inception: a.inception.id()?,
             clip: a.clip.display().to_string(),
             reference_stats: stats_dir.display().to_string(),
         };
@@ -584,21 +622,24 @@ impl TrainingEval {
         args.progress = false;
         let (result, _) = EvalTask(args).run::<B>(device.clone())?;
         let run_dir = flowlens_core::run::RunDir::open(run)?;
-        run_dir.metrics_writer()?.log(&serde_json::json!({
-            "event": "eval_mjhq",
-            "step": step,
-            "n": result.n,
-            "fid": result.fid.mean,
-            "fid_std": result.fid.std,
-            "clip_score": result.clip_score.mean,
-            "clip_score_std": result.clip_score.std,
-        }))?;
+        run_dir
+            .metrics_writer()?
+            .record(flowlens_core::run::Event::EvalMjhq {
+                step,
+                n: result.n,
+                fid: result.fid.mean,
+                fid_std: result.fid.std,
+                clip_score: result.clip_score.mean,
+                clip_score_std: result.clip_score.std,
+            })?;
         Ok(result)
     }
 }
 
-/// `flowlens eval`: returns the results and the file they were written to.
+/// `flowlens eval`: returns the results and the file they were written to. It holds the run's
+/// writer lock (the evaluation during training runs under the trainer's).
 pub fn run(a: EvalArgs) -> Result<(EvalResult, PathBuf)> {
+    let _lock = flowlens_core::run::RunLock::acquire(&a.run)?;
     let device = a.device;
     device.run(EvalTask(a))?
 }

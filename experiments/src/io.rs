@@ -47,6 +47,50 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// A TOML value as JSON; a `nan` or `inf` (which JSON cannot hold) is an error that names its
+/// key, instead of turning into `null`.
+pub fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value> {
+    fn go(v: &toml::Value, path: &str) -> Result<serde_json::Value> {
+        let key = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        Ok(match v {
+            toml::Value::Float(f) if !f.is_finite() => {
+                bail!("field `{path}`: {f} is not a number this configuration can hold")
+            }
+            toml::Value::Table(t) => serde_json::Value::Object(
+                t.iter()
+                    .map(|(k, v)| Ok((k.clone(), go(v, &key(k))?)))
+                    .collect::<Result<_>>()?,
+            ),
+            toml::Value::Array(a) => serde_json::Value::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| go(v, &key(&i.to_string())))
+                    .collect::<Result<_>>()?,
+            ),
+            other => serde_json::to_value(other)?,
+        })
+    }
+    go(value, "")
+}
+
+/// `T` from a JSON value; an error names the field (`prior.steps`) and what was wrong.
+pub fn from_json_named<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path.is_empty() || path == "." {
+            anyhow::anyhow!("{}", e.into_inner())
+        } else {
+            anyhow::anyhow!("field `{path}`: {}", e.into_inner())
+        }
+    })
+}
+
 /// A comma-separated list of a flag (`--seeds 0,1,2`); the error names the flag and the item.
 pub fn parse_list<T: std::str::FromStr>(flag: &str, text: &str) -> Result<Vec<T>> {
     text.split(',')

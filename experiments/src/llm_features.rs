@@ -183,6 +183,11 @@ pub fn run(args: LlmFeaturesArgs) -> Result<PathBuf> {
         config.max_position_embeddings,
         config_path.display()
     );
+    // The config is checked against the weights before its layers are enumerated.
+    flowlens_core::llm::model::check_layer_count(
+        &config,
+        &flowlens_core::weights::WeightStore::open(&args.model)?,
+    )?;
     let layers: Vec<usize> = match &args.layers {
         LayerSelection::All => (0..=config.num_hidden_layers).collect(),
         LayerSelection::Some(set) => set.iter().copied().collect(),

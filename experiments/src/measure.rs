@@ -101,13 +101,33 @@ pub fn cka_text(report: &Value) -> String {
             ));
         }
         if let Some(ci) = report.get(format!("{est}_ci")) {
-            lines.push(format!(
-                "         {:.0}% bootstrap interval [{:.6}, {:.6}] ({} replicates)",
-                100.0 * ci["level"].as_f64().unwrap_or(f64::NAN),
+            let (lower, upper) = (
                 ci["lower"].as_f64().unwrap_or(f64::NAN),
                 ci["upper"].as_f64().unwrap_or(f64::NAN),
-                ci["replicates"]
+            );
+            let dropped = ci["dropped"].as_u64().unwrap_or(0);
+            lines.push(format!(
+                "         {:.0}% bootstrap interval [{lower:.6}, {upper:.6}] ({} replicates{})",
+                100.0 * ci["level"].as_f64().unwrap_or(f64::NAN),
+                ci["replicates"],
+                if dropped > 0 {
+                    format!(
+                        "; {dropped} resamples dropped: the estimate is undefined on them (too few distinct samples)"
+                    )
+                } else {
+                    String::new()
+                }
             ));
+            if !(lower..=upper).contains(&v) {
+                lines.push(format!(
+                    "         note: the interval does not contain the estimate: resampling with replacement repeats rows, which biases the {est} estimate of each resample{}; the interval is not centred on it at this n",
+                    if est == "debiased" {
+                        " (the unbiased HSIC assumes distinct samples)"
+                    } else {
+                        " upwards"
+                    }
+                ));
+            }
         }
     }
     lines.join("\n")

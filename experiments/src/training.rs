@@ -63,6 +63,20 @@ pub fn train_with_evaluation<B: Backend>(
                     n,
                     format!("next-token loss {l:.3}"),
                 ),
+                Prepare::FellBack {
+                    skipped,
+                    reason,
+                    from_step,
+                } => {
+                    // Said even with --quiet: the run continues from an older state.
+                    prep.suspend(|| {
+                        eprintln!(
+                            "warning: {} does not load ({reason}); resuming from the checkpoint of step {from_step} instead",
+                            skipped.display()
+                        )
+                    });
+                    return;
+                }
             };
             if phase != label {
                 phase = label;

@@ -64,9 +64,14 @@ pub fn read_image(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
         }
         return Ok((values, shape));
     }
+    // The header first: a decompression bomb is refused before it is decoded.
+    let (w, h) = image::image_dimensions(path)
+        .with_context(|| format!("{}: cannot decode the image", path.display()))?;
+    flowlens_core::data::preprocess::check_pixels(w, h)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let img = image::open(path)
         .with_context(|| format!("{}: cannot decode the image", path.display()))?
-        .to_rgb8();
+        .into_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut values = vec![0f32; 3 * h * w];
     for (x, y, px) in img.enumerate_pixels() {
@@ -97,9 +102,17 @@ impl BackendTask for Encode {
     type Output = Result<[usize; 4]>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let a = self.0;
+        if extension(&a.out) != "npy" {
+            bail!(
+                "--out {}: latents are written as .npy (float32 [1, C, h, w]); give a .npy file",
+                a.out.display()
+            );
+        }
         let vae = Vae::<B>::load(&a.model, &device)?;
         let (values, shape) = read_image(&a.image)?;
         vae.check_image_size(shape[2], shape[3])
+            .map_err(|e| anyhow!("{}: {e}", a.image.display()))?;
+        vae.check_memory("encoding", shape[0], shape[2], shape[3])
             .map_err(|e| anyhow!("{}: {e}", a.image.display()))?;
         let x = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &device);
         let posterior = vae.encode(x);
@@ -143,6 +156,9 @@ impl BackendTask for Decode {
         if shape.contains(&0) {
             bail!("{}: the latent array is empty", a.latent.display());
         }
+        let f = vae.config.downsampling();
+        vae.check_memory("decoding", shape[0], shape[2] * f, shape[3] * f)
+            .map_err(|e| anyhow!("{}: {e}", a.latent.display()))?;
         let values = array.as_f32();
         if let Some(v) = values.iter().find(|v| !v.is_finite()) {
             bail!(

@@ -42,6 +42,13 @@ pub trait Dataset: Send + Sync {
     /// A stable description of the source's content for cache keys: kind, location and enough
     /// of the files' identity (names, sizes, modification times) that a change shows.
     fn fingerprint(&self) -> String;
+
+    /// Items the source dropped while opening (before [`Dataset::get`] could see them: a
+    /// caption without its image, a link member, the unreadable tail of a truncated shard),
+    /// with a few reasons, so that every loss is counted.
+    fn skipped_at_open(&self) -> (usize, Vec<String>) {
+        (0, Vec::new())
+    }
 }
 
 /// Whether `path`'s extension is one of `exts` (lowercase), ignoring case.

@@ -15,6 +15,34 @@ use image::{DynamicImage, RgbImage};
 /// The resampling filter used by [`decode_image`].
 pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 
+/// The largest image [`decode_image`] decodes: 36 megapixels (6000 x 6000). Larger ones (a
+/// decompression bomb: a 50 KB PNG can hold 20000 x 20000 pixels) are refused from their header
+/// alone, so decoding one item never needs more than about 0.6 GB (a 16-bit RGBA decode buffer
+/// of 288 MB, its RGB8 copy and the crop).
+pub const MAX_PIXELS: u64 = 36_000_000;
+
+/// Width and height from an encoded image's header (nothing decoded).
+pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+    image::io::Reader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read the image header: {e}"))?
+        .into_dimensions()
+        .map_err(|e| format!("cannot decode image: {e}"))
+}
+
+/// An error unless a `w` x `h` image is within [`MAX_PIXELS`].
+pub fn check_pixels(w: u32, h: u32) -> Result<(), String> {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_PIXELS {
+        return Err(format!(
+            "image is {w}x{h} ({:.0} megapixels), more than the {} megapixels flowlens decodes (a decompression bomb, or a scan: downscale it first)",
+            pixels as f64 / 1e6,
+            MAX_PIXELS / 1_000_000
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes an encoded image (PNG, JPEG or WebP, sniffed from the bytes), centre-crops it to the
 /// largest centred square, resizes it to `size` x `size` and returns `[3, size, size]` f32
 /// values in [-1, 1] (`v / 127.5 - 1`), channel-major, sRGB as stored.
@@ -26,13 +54,15 @@ pub fn decode_image(bytes: &[u8], size: usize) -> Result<Vec<f32>, String> {
         return Err("requested output size is 0".to_string());
     }
     let side = u32::try_from(size).map_err(|_| format!("output size {size} is too large"))?;
+    let (w, h) = image_dimensions(bytes)?;
+    check_pixels(w, h)?;
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(format!("image is empty ({w}x{h})"));
     }
     let rgb = flatten_over_white(img);
-    let square = centre_square(&rgb);
+    let square = centre_square(rgb);
     let resized = if square.width() == side && square.height() == side {
         square
     } else {
@@ -57,14 +87,14 @@ fn flatten_over_white(img: DynamicImage) -> RgbImage {
 }
 
 /// The largest centred square of the image (offsets rounded down).
-fn centre_square(img: &RgbImage) -> RgbImage {
+fn centre_square(img: RgbImage) -> RgbImage {
     let (w, h) = img.dimensions();
     let side = w.min(h);
     let (x, y) = ((w - side) / 2, (h - side) / 2);
     if side == w && side == h {
-        return img.clone();
+        return img;
     }
-    imageops::crop_imm(img, x, y, side, side).to_image()
+    imageops::crop_imm(&img, x, y, side, side).to_image()
 }
 
 /// `[3, h, w]` f32 in [-1, 1] from an RGB8 image.

@@ -6,19 +6,21 @@
 //! Members of one key must be in the same shard; the same key in two shards is two samples.
 //! Per key the source keeps the image member (`.jpg`, `.jpeg`, `.png` or `.webp`, the first one
 //! in the shard if there are several) and the caption members (`.txt`, preferred, and `.json`
-//! with a string `"caption"` field). Hidden members (base name starting with `.`) and
-//! non-regular members are ignored.
+//! with a string `"caption"` field). Hidden members (base name starting with `.`) are ignored;
+//! link members (symbolic or hard links) are dropped and counted.
 //!
 //! [`WebDataset::open`] reads each shard's headers once (seeking over the contents) and remembers
 //! the byte offset and length of those members; [`Dataset::get`] reads them back with a seek.
-//! Keys without an image are dropped at open and counted ([`WebDataset::skipped_at_open`]); a key
-//! with an image but no caption is a [`DataError::Item`] at `get`.
+//! Keys without an image and link members are dropped at open and counted
+//! ([`Dataset::skipped_at_open`], which the latent cache adds to its skipped items); a key with an
+//! image but no caption is a [`DataError::Item`] at `get`.
 //!
 //! Damaged shards: a shard whose first header cannot be read (not a tar file, or corrupt from the
 //! start) fails [`WebDataset::open`] with [`DataError::Open`] naming it. A shard that is truncated
 //! or corrupt further on keeps the members read before the damage (a member whose contents run
 //! past the end of the file is dropped) and the problem is recorded in
-//! [`WebDataset::problems`]: a partly downloaded shard still trains on what it holds.
+//! [`WebDataset::problems`] and counted as a skipped item (how many samples the lost tail held
+//! cannot be known): a partly downloaded shard still trains on what it holds, and says so.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -71,6 +73,8 @@ pub struct WebDataset {
     shards: Vec<PathBuf>,
     samples: Vec<Sample>,
     skipped_at_open: usize,
+    /// Why keys were dropped at open (the first few).
+    skipped_examples: Vec<String>,
     problems: Vec<String>,
     fingerprint: String,
 }
@@ -86,6 +90,7 @@ impl WebDataset {
         let shards = resolve_shards(spec)?;
         let mut samples = Vec::new();
         let mut skipped_at_open = 0;
+        let mut skipped_examples = Vec::new();
         let mut problems = Vec::new();
         let mut hash = Fnv64::new();
         for (index, shard) in shards.iter().enumerate() {
@@ -98,6 +103,15 @@ impl WebDataset {
             if let Some(problem) = scan.problem {
                 problems.push(format!("{}: {problem}", shard.display()));
             }
+            let mut drop = |why: String| {
+                skipped_at_open += 1;
+                if skipped_examples.len() < 20 {
+                    skipped_examples.push(format!("{}:{why}", shard.display()));
+                }
+            };
+            for link in scan.links {
+                drop(format!("{link}: a link member, not a file"));
+            }
             for group in scan.groups {
                 match group.image {
                     Some(image) => samples.push(Sample {
@@ -107,7 +121,7 @@ impl WebDataset {
                         txt: group.txt,
                         json: group.json,
                     }),
-                    None => skipped_at_open += 1,
+                    None => drop(format!("{}: no image member", group.key)),
                 }
             }
         }
@@ -136,6 +150,7 @@ impl WebDataset {
             shards,
             samples,
             skipped_at_open,
+            skipped_examples,
             problems,
             fingerprint,
         })
@@ -144,11 +159,6 @@ impl WebDataset {
     /// The shards, in order.
     pub fn shards(&self) -> &[PathBuf] {
         &self.shards
-    }
-
-    /// How many keys were dropped at open because they had no image member.
-    pub fn skipped_at_open(&self) -> usize {
-        self.skipped_at_open
     }
 
     /// Damage found while scanning (truncated or corrupt shards whose readable part was kept),
@@ -238,11 +248,19 @@ impl Dataset for WebDataset {
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
     }
+
+    fn skipped_at_open(&self) -> (usize, Vec<String>) {
+        let mut examples = self.problems.clone();
+        examples.extend(self.skipped_examples.iter().cloned());
+        (self.skipped_at_open + self.problems.len(), examples)
+    }
 }
 
 /// What a shard scan found.
 struct Scan {
     groups: Vec<Group>,
+    /// Link members (symbolic or hard) that would have been part of a sample.
+    links: Vec<String>,
     /// Damage after at least one member was read.
     problem: Option<String>,
 }
@@ -263,6 +281,7 @@ fn scan_shard(shard: &Path, file_len: u64) -> Result<Scan, DataError> {
     let mut by_key: HashMap<String, usize> = HashMap::new();
     let mut members = 0usize;
     let mut problem = None;
+    let mut links = Vec::new();
     for entry in entries {
         let failure = match entry {
             Err(e) => Some(format!("corrupt tar header: {e}")),
@@ -280,7 +299,12 @@ fn scan_shard(shard: &Path, file_len: u64) -> Result<Scan, DataError> {
                     )),
                     Ok(path) => {
                         members += 1;
-                        if entry.header().entry_type().is_file()
+                        let kind = entry.header().entry_type();
+                        if (kind.is_symlink() || kind.is_hard_link())
+                            && let Some((key, _)) = split_key(&path)
+                        {
+                            links.push(key);
+                        } else if kind.is_file()
                             && let Some((key, ext)) = split_key(&path)
                         {
                             let slot = *by_key.entry(key.clone()).or_insert_with(|| {
@@ -314,7 +338,11 @@ fn scan_shard(shard: &Path, file_len: u64) -> Result<Scan, DataError> {
             break;
         }
     }
-    Ok(Scan { groups, problem })
+    Ok(Scan {
+        groups,
+        links,
+        problem,
+    })
 }
 
 /// Splits a member path into (key, lowercase extension): the key is the path up to the first

@@ -164,6 +164,21 @@ impl FlowConfig {
         self.grid() * self.grid()
     }
 
+    /// Every tap the model of this configuration returns (docs: flow/taps.rs); the U-ViT
+    /// baseline returns none.
+    pub fn tap_names(&self) -> Vec<String> {
+        if self.variant == Variant::Uvit {
+            return Vec::new();
+        }
+        let mut names = vec!["enc.text".to_string(), "enc.noise".to_string()];
+        for l in 0..=self.llm.num_hidden_layers {
+            names.push(crate::flow::taps::llm_tap_name(l, "text"));
+            names.push(crate::flow::taps::llm_tap_name(l, "image"));
+        }
+        names.push("dec.input".into());
+        names
+    }
+
     /// LLM sequence length: text, the t-token, image tokens.
     pub fn sequence_len(&self) -> usize {
         self.text_len + 1 + self.image_tokens()

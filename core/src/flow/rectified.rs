@@ -136,6 +136,27 @@ impl Default for SamplerConfig {
     }
 }
 
+/// Sampler settings that cannot sample.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplerError {
+    #[error("the sampler needs at least one Euler step")]
+    NoSteps,
+    #[error("the guidance scale (--cfg) must be a finite number, not {0}")]
+    Guidance(f32),
+}
+
+impl SamplerConfig {
+    pub fn check(&self) -> Result<(), SamplerError> {
+        if self.steps == 0 {
+            return Err(SamplerError::NoSteps);
+        }
+        if !self.cfg.is_finite() {
+            return Err(SamplerError::Guidance(self.cfg));
+        }
+        Ok(())
+    }
+}
+
 /// A batch's text rows: token ids and mask `[b, T]`, and the tokenizer's pad id (the
 /// unconditional CFG rows are built with it).
 #[derive(Debug, Clone)]

@@ -52,6 +52,21 @@ impl TapRequest {
         self.patterns.is_empty()
     }
 
+    /// The patterns that match none of `available` (a misspelt tap would silently give
+    /// nothing).
+    pub fn unmatched(&self, available: &[String]) -> Vec<String> {
+        self.patterns
+            .iter()
+            .filter(|p| {
+                let one = TapRequest {
+                    patterns: vec![(*p).clone()],
+                };
+                !available.iter().any(|t| one.wants(t))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Whether `name` is requested.
     pub fn wants(&self, name: &str) -> bool {
         self.patterns.iter().any(|p| {
@@ -114,6 +129,29 @@ pub type Taps<B> = BTreeMap<String, Tap<B>>;
 /// `llm.hNN` with two digits.
 pub fn llm_tap_name(layer: usize, part: &str) -> String {
     format!("llm.h{layer:02}.{part}")
+}
+
+/// A list of tap names for messages, the LLM's layers folded: `enc.text, enc.noise, llm.h00 to
+/// llm.h22 (each .text and .image), dec.input`.
+pub fn describe_taps(names: &[String]) -> String {
+    let layers: Vec<usize> = names.iter().filter_map(|n| llm_layer(n)).collect();
+    let mut out: Vec<String> = names
+        .iter()
+        .filter(|n| llm_layer(n).is_none())
+        .cloned()
+        .collect();
+    if let (Some(lo), Some(hi)) = (layers.iter().min(), layers.iter().max()) {
+        let at = out.len().min(2);
+        out.insert(
+            at,
+            format!("llm.h{lo:02} to llm.h{hi:02} (each .text and .image)"),
+        );
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(", ")
+    }
 }
 
 /// Layer number of an LLM tap name (`llm.h12.text` -> 12).

@@ -324,6 +324,7 @@ impl<B: Backend> Llama<B> {
     /// checkpoint must be used, except `lm_head.*` and stray buffers.
     pub fn load(c: &LlamaConfig, weights: &Path, device: &B::Device) -> Result<Self, WeightError> {
         let store = Rc::new(WeightStore::open(weights)?);
+        check_layer_count(c, &store)?;
         let model = Self::new(&VarBuilder::load(store.clone(), device).pp("model"), c)?;
         store.check_all_used(&["lm_head."])?;
         Ok(model)
@@ -430,6 +431,37 @@ impl<B: Backend> Llama<B> {
             raw_last_layer,
         })
     }
+}
+
+/// An error unless the checkpoint holds exactly the `num_hidden_layers` decoder layers its
+/// config states (checked before anything is built or enumerated for them: a config that says
+/// 10^9 layers is one message, not gigabytes of allocation).
+pub fn check_layer_count(c: &LlamaConfig, store: &WeightStore) -> Result<(), WeightError> {
+    let held: BTreeSet<usize> = store
+        .names()
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("model.layers.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if held.len() != c.num_hidden_layers
+        || held
+            .iter()
+            .next_back()
+            .is_some_and(|&l| l + 1 != held.len())
+    {
+        return Err(WeightError::Config(format!(
+            "the config states num_hidden_layers = {}, the weights hold {} decoder layer(s) (model.layers.0 to model.layers.{}): the config does not belong to these weights",
+            c.num_hidden_layers,
+            held.len(),
+            held.len().saturating_sub(1)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub enum SampleError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("no tap of this model matches `{patterns}` (its taps: {have})")]
+    UnknownTap { patterns: String, have: String },
+    #[error("{0}")]
+    Sampler(#[from] crate::flow::rectified::SamplerError),
     #[error("interpolant times must lie in [0, 1]")]
     Times,
     #[error("this run does not train on the shapes set: give held-out data (--data)")]

@@ -115,6 +115,7 @@ impl<B: Backend> Generator<'_, B> {
         batch_size: usize,
         device: &B::Device,
     ) -> Result<Vec<f32>, SampleError> {
+        sampler.check()?;
         let tokens = self.tokenizer.encode_batch(
             prompts,
             Some(self.flow.text_len),

@@ -12,9 +12,10 @@ use crate::checkpoint::{CheckpointChoice, LoadedRun, Weights, load_run_model};
 use crate::data::{DataSource, ShapesDataset};
 use crate::flow::rectified::interpolate;
 use crate::flow::{TapPooling, TapRequest};
+use crate::run::RunLock;
 use crate::sample::error::SampleError;
 use crate::sample::generate::{batch_noise, prompt_batches, text_batch};
-use crate::sample::trajectory::Collector;
+use crate::sample::trajectory::{Collector, check_taps};
 use crate::store::{
     ProbeDtype, ProbeObserver, StoreHeader, StoreMode, StoreName, StorePaths, StoreWriter,
 };
@@ -89,6 +90,9 @@ pub fn probe_interpolant<B: Backend>(
         step,
         tokenizer,
     } = load_run_model::<B>(run_dir, request.weights, request.checkpoint, device)?;
+    // One writer at a time: a training run or another sampler on this run is refused.
+    let _lock = RunLock::acquire(run.root())?;
+    check_taps(&request.taps, &flow)?;
     if request.times.iter().any(|t| !(0.0..=1.0).contains(t)) {
         return Err(SampleError::Times);
     }

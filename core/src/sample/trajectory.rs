@@ -12,8 +12,10 @@ use burn::tensor::backend::Backend;
 
 use crate::checkpoint::{CheckpointChoice, LoadedRun, Weights, load_run_model};
 use crate::codec::LatentCodec;
-use crate::flow::TapRequest;
 use crate::flow::rectified::{SamplerConfig, StepSink, sample_euler};
+use crate::flow::taps::describe_taps;
+use crate::flow::{FlowConfig, TapRequest};
+use crate::run::RunLock;
 use crate::sample::error::{SampleError, io};
 use crate::sample::generate::{batch_noise, prompt_batches, text_batch, to_host};
 use crate::sample::image::write_png;
@@ -108,6 +110,19 @@ impl<B: Backend> StepSink<B> for Collector<'_, B> {
     }
 }
 
+/// An error unless every tap pattern names a tap of the model.
+pub(crate) fn check_taps(taps: &TapRequest, flow: &FlowConfig) -> Result<(), SampleError> {
+    let have = flow.tap_names();
+    let unmatched = taps.unmatched(&have);
+    if unmatched.is_empty() {
+        return Ok(());
+    }
+    Err(SampleError::UnknownTap {
+        patterns: unmatched.join("`, `"),
+        have: describe_taps(&have),
+    })
+}
+
 /// Samples `request` from the run in `run_dir`; returns the folder of the feature store.
 pub fn sample_run<B: Backend>(
     run_dir: &Path,
@@ -123,12 +138,16 @@ pub fn sample_run<B: Backend>(
         tokenizer,
         ..
     } = load_run_model::<B>(run_dir, request.weights, request.checkpoint, device)?;
+    // One writer at a time: a training run or another sampler on this run is refused.
+    let _lock = RunLock::acquire(run.root())?;
+    check_taps(&request.taps, &flow)?;
     let codec = flow.codec.build::<B>()?;
     let n = request.prompts.len();
     let tokens =
         tokenizer.encode_batch(&request.prompts, Some(flow.text_len), PaddingSide::Right)?;
     let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
     let config = &request.sampler;
+    config.check()?;
     let paths = StorePaths::new(run.root(), request.store.clone());
     let mut store = StoreWriter::new(
         paths.clone(),

@@ -156,20 +156,38 @@ impl TrainConfig {
                 problem: problem.into(),
             })
         };
+        let positive = |v: f64| v > 0.0 && v.is_finite();
         if self.steps == 0 {
             return bad("steps", "must be at least 1");
         }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
+        if !positive(self.lr) {
             return bad("lr", "must be a positive number");
+        }
+        if let Some(lr) = self.llm_lr
+            && !positive(lr)
+        {
+            return bad("llm_lr", "must be a positive number");
+        }
+        if !positive(self.grad_clip) {
+            return bad(
+                "grad_clip",
+                "must be a positive number (the largest global gradient norm)",
+            );
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return bad("ema_decay", "must be in [0, 1)");
         }
         if !(0.0..=1.0).contains(&self.text_dropout) {
             return bad("text_dropout", "must be in [0, 1]");
+        }
+        if !self.t_mean.is_finite() {
+            return bad("t_mean", "must be a finite number");
+        }
+        if !positive(self.t_std) {
+            return bad("t_std", "must be a positive number");
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint_every", "must be at least 1");
@@ -188,8 +206,72 @@ impl TrainConfig {
         if (self.sample_every > 0 || self.eval_every > 0) && self.eval_solver_steps == 0 {
             return bad("eval_solver_steps", "must be at least 1");
         }
+        if self.eval_every > 0 && self.eval_n < 2 {
+            return bad(
+                "eval_n",
+                "must be at least 2 (the chance level scores each image against another scene)",
+            );
+        }
+        if !self.eval_cfg.is_finite() {
+            return bad("eval_cfg", "must be a finite number");
+        }
+        if self.llm_init == LlmInit::Prior {
+            let p = &self.prior;
+            if p.steps == 0 {
+                return bad("prior.steps", "must be at least 1");
+            }
+            if p.batch_size == 0 {
+                return bad("prior.batch_size", "must be at least 1");
+            }
+            if !positive(p.lr) {
+                return bad("prior.lr", "must be a positive number");
+            }
+            if p.seq_len < 2 {
+                return bad(
+                    "prior.seq_len",
+                    "must be at least 2 (BOS and one token to predict)",
+                );
+            }
+            if p.vocab_size < 4 {
+                return bad(
+                    "prior.vocab_size",
+                    "must be at least 4 (three special tokens and one word)",
+                );
+            }
+        }
         Ok(())
     }
+}
+
+/// The fields (dotted paths, `data.path`) whose values differ between two configurations.
+pub fn changed_fields(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    fn walk(p: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let here = if p.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{p}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        &here,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(p.to_string()),
+            _ => {}
+        }
+    }
+    let json = |c: &TrainConfig| serde_json::to_value(c).expect("a config is JSON");
+    let mut out = Vec::new();
+    walk("", &json(a), &json(b), &mut out);
+    out
 }
 
 /// A configuration field with a value training cannot use.

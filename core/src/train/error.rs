@@ -18,11 +18,26 @@ pub enum TrainError {
     #[error(transparent)]
     Config(#[from] crate::train::config::ConfigError),
     #[error(
-        "--resume with a different configuration than {path} holds (only --steps may change); drop the overrides that change it"
+        "--resume with a different configuration than {path} holds (only --steps may change); these fields differ: {fields}; drop the overrides that change them"
     )]
-    ResumeChanged { path: PathBuf },
+    ResumeChanged { path: PathBuf, fields: String },
+    #[error(
+        "{run} was trained on other data than its data source gives now (latent cache {was} then, {now} now: the files changed); resuming would train on a different set: restore the data, or start a new run"
+    )]
+    DataChanged {
+        run: PathBuf,
+        was: PathBuf,
+        now: PathBuf,
+    },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    #[error(
+        "no checkpoint of the run loads (the newest, {newest}: {error}); move the damaged checkpoints out of checkpoints/ and resume, or start a new run"
+    )]
+    NoLoadableCheckpoint {
+        newest: PathBuf,
+        error: Box<TrainError>,
+    },
     #[error(
         "step {step}: the loss is not finite ({loss}); the first non-finite tensor was {first}. Diagnosis in {diagnosis}; the last good checkpoint is kept"
     )]

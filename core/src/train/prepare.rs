@@ -1,7 +1,9 @@
-//! Preparing a training run: checking the configuration, creating the run directory (or checking
-//! that a resumed run keeps its configuration), encoding the data into the latent cache, training
-//! or reusing the stage-0 prior, installing the tokenizer, initialising the model (optionally
-//! around another run's frozen encoder), and resuming from the newest checkpoint.
+//! Preparing a training run: checking the configuration, taking the run's writer lock, encoding
+//! the data into the latent cache, training or reusing the stage-0 prior, installing the
+//! tokenizer, initialising the model (optionally around another run's frozen encoder), and
+//! resuming from the newest checkpoint that loads. A new run becomes a run (its manifest is
+//! written) only once all of that succeeded, so a start that fails can simply be retried; a
+//! folder that holds files flowlens did not write is never used.
 
 use std::path::Path;
 
@@ -10,9 +12,9 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::flow::{FlowConfig, FlowModel};
 use crate::latent_cache::LatentCache;
-use crate::run::{Event, Manifest, RunDir};
+use crate::run::{Event, Manifest, MetricRecord, RunDir, RunLock};
 use crate::tokenizer::LlamaTokenizer;
-use crate::train::config::{LlmInit, TrainConfig};
+use crate::train::config::{LlmInit, TrainConfig, changed_fields};
 use crate::train::error::TrainError;
 use crate::train::grads::adamw;
 use crate::train::prior;
@@ -26,10 +28,16 @@ pub enum Prepare {
     Latents(usize, usize),
     /// Training the stage-0 language-model prior: step of steps, loss.
     Prior(usize, usize, f32),
+    /// The newest checkpoint could not be loaded; the run resumes from an older one.
+    FellBack {
+        skipped: std::path::PathBuf,
+        reason: String,
+        from_step: usize,
+    },
 }
 
-/// Copies the tokenizer files of a Hugging Face folder into the run.
-fn copy_tokenizer(from: &Path, run: &RunDir) -> Result<(), TrainError> {
+/// Copies the tokenizer files of a Hugging Face folder into the run folder `run`.
+fn copy_tokenizer(from: &Path, run: &Path) -> Result<(), TrainError> {
     for name in ["tokenizer.json", "tokenizer_config.json"] {
         let src = from.join(name);
         if src.is_file() {
@@ -37,7 +45,7 @@ fn copy_tokenizer(from: &Path, run: &RunDir) -> Result<(), TrainError> {
                 path: src.clone(),
                 error,
             })?;
-            let dst = run.path(name);
+            let dst = run.join(name);
             crate::fsutil::write_atomic(&dst, &bytes)
                 .map_err(|error| TrainError::Io { path: dst, error })?;
         } else if name == "tokenizer.json" {
@@ -72,33 +80,33 @@ impl<B: AutodiffBackend> Trainer<B> {
         let flow = FlowConfig::of(config.preset, config.variant);
         // Fails early (with the reason) for a codec this build cannot run.
         flow.codec.build::<B::InnerBackend>()?;
-        let (run, resumed) = if resume && run_dir.join(RunDir::MANIFEST).exists() {
+        let resumed = resume && run_dir.join(RunDir::MANIFEST).exists();
+        if !resumed {
+            // Before anything is written: a run or a foreign folder is refused.
+            RunDir::check_new(run_dir)?;
+        }
+        let lock = RunLock::acquire(run_dir)?;
+        let existing = if resumed {
             let run = RunDir::open(run_dir)?;
             let saved: TrainConfig = run.config()?;
             // Only the step budget may change when a run is continued.
-            if (TrainConfig {
-                steps: config.steps,
-                ..saved.clone()
-            }) != config
-            {
+            let changed = changed_fields(
+                &TrainConfig {
+                    steps: config.steps,
+                    ..saved.clone()
+                },
+                &config,
+            );
+            if !changed.is_empty() {
                 return Err(TrainError::ResumeChanged {
                     path: run.path(RunDir::CONFIG),
+                    fields: changed.join(", "),
                 });
             }
-            if saved.steps != config.steps {
-                run.write_config(&config)?;
-            }
-            (run, true)
+            Some((run, saved))
         } else {
-            let run = RunDir::create(run_dir)?;
-            run.write_config(&config)?;
-            let value = serde_json::to_value(&config).expect("a config is JSON");
-            run.write_manifest(&Manifest::new(
-                &value,
-                vec![config.seed],
-                &format!("{device:?}"),
-            ))?;
-            (run, false)
+            RunDir::check_new(run_dir)?;
+            None
         };
         let cache_root = crate::fsutil::cache_root();
         let dataset = config.data.open()?;
@@ -117,6 +125,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 found: data.meta.shape,
                 expected,
             });
+        }
+        if let Some((run, _)) = &existing {
+            check_same_data(run, &data)?;
         }
         B::seed(&device, config.seed);
         let mut model = FlowModel::<B>::init(&flow, &device);
@@ -141,31 +152,26 @@ impl<B: AutodiffBackend> Trainer<B> {
                 Some(dir)
             }
         };
-        if let Some(t) = &config.transfer
-            && !run.path("tokenizer.json").exists()
-        {
-            copy_tokenizer(&t.from, &run)?;
+        if let Some(dir) = &llm_dir {
+            model.llm = prior::load_llm::<B>(dir, &flow.llm, &device)?;
         }
-        match &llm_dir {
-            Some(dir) => {
-                if !run.path("tokenizer.json").exists() {
-                    copy_tokenizer(dir, &run)?;
-                }
-                model.llm = prior::load_llm::<B>(dir, &flow.llm, &device)?;
-            }
-            None => {
-                let path = run.path("tokenizer.json");
-                if !path.exists() {
+        let tokenizer_path = run_dir.join("tokenizer.json");
+        if existing.is_none() || !tokenizer_path.exists() {
+            match (&config.transfer, &llm_dir) {
+                (Some(t), _) => copy_tokenizer(&t.from, run_dir)?,
+                (None, Some(dir)) => copy_tokenizer(dir, run_dir)?,
+                (None, None) => {
                     let tok = prior::train_bpe_tokenizer(data.captions(), config.prior.vocab_size)
                         .map_err(prior::PriorError::Other)?;
-                    tok.save(&path, true).map_err(|e| prior::PriorError::Io {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    tok.save(&tokenizer_path, true)
+                        .map_err(|e| prior::PriorError::Io {
+                            path: tokenizer_path.clone(),
+                            reason: e.to_string(),
+                        })?;
                 }
             }
         }
-        let tokenizer = LlamaTokenizer::from_path(run.path("tokenizer.json"))?;
+        let tokenizer = LlamaTokenizer::from_path(&tokenizer_path)?;
         if tokenizer.vocab_size() > flow.llm.vocab_size {
             return Err(TrainError::Vocabulary {
                 tokens: tokenizer.vocab_size(),
@@ -175,6 +181,26 @@ impl<B: AutodiffBackend> Trainer<B> {
         if let Some(t) = &config.transfer {
             model = transfer::apply(model, &flow, t, &device)?;
         }
+        let run = match existing {
+            Some((run, saved)) => {
+                if saved.steps != config.steps {
+                    run.write_config(&config)?;
+                }
+                run
+            }
+            None => {
+                // Everything is ready: make it a run (the manifest, last, marks it as one).
+                let run = RunDir::create(run_dir)?;
+                run.write_config(&config)?;
+                let value = serde_json::to_value(&config).expect("a config is JSON");
+                run.write_manifest(&Manifest::new(
+                    &value,
+                    vec![config.seed],
+                    &format!("{device:?}"),
+                ))?;
+                run
+            }
+        };
         let ema = model.valid();
         let ema2 = config.ema_decay_2.map(|_| model.valid());
         let mut trainer = Self {
@@ -192,9 +218,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             device,
             best: None,
             window: Vec::new(),
+            _lock: lock,
         };
         if resumed {
-            trainer.load_latest()?;
+            trainer.load_latest(progress)?;
         }
         let mut metrics = trainer.run.metrics_writer()?;
         if trainer.step == 0 {
@@ -210,4 +237,26 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         Ok(trainer)
     }
+}
+
+/// A resumed run must train on the data it started with: the latent cache it recorded (its
+/// folder is named by the key that hashes the data set's files, the codec and the size) must be
+/// the one the data gives now.
+fn check_same_data(run: &RunDir, data: &LatentCache) -> Result<(), TrainError> {
+    let recorded = run.read_records()?.into_iter().find_map(|r| match r {
+        MetricRecord::Event(Event::Data { cache, .. }) => Some(cache),
+        _ => None,
+    });
+    let Some(recorded) = recorded else {
+        return Ok(()); // killed before its first record: nothing trained yet
+    };
+    let key = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    if key(&recorded) != key(&data.dir) {
+        return Err(TrainError::DataChanged {
+            run: run.root().to_path_buf(),
+            was: recorded,
+            now: data.dir.clone(),
+        });
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::checkpoint::{self, Best};
 use crate::train::error::TrainError;
 use crate::train::grads::adamw;
+use crate::train::prepare::Prepare;
 use crate::train::trainer::Trainer;
 
 fn ckpt_err(path: &Path) -> impl Fn(String) -> TrainError + '_ {
@@ -29,38 +30,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn save_checkpoint(&mut self, score: Option<Best>) -> Result<PathBuf, TrainError> {
         let done = checkpoint::step_dir(self.run.root(), self.step);
         let tmp = done.with_extension("partial");
-        let err = ckpt_err(&tmp);
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| err(e.to_string()))?;
-        let rec = checkpoint::recorder();
-        rec.record(
-            self.model.clone().into_record(),
-            tmp.join(checkpoint::MODEL),
-        )
-        .map_err(|e| err(e.to_string()))?;
-        rec.record(self.ema.clone().into_record(), tmp.join(checkpoint::EMA))
-            .map_err(|e| err(e.to_string()))?;
-        if let Some(ema2) = &self.ema2 {
-            rec.record(ema2.clone().into_record(), tmp.join(checkpoint::EMA2))
-                .map_err(|e| err(e.to_string()))?;
-        }
-        rec.record(
-            self.optim_heads.to_record(),
-            tmp.join(checkpoint::OPTIM_HEADS),
-        )
-        .map_err(|e| err(e.to_string()))?;
-        rec.record(self.optim_llm.to_record(), tmp.join(checkpoint::OPTIM_LLM))
-            .map_err(|e| err(e.to_string()))?;
-        crate::fsutil::write_atomic(
-            &tmp.join(checkpoint::STATE),
-            json!({"step": self.step, "best": self.best})
-                .to_string()
-                .as_bytes(),
-        )
-        .map_err(|e| err(e.to_string()))?;
-        crate::fsutil::sync_dir(&tmp).map_err(|e| err(e.to_string()))?;
-        let _ = std::fs::remove_dir_all(&done);
-        std::fs::rename(&tmp, &done).map_err(|e| err(e.to_string()))?;
+        // A failed write (a full disk) leaves nothing behind: a partial folder would keep the
+        // disk full, and the previous checkpoints stay the ones to resume from.
+        self.write_checkpoint(&tmp, &done)?;
         if let Some(score) = score
             && self.config.keep_best
             && self.best.as_ref().is_none_or(|b| score.beats(b))
@@ -84,40 +56,126 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(done)
     }
 
-    /// Continues from the newest complete checkpoint (none yet: the run starts over).
-    pub(crate) fn load_latest(&mut self) -> Result<(), TrainError> {
-        let Some((step, dir)) = checkpoint::list(self.run.root()).pop() else {
+    /// Writes every record into `tmp`, syncs, and renames it to `done`; a failure removes `tmp`.
+    fn write_checkpoint(&self, tmp: &Path, done: &Path) -> Result<(), TrainError> {
+        let err = ckpt_err(tmp);
+        let rec = checkpoint::recorder();
+        let failed = |e: burn::record::RecorderError| match e {
+            burn::record::RecorderError::Unknown(m) => err(m),
+            other => err(other.to_string()),
+        };
+        crate::fsutil::build_dir(
+            tmp,
+            done,
+            |tmp| {
+                rec.record(
+                    self.model.clone().into_record(),
+                    tmp.join(checkpoint::MODEL),
+                )
+                .map_err(failed)?;
+                rec.record(self.ema.clone().into_record(), tmp.join(checkpoint::EMA))
+                    .map_err(failed)?;
+                if let Some(ema2) = &self.ema2 {
+                    rec.record(ema2.clone().into_record(), tmp.join(checkpoint::EMA2))
+                        .map_err(failed)?;
+                }
+                rec.record(
+                    self.optim_heads.to_record(),
+                    tmp.join(checkpoint::OPTIM_HEADS),
+                )
+                .map_err(failed)?;
+                rec.record(self.optim_llm.to_record(), tmp.join(checkpoint::OPTIM_LLM))
+                    .map_err(failed)?;
+                crate::fsutil::write_atomic(
+                    &tmp.join(checkpoint::STATE),
+                    json!({"step": self.step, "best": self.best})
+                        .to_string()
+                        .as_bytes(),
+                )
+                .map_err(|e| err(e.to_string()))
+            },
+            |e| err(e.to_string()),
+        )
+    }
+
+    /// Continues from the newest complete checkpoint that loads; a damaged newer one is
+    /// skipped with a [`Prepare::FellBack`] report (and kept on disk for inspection).
+    pub(crate) fn load_latest(
+        &mut self,
+        progress: &mut dyn FnMut(Prepare),
+    ) -> Result<(), TrainError> {
+        let all = checkpoint::list(self.run.root());
+        let Some(newest) = all.last().map(|c| c.1.clone()) else {
             return Ok(()); // killed before the first checkpoint: start over
         };
-        let err = ckpt_err(&dir);
+        let mut first_error: Option<TrainError> = None;
+        for (step, dir) in all.into_iter().rev() {
+            match self.load_checkpoint(step, &dir) {
+                Ok(()) => {
+                    if let Some(e) = first_error {
+                        progress(Prepare::FellBack {
+                            skipped: newest,
+                            reason: e.to_string(),
+                            from_step: step,
+                        });
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(TrainError::NoLoadableCheckpoint {
+            newest,
+            error: Box::new(first_error.expect("at least one checkpoint was tried")),
+        })
+    }
+
+    /// Loads every record of one checkpoint, or fails naming the file that does not load.
+    fn load_checkpoint(&mut self, step: usize, dir: &Path) -> Result<(), TrainError> {
         let rec = checkpoint::recorder();
+        let load_err = |name: &str| {
+            let path = dir.join(name).with_extension("mpk");
+            move |e: burn::record::RecorderError| TrainError::Checkpoint {
+                path,
+                reason: format!(
+                    "does not load ({e}); the file is damaged or was written by another version"
+                ),
+            }
+        };
         let model = rec
             .load(dir.join(checkpoint::MODEL), &self.device)
-            .map_err(|e| err(e.to_string()))?;
-        self.model = self.model.clone().load_record(model);
+            .map_err(load_err(checkpoint::MODEL))?;
         let ema = rec
             .load(dir.join(checkpoint::EMA), &self.device)
-            .map_err(|e| err(e.to_string()))?;
-        self.ema = self.ema.clone().load_record(ema);
-        if let Some(ema2) = self.ema2.take() {
-            let record = rec
-                .load(dir.join(checkpoint::EMA2), &self.device)
-                .map_err(|e| err(e.to_string()))?;
-            self.ema2 = Some(ema2.load_record(record));
-        }
+            .map_err(load_err(checkpoint::EMA))?;
+        let ema2 = match &self.ema2 {
+            Some(_) => Some(
+                rec.load(dir.join(checkpoint::EMA2), &self.device)
+                    .map_err(load_err(checkpoint::EMA2))?,
+            ),
+            None => None,
+        };
         let heads = rec
             .load(dir.join(checkpoint::OPTIM_HEADS), &self.device)
-            .map_err(|e| err(e.to_string()))?;
-        self.optim_heads = adamw::<B>().load_record(heads);
+            .map_err(load_err(checkpoint::OPTIM_HEADS))?;
         let llm = rec
             .load(dir.join(checkpoint::OPTIM_LLM), &self.device)
-            .map_err(|e| err(e.to_string()))?;
-        self.optim_llm = adamw::<B>().load_record(llm);
+            .map_err(load_err(checkpoint::OPTIM_LLM))?;
         let state_path = dir.join(checkpoint::STATE);
         let state: serde_json::Value = std::fs::read(&state_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| ckpt_err(&state_path)("missing or unreadable".into()))?;
+        // Everything loaded: only now replace the trainer's state.
+        self.model = self.model.clone().load_record(model);
+        self.ema = self.ema.clone().load_record(ema);
+        if let (Some(e), Some(record)) = (self.ema2.take(), ema2) {
+            self.ema2 = Some(e.load_record(record));
+        }
+        self.optim_heads = adamw::<B>().load_record(heads);
+        self.optim_llm = adamw::<B>().load_record(llm);
         self.best = serde_json::from_value(state["best"].clone()).unwrap_or(None);
         self.step = step;
         Ok(())

@@ -47,6 +47,8 @@ pub struct Trainer<B: AutodiffBackend> {
     pub(crate) best: Option<Best>,
     /// Losses since the last checkpoint.
     pub(crate) window: Vec<f32>,
+    /// The run's writer lock, held as long as the trainer lives.
+    pub(crate) _lock: crate::run::RunLock,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {

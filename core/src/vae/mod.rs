@@ -54,6 +54,18 @@ pub enum VaeError {
     Input { path: PathBuf, reason: String },
     #[error("invalid VAE config: {0}")]
     InvalidConfig(String),
+    #[error(
+        "{what} of {b} x {h}x{w} pixels needs about {need_gb:.1} GB (the mid-block attention over {positions} latent positions alone holds a {positions}x{positions} score matrix), more than the {budget_gb:.1} GB available (set FLOWLENS_MEMORY_GB to allow more): tile or downscale the image"
+    )]
+    TooLarge {
+        what: &'static str,
+        b: usize,
+        h: usize,
+        w: usize,
+        positions: usize,
+        need_gb: f64,
+        budget_gb: f64,
+    },
 }
 
 /// The diagonal Gaussian posterior `q(z | x)` of diffusers' `DiagonalGaussianDistribution`.
@@ -263,6 +275,49 @@ impl<B: Backend> Vae<B> {
     }
 
     /// Checks that an image `[.., .., h, w]` can be encoded (sizes multiples of the factor).
+    /// About how many bytes encoding (or decoding) `b` images of `h` x `w` pixels holds at its
+    /// peak: a few full-resolution activation maps of the first block's width, and the
+    /// mid-block attention's `[b, n, n]` scores (n = latent positions) with their softmax.
+    pub fn peak_bytes(&self, b: usize, h: usize, w: usize) -> u64 {
+        let f = self.config.downsampling() as u64;
+        let (b, h, w) = (b as u64, h as u64, w as u64);
+        let c0 = self.config.block_out_channels.first().copied().unwrap_or(0) as u64;
+        let maps = 6 * b * c0 * h * w * 4;
+        let n = (h / f) * (w / f);
+        let attention = if self.config.mid_block_add_attention {
+            3 * b * n * n * 4
+        } else {
+            0
+        };
+        maps + attention
+    }
+
+    /// An error naming the size when `b` images of `h` x `w` pixels would not fit the memory
+    /// budget ([`crate::device::memory_budget`]); checked before anything is allocated.
+    pub fn check_memory(
+        &self,
+        what: &'static str,
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<(), VaeError> {
+        let need = self.peak_bytes(b, h, w);
+        let budget = crate::device::memory_budget();
+        if need <= budget {
+            return Ok(());
+        }
+        let f = self.config.downsampling();
+        Err(VaeError::TooLarge {
+            what,
+            b,
+            h,
+            w,
+            positions: (h / f) * (w / f),
+            need_gb: need as f64 / 1e9,
+            budget_gb: budget as f64 / 1e9,
+        })
+    }
+
     pub fn check_image_size(&self, h: usize, w: usize) -> Result<(), String> {
         let f = self.config.downsampling();
         if h == 0 || w == 0 || !h.is_multiple_of(f) || !w.is_multiple_of(f) {

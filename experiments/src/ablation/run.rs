@@ -18,10 +18,12 @@ use std::path::Path;
 pub fn ablation_config(file: &ExperimentFile, variant: Variant, seed: u64) -> Result<TrainConfig> {
     let a = &file.ablation;
     let mut value = serde_json::to_value(TrainConfig::for_preset(a.preset, variant))?;
-    crate::training::merge(&mut value, &serde_json::to_value(&a.train)?);
-    let mut config: TrainConfig = serde_json::from_value(value).context(
-        "[ablation.train] has a field that TrainConfig does not know or a value of the wrong type",
-    )?;
+    crate::training::merge(
+        &mut value,
+        &crate::io::toml_to_json(&toml::Value::Table(a.train.clone()))
+            .context("[ablation.train]")?,
+    );
+    let mut config: TrainConfig = crate::io::from_json_named(value).context("[ablation.train]")?;
     config.preset = a.preset;
     config.variant = variant;
     config.steps = a.steps;

@@ -106,7 +106,8 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
             } else {
                 let t: toml::Value = toml::from_str(&text)
                     .with_context(|| format!("{} is not valid TOML", path.display()))?;
-                serde_json::to_value(t)?
+                crate::io::toml_to_json(&t)
+                    .with_context(|| format!("config file {}", path.display()))?
             };
             Some(value)
         }
@@ -151,12 +152,11 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     if let Some(f) = &file {
         crate::training::merge(&mut merged, f);
     }
-    let mut config: TrainConfig = serde_json::from_value(merged).with_context(|| {
-        format!(
-            "config file {} has a field that TrainConfig does not know or a value of the wrong type",
-            a.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-        )
-    })?;
+    let mut config: TrainConfig =
+        crate::io::from_json_named(merged).with_context(|| match &a.config {
+            Some(p) => format!("config file {}", p.display()),
+            None => format!("the saved configuration {}", saved.display()),
+        })?;
     config.preset = preset;
     config.variant = variant;
     if let Some(v) = a.steps {
