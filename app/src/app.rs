@@ -1,18 +1,16 @@
 //! The laboratory's shell (egui's wrap_app): [`LabApp`] draws each frame from scratch (immediate
 //! mode): the top bar, the status bar, the run list and the open tab's [`Panel`]. Every file read
-//! and computation goes to the worker threads; their results are applied at the start of the next
-//! frame ([`LabApp::apply_results`]), live files are refreshed on a timer ([`LabApp::schedule`]),
-//! and what the panels asked for is applied once per frame, after them ([`LabApp::run_cmd`]).
-//! The state is the read model [`Lab`] plus each panel's own settings.
+//! and computation goes to the worker threads; their results are applied at the start of the
+//! next frame ([`LabApp::apply_results`]), live files are refreshed on a timer (`schedule`), and
+//! what the panels asked for is applied once per frame, after them ([`LabApp::run_cmd`]). The
+//! state is the read model [`Lab`] plus each panel's own settings.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Color32};
-use flowlens_core::device::DeviceSpec;
 
 use crate::catalog::{self, RunStatus};
-pub use crate::command::Tab;
 use crate::command::{Command, Level, Message};
 use crate::grid::{self, GridQuery};
 use crate::lab::{Done, Lab, Slot};
@@ -26,6 +24,8 @@ use crate::panels::sampling::SamplingState;
 use crate::panels::trajectory::TrajectoryState;
 use crate::sampling::Session;
 use crate::widgets::images::decode_png;
+
+pub use crate::command::Tab;
 
 /// The whole laboratory: the read model, the open tab and each tab's settings.
 pub struct LabApp {
@@ -310,15 +310,8 @@ impl LabApp {
                 seed,
                 steps,
                 cfg,
+                device,
             } => {
-                let device: DeviceSpec = match self.lab.device.parse() {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let text = format!("device `{}`: {e}", self.lab.device);
-                        self.say(Level::Error, text);
-                        return;
-                    }
-                };
                 self.lab.session = Some(Session::start(
                     run,
                     prompt,

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use flowlens_core::device::DeviceSpec;
+
 use crate::grid::GridQuery;
 use crate::lab::{Done, Slot};
 
@@ -93,13 +95,14 @@ pub enum Command {
     },
     /// Decode a PNG for the image cache (unless it is loaded or on its way).
     Image(PathBuf),
-    /// Sample one prompt of a run interactively, in this process on `Lab::device`.
+    /// Sample one prompt of a run interactively, in this process.
     Sample {
         run: PathBuf,
         prompt: String,
         seed: u64,
         steps: usize,
         cfg: f32,
+        device: DeviceSpec,
     },
     /// Use this device for interactive sampling and resumed training.
     Device(String),

@@ -239,6 +239,29 @@ fn dashboard_and_trajectory_show_a_run() {
     h.snapshot("trajectory");
 }
 
+/// The interactive sampler's form (prompt, seed, steps, CFG, the device picker) of a run with a
+/// checkpoint, before anything is sampled.
+#[test]
+fn the_sampling_tab_shows_its_form_for_a_run_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write(dir.path(), FixtureSpec::small()).unwrap();
+    // Before the app exists: its first scan starts at once.
+    let checkpoint = dir
+        .path()
+        .join("demo/ablation/baseline/seed0/checkpoints/step-120");
+    std::fs::create_dir_all(checkpoint).unwrap();
+    let mut app = LabApp::new(dir.path().to_path_buf());
+    app.show_frame_time = false;
+    let mut h = harness(app);
+    settle(&mut h);
+    h.get_by_label("Sampling").click();
+    settle(&mut h);
+    assert_eq!(h.state().tab, Tab::Sampling);
+    h.get_by_label("in this process on");
+    assert!(h.state().lab.session.is_none());
+    h.snapshot("sampling");
+}
+
 #[test]
 fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
     let (dir, app) = fixture_app();

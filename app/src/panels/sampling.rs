@@ -4,8 +4,9 @@
 
 use eframe::egui::{self, Color32};
 use egui_plot::{Legend, Line, Plot, PlotPoints};
+use flowlens_core::device::DeviceSpec;
 
-use crate::command::Command;
+use crate::command::{Command, Level};
 use crate::grid;
 use crate::lab::Lab;
 use crate::panels::{Panel, image_ui};
@@ -90,12 +91,21 @@ impl Panel for SamplingState {
             }
         });
         if start {
+            let device: DeviceSpec = match lab.device.parse() {
+                Ok(d) => d,
+                Err(e) => {
+                    let text = format!("device `{}`: {e}", lab.device);
+                    cmds.push(Command::Say(Level::Error, text));
+                    return;
+                }
+            };
             cmds.push(Command::Sample {
                 run: run.path.clone(),
                 prompt: self.prompt.clone(),
                 seed: self.seed,
                 steps: self.steps,
                 cfg: self.cfg,
+                device,
             });
         }
         let Some(session) = &lab.session else {
