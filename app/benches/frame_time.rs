@@ -8,6 +8,7 @@ use eframe::egui;
 use flowlens_app::LabApp;
 use flowlens_app::app::Tab;
 use flowlens_app::fixture::{self, FixtureSpec};
+use flowlens_app::lab::Slot;
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -44,7 +45,7 @@ fn main() {
             app.settle(&ctx, Duration::from_secs(120));
         }
         if tab == Tab::Explorer {
-            let g = app.grids["grid:explorer"].grid.as_ref().expect("grid");
+            let g = app.lab.grids[Slot::Explorer].grid.as_ref().expect("grid");
             assert_eq!((g.rows().len(), g.steps().len()), (23, 30));
         }
         let mut times: Vec<f64> = (0..200)
@@ -56,7 +57,7 @@ fn main() {
             times[100],
             times[190],
             times[199],
-            app.runs.len()
+            app.lab.runs.len()
         );
     }
 }

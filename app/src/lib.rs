@@ -3,20 +3,26 @@
 //! AUC and time-to-threshold, mutual k-NN drill-down), step through sampling trajectories,
 //! sample interactively, and export figures and tables with the report's look.
 //!
-//! Layout (ARCHITECTURE.md): [`app`] draws each frame from [`app::LabApp`]; [`jobs`] runs every
-//! file read and computation off the UI thread; [`catalog`], [`metrics`] and [`grid`] read run
-//! directories; [`launch`] starts `flowlens` child processes; [`sampling`] samples in-process on
-//! a background thread; [`export`] goes through the analysis crate's figures and tables;
+//! Layout (ARCHITECTURE.md): [`app`] is the shell that draws each frame ([`app::LabApp`]) and
+//! applies what the tabs ask for; [`panels`] holds one file per tab behind the [`panels::Panel`]
+//! trait; [`lab`] is the read model they draw from and [`command`] what they ask for; [`widgets`]
+//! are shared by several panels (heatmap, image cache, grid views, device picker). [`jobs`] runs
+//! every file read and computation off the UI thread; [`catalog`], [`metrics`] and [`grid`] read
+//! run directories; [`launch`] starts `flowlens` child processes; [`sampling`] samples in-process
+//! on a background thread; [`export`] goes through the analysis crate's figures and tables;
 //! [`softrender`] paints frames on the CPU for `--screenshot` and the snapshot tests.
 
 pub mod app;
 pub mod catalog;
+pub mod command;
 pub mod export;
 pub mod fixture;
 pub mod grid;
 pub mod jobs;
+pub mod lab;
 pub mod launch;
 pub mod metrics;
+pub mod panels;
 pub mod sampling;
 pub mod softrender;
 pub mod widgets;

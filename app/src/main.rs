@@ -57,14 +57,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn tab(name: &str) -> anyhow::Result<Tab> {
-    Tab::ALL
-        .into_iter()
-        .find(|t| t.cli_name() == name.to_lowercase())
-        .ok_or_else(|| {
-            let names: Vec<&str> = Tab::ALL.iter().map(|t| t.cli_name()).collect();
-            anyhow::anyhow!("--tab: `{name}` is not one of {}", names.join(", "))
-        })
+fn tab(app: &LabApp, name: &str) -> anyhow::Result<Tab> {
+    app.tab_named(name).ok_or_else(|| {
+        let names: Vec<&str> = Tab::ALL.iter().map(|t| app.panel(*t).name()).collect();
+        anyhow::anyhow!("--tab: `{name}` is not one of {}", names.join(", "))
+    })
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -75,7 +72,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .and_then(|(w, h)| Some((w.parse::<f32>().ok()?, h.parse::<f32>().ok()?)))
             .ok_or_else(|| anyhow::anyhow!("--size: `{}` is not WIDTHxHEIGHT", args.size))?;
         let mut app = LabApp::new(args.runs.clone());
-        let tab = tab(&args.tab)?;
+        let tab = tab(&app, &args.tab)?;
         let select = args.select.clone().map(|p| {
             if p.is_absolute() {
                 p
@@ -86,13 +83,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         let pixels = flowlens_app::render_headless(&mut app, w, h, 8, |app| {
             app.tab = tab;
             if let Some(p) = &select
-                && app.selected.as_ref() != Some(p)
-                && app.runs.iter().any(|r| &r.path == p)
+                && app.lab.selected.as_ref() != Some(p)
+                && app.lab.runs.iter().any(|r| &r.path == p)
             {
                 app.select(p.clone());
             }
         });
-        if let Some(e) = &app.catalog_error {
+        if let Some(e) = &app.lab.catalog_error {
             anyhow::bail!("{e}");
         }
         flowlens_app::save_png(&pixels, out)?;

@@ -10,7 +10,9 @@ use egui_kittest::{Harness, TestRenderer};
 use flowlens_analysis::cka::Estimator;
 use flowlens_app::LabApp;
 use flowlens_app::app::Tab;
+use flowlens_app::command::Level;
 use flowlens_app::fixture::{self, FixtureSpec};
+use flowlens_app::lab::Slot;
 use flowlens_app::softrender::SoftRenderer;
 use flowlens_core::store::{FeatureStore, Seeds, StoreName};
 
@@ -68,17 +70,17 @@ fn the_run_browser_groups_runs_and_compares_configs() {
     let (dir, app) = fixture_app();
     let mut h = harness(app);
     settle(&mut h);
-    assert_eq!(h.state().runs.len(), 3);
+    assert_eq!(h.state().lab.runs.len(), 3);
     h.get_by_label("demo/ablation").hover();
     h.get_by_label("decoder-only/seed0").click();
     settle(&mut h);
-    let selected = h.state().selected.clone().unwrap();
+    let selected = h.state().lab.selected.clone().unwrap();
     assert!(
         selected.ends_with("ablation/decoder-only/seed0"),
         "{}",
         selected.display()
     );
-    h.state_mut().compare_config = Some(dir.path().join("demo/ablation/baseline/seed0"));
+    h.state_mut().browser.compare_config = Some(dir.path().join("demo/ablation/baseline/seed0"));
     settle(&mut h);
     // Differences only: the variant differs, the learning rate does not.
     h.get_by_label("variant");
@@ -102,7 +104,7 @@ fn the_explorer_selects_taps_drills_into_a_cell_and_exports() {
     h.get_by_label("biased").click();
     settle(&mut h);
     assert_eq!(h.state().explorer.choice.estimator, Estimator::Biased);
-    let grid = h.state().grids["grid:explorer"]
+    let grid = h.state().lab.grids[Slot::Explorer]
         .grid
         .clone()
         .expect("the grid was computed");
@@ -120,7 +122,7 @@ fn the_explorer_selects_taps_drills_into_a_cell_and_exports() {
     assert!((grid.values[2][5][&1] - v).abs() < 1e-12);
 
     let rect = h.get_by_label("CKA heatmap").rect();
-    let at = flowlens_app::widgets::heatmap_cell_centre(rect, 5, 8, 2, 5);
+    let at = flowlens_app::widgets::heatmap::heatmap_cell_centre(rect, 5, 8, 2, 5);
     h.hover_at(at);
     h.step();
     h.event(eframe::egui::Event::PointerButton {
@@ -137,8 +139,8 @@ fn the_explorer_selects_taps_drills_into_a_cell_and_exports() {
         modifiers: Default::default(),
     });
     settle(&mut h);
-    assert_eq!(h.state().explorer.selected, Some((2, 5)));
-    let detail = match &h.state().explorer.detail {
+    assert_eq!(h.state().lab.cell, Some((2, 5)));
+    let detail = match &h.state().lab.detail {
         Some(Ok(d)) => d.clone(),
         other => panic!(
             "no cell detail: {:?}",
@@ -188,8 +190,8 @@ fn the_delta_view_of_a_run_against_itself_is_zero_everywhere() {
         app.explorer.delta = true;
     }
     settle(&mut h);
-    let ours = h.state().grids["grid:explorer"].grid.clone().unwrap();
-    let base = h.state().grids["grid:compare"].grid.clone().unwrap();
+    let ours = h.state().lab.grids[Slot::Explorer].grid.clone().unwrap();
+    let base = h.state().lab.grids[Slot::Compare].grid.clone().unwrap();
     let d = flowlens_app::grid::delta(&ours, &base);
     let (r, c) = (1, 3);
     let want = ours.summary(r, c).unwrap().mean - base.summary(r, c).unwrap().mean;
@@ -210,8 +212,8 @@ fn dashboard_and_trajectory_show_a_run() {
     settle(&mut h);
     h.get_by_label("Dashboard").click();
     settle(&mut h);
-    let run = h.state().selected.clone().unwrap();
-    let tail = &h.state().metrics[&run];
+    let run = h.state().lab.selected.clone().unwrap();
+    let tail = &h.state().lab.metrics[&run];
     assert_eq!(tail.steps.len(), 120);
     assert!(!tail.evals.is_empty());
     h.get_by_label("loss");
@@ -237,6 +239,29 @@ fn dashboard_and_trajectory_show_a_run() {
     h.snapshot("trajectory");
 }
 
+/// The interactive sampler's form (prompt, seed, steps, CFG, the device picker) of a run with a
+/// checkpoint, before anything is sampled.
+#[test]
+fn the_sampling_tab_shows_its_form_for_a_run_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write(dir.path(), FixtureSpec::small()).unwrap();
+    // Before the app exists: its first scan starts at once.
+    let checkpoint = dir
+        .path()
+        .join("demo/ablation/baseline/seed0/checkpoints/step-120");
+    std::fs::create_dir_all(checkpoint).unwrap();
+    let mut app = LabApp::new(dir.path().to_path_buf());
+    app.show_frame_time = false;
+    let mut h = harness(app);
+    settle(&mut h);
+    h.get_by_label("Sampling").click();
+    settle(&mut h);
+    assert_eq!(h.state().tab, Tab::Sampling);
+    h.get_by_label("in this process on");
+    assert!(h.state().lab.session.is_none());
+    h.snapshot("sampling");
+}
+
 #[test]
 fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
     let (dir, app) = fixture_app();
@@ -244,12 +269,13 @@ fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
     settle(&mut h);
     {
         let app = h.state_mut();
-        app.launcher.program = (
+        app.lab.launcher.program = (
             env!("CARGO_BIN_EXE_flowlens-lab").into(),
             vec!["cli".into()],
         );
         let bad = dir.path().join("bad");
-        app.launcher
+        app.lab
+            .launcher
             .spawn(
                 dir.path(),
                 "bad train".into(),
@@ -263,7 +289,8 @@ fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
                 bad,
             )
             .unwrap();
-        app.launcher
+        app.lab
+            .launcher
             .spawn(
                 dir.path(),
                 "model info".into(),
@@ -274,7 +301,7 @@ fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
         app.tab = Tab::Launch;
     }
     let t0 = std::time::Instant::now();
-    while h.state().launcher.running() > 0 {
+    while h.state().lab.launcher.running() > 0 {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "children did not exit"
@@ -283,7 +310,7 @@ fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
         std::thread::sleep(Duration::from_millis(50));
     }
     h.step();
-    let jobs = &h.state().launcher.jobs;
+    let jobs = &h.state().lab.launcher.jobs;
     assert!(jobs[0].failed());
     assert!(jobs[0].log_tail.contains("bogus"), "{}", jobs[0].log_tail);
     assert!(!jobs[1].failed() && jobs[1].exit.unwrap().success());
@@ -292,7 +319,7 @@ fn a_crashing_child_shows_its_error_and_the_app_keeps_running() {
         h.state()
             .messages
             .iter()
-            .any(|(_, m, e)| *e && m.contains("bad train failed"))
+            .any(|m| m.level == Level::Error && m.text.contains("bad train failed"))
     );
 }
 
@@ -310,11 +337,11 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
     let run = dir.path().join("tiny-run");
     let mut app = LabApp::new(dir.path().to_path_buf());
     app.show_frame_time = false;
-    app.launcher.program = (
+    app.lab.launcher.program = (
         env!("CARGO_BIN_EXE_flowlens-lab").into(),
         vec!["cli".into()],
     );
-    app.launcher.env.push((
+    app.lab.launcher.env.push((
         "FLOWLENS_CACHE".into(),
         dir.path().join("cache").display().to_string(),
     ));
@@ -333,12 +360,13 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    app.launcher
+    app.lab
+        .launcher
         .spawn(dir.path(), "train tiny".into(), args, run.clone())
         .unwrap();
     let mut h = harness(app);
     let t0 = std::time::Instant::now();
-    while h.state().launcher.running() > 0 {
+    while h.state().lab.launcher.running() > 0 {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
             "training did not finish"
@@ -346,11 +374,11 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
         h.step();
         std::thread::sleep(Duration::from_millis(100));
     }
-    let job = &h.state().launcher.jobs[0];
+    let job = &h.state().lab.launcher.jobs[0];
     assert!(job.exit.unwrap().success(), "{}", job.log_tail);
     h.get_by_label("Rescan").click();
     settle(&mut h);
-    assert_eq!(h.state().selected.as_deref(), Some(run.as_path()));
+    assert_eq!(h.state().lab.selected.as_deref(), Some(run.as_path()));
     h.get_by_label("Sampling").click();
     settle(&mut h);
     h.state_mut().sampling.steps = 4;
@@ -383,18 +411,9 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
     h.step();
     h.get_by_label("Sample").click();
     h.step();
-    assert!(
-        h.state().sampling.session.is_some(),
-        "sampling did not start"
-    );
+    assert!(h.state().lab.session.is_some(), "sampling did not start");
     let t0 = std::time::Instant::now();
-    while h
-        .state()
-        .sampling
-        .session
-        .as_ref()
-        .is_some_and(|s| s.running())
-    {
+    while h.state().lab.session.as_ref().is_some_and(|s| s.running()) {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
             "sampling did not finish"
@@ -403,7 +422,7 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
         std::thread::sleep(Duration::from_millis(50));
     }
     settle(&mut h);
-    let s = h.state().sampling.session.as_ref().unwrap();
+    let s = h.state().lab.session.as_ref().unwrap();
     assert!(s.result.as_ref().unwrap().is_ok(), "{:?}", s.result);
     assert!(s.prompt.ends_with("and a small green triangle"));
     let enc = &s.norms["enc.noise"];

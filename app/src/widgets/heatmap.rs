@@ -1,10 +1,7 @@
-//! Widgets drawn by hand: the CKA heatmap (rows = taps, columns = solver steps) and the image
-//! cache that shows PNGs from run directories (decoded on a worker thread).
+//! The CKA heatmap, painted by hand: rows = taps, columns = solver steps, the report's colour
+//! ramp, hover read-outs, click to select a cell.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-
-use eframe::egui::{self, Color32, Rect, Sense, Stroke, TextureHandle, Vec2, pos2, vec2};
+use eframe::egui::{self, Color32, Rect, Sense, Stroke, pos2, vec2};
 
 /// The report's heatmap colour of `t` in [0, 1] (analysis::figures).
 pub fn ramp(diverging: bool, t: f64) -> Color32 {
@@ -169,98 +166,4 @@ pub fn heatmap_cell_centre(
         rect.min.x + LABEL_W + (col as f32 + 0.5) * cell_w,
         rect.min.y + (row as f32 + 0.5) * cell_h,
     )
-}
-
-/// Textures of PNG files, decoded off the UI thread. A file that does not exist (yet: a
-/// preview being written) is asked for again after a second, never by the UI thread itself.
-#[derive(Default)]
-pub struct Images {
-    textures: HashMap<PathBuf, TextureHandle>,
-    requested: HashSet<PathBuf>,
-    failed: HashMap<PathBuf, (DecodeError, std::time::Instant)>,
-}
-
-/// Why an image could not be shown.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DecodeError {
-    Missing,
-    Bad(String),
-}
-
-/// A decoded image on its way to the UI.
-pub type Decoded = Result<egui::ColorImage, DecodeError>;
-
-pub fn decode_png(path: &Path) -> Decoded {
-    if !path.is_file() {
-        return Err(DecodeError::Missing);
-    }
-    let img =
-        image::open(path).map_err(|e| DecodeError::Bad(format!("{}: {e}", path.display())))?;
-    let rgba = img.to_rgba8();
-    Ok(egui::ColorImage::from_rgba_unmultiplied(
-        [rgba.width() as usize, rgba.height() as usize],
-        rgba.as_raw(),
-    ))
-}
-
-impl Images {
-    /// Whether `path` should be decoded now (the caller submits it to the worker).
-    pub fn wanted(&mut self, path: &Path) -> bool {
-        if self.textures.contains_key(path) || self.requested.contains(path) {
-            return false;
-        }
-        match self.failed.get(path) {
-            Some((DecodeError::Missing, at)) if at.elapsed().as_secs_f64() > 1.0 => {
-                self.failed.remove(path);
-            }
-            Some(_) => return false,
-            None => {}
-        }
-        self.requested.insert(path.to_path_buf())
-    }
-
-    pub fn insert(&mut self, ctx: &egui::Context, path: PathBuf, image: Decoded) {
-        self.requested.remove(&path);
-        match image {
-            Ok(img) => {
-                let tex = ctx.load_texture(
-                    path.display().to_string(),
-                    img,
-                    egui::TextureOptions::NEAREST,
-                );
-                self.textures.insert(path, tex);
-            }
-            Err(e) => {
-                self.failed.insert(path, (e, std::time::Instant::now()));
-            }
-        }
-    }
-
-    /// Shows the image scaled to fit `max` (keeping its aspect), a spinner while it loads,
-    /// `missing` when there is no such file, or the decoding error.
-    pub fn show(
-        &self,
-        ui: &mut egui::Ui,
-        path: &Path,
-        max: Vec2,
-        missing: &str,
-    ) -> Option<egui::Response> {
-        if let Some(tex) = self.textures.get(path) {
-            let size = tex.size_vec2();
-            let scale = (max.x / size.x).min(max.y / size.y);
-            return Some(ui.add(egui::Image::new((tex.id(), size * scale))));
-        }
-        match self.failed.get(path) {
-            Some((DecodeError::Missing, _)) => {
-                ui.weak(missing);
-            }
-            Some((DecodeError::Bad(e), _)) => {
-                ui.colored_label(Color32::LIGHT_RED, e);
-            }
-            None => {
-                ui.spinner();
-            }
-        }
-        None
-    }
 }
