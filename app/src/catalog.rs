@@ -8,19 +8,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use flowlens_core::checkpoint;
-use flowlens_core::run::{MetricRecord, RunDir};
+use flowlens_core::run::{LOCK, LockHolder, MetricRecord, RUN_FORMAT_VERSION, RunDir, RunLock};
 use flowlens_core::store::{FeatureStore, StoreManifest, StoreName};
 use serde_json::Value;
 
 /// Folders inside a run that never hold another run (not descended into).
 const RUN_PARTS: &[&str] = &["checkpoints", "samples", "report", "figures", "tables"];
 
-/// Seconds since a run's metrics were last written for it to count as running.
+/// Seconds since a run's metrics were last written for a run without a writer lock (written by
+/// an older flowlens) to count as running; a run with a lock file is running exactly while its
+/// writer holds the lock.
 pub const LIVE_SECONDS: u64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
-    /// Written to in the last [`LIVE_SECONDS`] (or a child of this app is running it).
+    /// Its writer holds the run's lock (or a child of this app is running it).
     Running,
     /// Reached its step budget.
     Finished,
@@ -30,6 +32,8 @@ pub enum RunStatus {
     Crashed,
     /// No training step logged yet.
     Empty,
+    /// A run directory of another format version than this flowlens reads.
+    Unsupported,
 }
 
 impl RunStatus {
@@ -40,6 +44,7 @@ impl RunStatus {
             RunStatus::Stopped => "stopped",
             RunStatus::Crashed => "crashed",
             RunStatus::Empty => "empty",
+            RunStatus::Unsupported => "unsupported format",
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct RunEntry {
     /// The latest `samples/grid-step*.png`.
     pub latest_grid: Option<PathBuf>,
     pub nan_diagnosis: Option<Value>,
+    /// The process writing the run now (holding its lock), if any.
+    pub writer: Option<LockHolder>,
 }
 
 impl RunEntry {
@@ -178,14 +185,22 @@ fn read_run(root: &Path, dir: &Path) -> Option<RunEntry> {
     let (last_step, last_loss) = last_step_record(&metrics);
     let steps_total = config.get("steps").and_then(Value::as_u64);
     let nan_diagnosis = read_json(&dir.join("nan_diagnosis.json"));
-    let recently = modified
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_some_and(|d| d < Duration::from_secs(LIVE_SECONDS));
+    let writer = RunLock::holder(dir);
+    let recently = !dir.join(LOCK).exists()
+        && modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|d| d < Duration::from_secs(LIVE_SECONDS));
+    let format_ok =
+        manifest.get("format_version").and_then(Value::as_u64) == Some(RUN_FORMAT_VERSION as u64);
     let checkpoint = latest_checkpoint(dir);
     // Step records are numbered from 0; the checkpoint folder names count steps done.
     let done = checkpoint.max(last_step.map(|s| s + 1));
     let finished = matches!((done, steps_total), (Some(s), Some(t)) if s >= t);
-    let status = if nan_diagnosis.is_some() {
+    let status = if !format_ok {
+        RunStatus::Unsupported
+    } else if writer.is_some() {
+        RunStatus::Running
+    } else if nan_diagnosis.is_some() {
         RunStatus::Crashed
     } else if finished {
         RunStatus::Finished
@@ -222,6 +237,7 @@ fn read_run(root: &Path, dir: &Path) -> Option<RunEntry> {
         live_cka: live_cka_files(dir),
         latest_grid: latest_grid(dir),
         nan_diagnosis,
+        writer,
     })
 }
 

@@ -214,14 +214,19 @@ fn live_cka_ui(
                 Done::Live(p.clone(), grid::read_live(&p).map_err(|e| format!("{e:#}")))
             })));
         }
-        let store = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // The file relative to its run: `probes/cka_live.json`.
+        let shown: std::path::PathBuf = path
+            .iter()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         ui.separator();
         ui.strong(format!(
-            "Streaming CKA while sampling ({store}/cka_live.json)"
+            "Streaming CKA while sampling ({})",
+            shown.display()
         ));
         match lab.live.get(path).map(|(_, r)| r) {
             None => {

@@ -52,5 +52,6 @@ pub fn status_colour(s: RunStatus) -> Color32 {
         RunStatus::Stopped => Color32::from_rgb(230, 159, 0),
         RunStatus::Crashed => Color32::from_rgb(213, 94, 0),
         RunStatus::Empty => Color32::GRAY,
+        RunStatus::Unsupported => Color32::DARK_GRAY,
     }
 }

@@ -118,11 +118,25 @@ impl Panel for RunsState {
         if let Some(d) = &run.nan_diagnosis {
             ui.colored_label(Color32::LIGHT_RED, format!("non-finite training step: {d}"));
         }
+        if let Some(w) = &run.writer {
+            ui.label(format!("being written by {w}"));
+        }
+        if run.status == RunStatus::Unsupported {
+            ui.colored_label(
+                Color32::LIGHT_RED,
+                format!(
+                    "format version {} (this flowlens reads version {}): open it with the flowlens that wrote it",
+                    run.manifest["format_version"],
+                    flowlens_core::run::RUN_FORMAT_VERSION
+                ),
+            );
+        }
         ui.horizontal(|ui| {
             let can_resume = matches!(
                 run.status,
                 RunStatus::Stopped | RunStatus::Crashed | RunStatus::Empty
-            ) && !lab.launcher.is_writing(&run.path);
+            ) && run.writer.is_none()
+                && !lab.launcher.is_writing(&run.path);
             if ui
                 .add_enabled(can_resume, egui::Button::new("Resume training"))
                 .on_hover_text(
