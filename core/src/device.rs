@@ -140,6 +140,30 @@ mod cuda_probe {
     }
 }
 
+/// The environment variable that caps how much memory flowlens plans to use, in GB (default:
+/// the host's available memory).
+pub const MEMORY_ENV: &str = "FLOWLENS_MEMORY_GB";
+
+/// Memory a computation may plan to use, in bytes: `FLOWLENS_MEMORY_GB` when set, else the
+/// host's `MemAvailable` (Linux), else 8 GB.
+pub fn memory_budget() -> u64 {
+    if let Some(gb) = std::env::var(MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|g| *g > 0.0 && g.is_finite())
+    {
+        return (gb * 1e9) as u64;
+    }
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(8_000_000_000, |kb| kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,28 +198,4 @@ mod tests {
             DeviceError::NotBuilt(_) | DeviceError::Unavailable { .. }
         ));
     }
-}
-
-/// The environment variable that caps how much memory flowlens plans to use, in GB (default:
-/// the host's available memory).
-pub const MEMORY_ENV: &str = "FLOWLENS_MEMORY_GB";
-
-/// Memory a computation may plan to use, in bytes: `FLOWLENS_MEMORY_GB` when set, else the
-/// host's `MemAvailable` (Linux), else 8 GB.
-pub fn memory_budget() -> u64 {
-    if let Some(gb) = std::env::var(MEMORY_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|g| *g > 0.0 && g.is_finite())
-    {
-        return (gb * 1e9) as u64;
-    }
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(8_000_000_000, |kb| kb * 1024)
 }
