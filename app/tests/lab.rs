@@ -438,3 +438,53 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
     );
     assert!(run.join("probes-lab/samples/seed0/0000.png").is_file());
 }
+
+#[test]
+fn a_run_whose_writer_holds_its_lock_is_running_and_cannot_be_resumed_twice() {
+    let (dir, app) = fixture_app();
+    // The fixture's unfinished run, written now by this process (as `flowlens train` would).
+    let run = dir.path().join("demo/ablation/encoder-only/seed0");
+    let lock = flowlens_core::run::RunLock::acquire(&run).unwrap();
+    // Another run of a format this flowlens does not read.
+    let other = dir.path().join("demo/ablation/baseline/seed0/manifest.json");
+    let text = std::fs::read_to_string(&other)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 99");
+    std::fs::write(&other, text).unwrap();
+    let mut h = harness(app);
+    settle(&mut h);
+    let status = |h: &Harness<'static, LabApp>, suffix: &str| {
+        h.state()
+            .lab
+            .runs
+            .iter()
+            .find(|r| r.path.ends_with(suffix))
+            .map(|r| r.status)
+            .unwrap()
+    };
+    use flowlens_app::catalog::RunStatus;
+    assert_eq!(status(&h, "encoder-only/seed0"), RunStatus::Running);
+    assert_eq!(status(&h, "baseline/seed0"), RunStatus::Unsupported);
+    h.get_by_label("encoder-only/seed0").click();
+    settle(&mut h);
+    h.get_by_label_contains(&format!("being written by pid {}", std::process::id()));
+    assert!(
+        h.get_by_label("Resume training")
+            .accesskit_node()
+            .is_disabled(),
+        "a second writer is not offered"
+    );
+    // The writer ends: the run is stopped (its step budget is not reached) and resumable.
+    drop(lock);
+    h.state_mut().rescan();
+    settle(&mut h);
+    assert_eq!(status(&h, "encoder-only/seed0"), RunStatus::Stopped);
+    assert!(
+        !h.get_by_label("Resume training")
+            .accesskit_node()
+            .is_disabled()
+    );
+    h.get_by_label("baseline/seed0").click();
+    settle(&mut h);
+    h.get_by_label_contains("format version 99");
+}

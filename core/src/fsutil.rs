@@ -98,6 +98,41 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The temporary name this process builds the cache folder `dir` under: `<dir>.partial-<pid>`.
+/// Folders of processes that died while building are removed first ([`clean_stale_partials`]).
+pub fn partial_dir(dir: &Path) -> PathBuf {
+    if let Some(parent) = dir.parent() {
+        clean_stale_partials(parent);
+    }
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".partial-{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Removes the `*.partial-<pid>` folders in `parent` whose process no longer runs (a build that
+/// was killed); a folder of a live process is left alone. Where the platform cannot tell which
+/// processes run (no `/proc`), nothing is removed.
+pub fn clean_stale_partials(parent: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .rsplit_once(".partial-")
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Builds a folder under the temporary name `tmp` with `build`, fsyncs it and renames it to
 /// `dir` (replacing an older `dir`). When `build`, the sync or the rename fails, `tmp` is
 /// removed and the error returned: a failure (a full disk among them) leaves nothing behind.
@@ -166,5 +201,21 @@ mod tests {
         build_dir(&tmp, &dir, |t| std::fs::write(t.join("a"), b"all"), |e| e).unwrap();
         assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"all");
         assert!(!tmp.exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn partial_folders_of_dead_processes_are_cleaned_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        // A pid above the kernel's limit never runs.
+        let dead = root.path().join("key.partial-4194305");
+        let live = root.path().join(format!("other.partial-{}", std::process::id()));
+        for d in [&dead, &live] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mine = partial_dir(&root.path().join("key"));
+        assert!(!dead.exists(), "a dead build's folder is removed");
+        assert!(live.exists(), "a running build's folder stays");
+        assert!(mine.ends_with(format!("key.partial-{}", std::process::id())));
     }
 }

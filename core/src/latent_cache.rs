@@ -133,9 +133,7 @@ impl LatentCache {
                 reason: e.to_string(),
             }
         };
-        let tmp = root
-            .join("latents")
-            .join(format!("{key}.partial-{}", std::process::id()));
+        let tmp = crate::fsutil::partial_dir(&root.join("latents").join(&key));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let latents_path = tmp.join("latents.f32");

@@ -188,6 +188,25 @@ impl LlamaTokenizer {
         Ok(ids)
     }
 
+    /// The indices of the texts longer than `len` tokens (which [`Self::encode_batch`] with
+    /// `Some(len)` cuts), so that callers can say so.
+    pub fn longer_than(
+        &self,
+        texts: &[impl AsRef<str>],
+        len: usize,
+    ) -> Result<Vec<usize>, TokenizerError> {
+        let mut out = Vec::new();
+        for (index, t) in texts.iter().enumerate() {
+            let ids = self
+                .encode(t.as_ref())
+                .map_err(|reason| TokenizerError::Encode { index, reason })?;
+            if ids.len() > len {
+                out.push(index);
+            }
+        }
+        Ok(out)
+    }
+
     /// Encodes and pads to a common length: `max_len` when given (longer prompts are truncated,
     /// keeping their start, so BOS stays), else the longest prompt.
     pub fn encode_batch(

@@ -367,7 +367,7 @@ fn reference_stats<B: Backend>(
     }
     let all_rows: Vec<usize> = (0..items.len()).collect();
     let all = stats_of(&features, &all_rows, "reference features")?;
-    let tmp = dir.with_extension(format!("partial-{}", std::process::id()));
+    let tmp = flowlens_core::fsutil::partial_dir(&dir);
     let _ = std::fs::remove_dir_all(&tmp);
     save_stats(&tmp.join("all"), &all)?;
     let mut per = BTreeMap::new();

@@ -141,6 +141,10 @@ pub fn read_id_arrays(ids_path: &Path, mask_path: Option<&Path>) -> Result<Token
 /// Runs the command.
 pub fn run(args: LlmFeaturesArgs) -> Result<PathBuf> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.max_len != Some(0),
+        "--max-len 0: a sequence needs at least one token (its BOS); give the longest token count to keep"
+    );
     let config_path = args.model.join("config.json");
     let config = LlamaConfig::from_file(&config_path)?;
     let (batch, source) = match &args.input {
@@ -201,6 +205,7 @@ pub fn run(args: LlmFeaturesArgs) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    remove_earlier_outputs(&args.out)?;
     let device = args.device;
     let task = FeatureTask {
         args: &args,
@@ -240,6 +245,27 @@ pub fn run(args: LlmFeaturesArgs) -> Result<PathBuf> {
     )
     .with_context(|| format!("cannot write {}", meta_path.display()))?;
     Ok(args.out.clone())
+}
+
+/// Removes what an earlier call wrote into `out` (meta.json first, then the layer, id and mask
+/// arrays), so that no layer of another call sits beside this call's; other files are left.
+fn remove_earlier_outputs(out: &Path) -> Result<()> {
+    let meta = out.join("meta.json");
+    if meta.exists() {
+        std::fs::remove_file(&meta).with_context(|| format!("cannot remove {}", meta.display()))?;
+    }
+    for entry in std::fs::read_dir(out)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let layer = name
+            .strip_prefix("layer_")
+            .and_then(|n| n.strip_suffix(".npy"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if layer || name == "input_ids.npy" || name == "attention_mask.npy" {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `layer_NN.npy` with two digits.

@@ -101,6 +101,24 @@ pub fn prompts_for(probing: &Probing, run: &Path) -> Result<Vec<String>> {
     }
 }
 
+/// Says (on stderr, even when quiet: it changes what is sampled) how many prompts are longer than
+/// the model's text length and are cut to it.
+pub fn warn_truncated(run: &Path, prompts: &[String], text_len: usize) -> Result<()> {
+    let tokenizer =
+        flowlens_core::tokenizer::LlamaTokenizer::from_path(run.join("tokenizer.json"))?;
+    let long = tokenizer.longer_than(prompts, text_len)?;
+    if let Some(&first) = long.first() {
+        eprintln!(
+            "warning: {} of {} prompts are longer than this model's {text_len} text tokens and are cut to them (the first: line {}, \"{}\")",
+            long.len(),
+            prompts.len(),
+            first + 1,
+            prompts[first]
+        );
+    }
+    Ok(())
+}
+
 /// Samples `run` into the feature store `store` (unless the store already holds exactly this
 /// request, every seed included) and opens it.
 #[allow(clippy::too_many_arguments)]
@@ -115,6 +133,12 @@ pub fn ensure_sampled<B: Backend>(
     log: &Log,
 ) -> Result<FeatureStore> {
     let prompts = prompts_for(probing, run)?;
+    let config: TrainConfig = RunDir::open(run)?.config()?;
+    warn_truncated(
+        run,
+        &prompts,
+        flowlens_core::flow::FlowConfig::of(config.preset, config.variant).text_len,
+    )?;
     let name = StoreName::new(store)?;
     let dir = StorePaths::new(run, name.clone()).dir();
     if let Ok(existing) = FeatureStore::open(run, &name) {

@@ -22,6 +22,21 @@ fn ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A 40 x 40 noise image: incompressible, so every such PNG has the same byte length.
+fn noise_png(path: &Path, seed: u32) {
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    let img = image::RgbImage::from_fn(40, 40, |_, _| {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        };
+        image::Rgb([next(), next(), next()])
+    });
+    img.save(path).unwrap();
+}
+
 /// Four noise images in two categories, as MJHQ-30k lays them out.
 fn benchmark(dir: &Path) {
     let mut meta = serde_json::Map::new();
@@ -33,15 +48,7 @@ fn benchmark(dir: &Path) {
             id.clone(),
             serde_json::json!({"category": category, "prompt": format!("a red circle number {i}")}),
         );
-        let img = image::RgbImage::from_fn(40, 40, |x, y| {
-            image::Rgb([
-                (x * 7 + i * 50) as u8,
-                (y * 5) as u8,
-                ((x * y + i) % 251) as u8,
-            ])
-        });
-        img.save(dir.join(category).join(format!("{id}.png")))
-            .unwrap();
+        noise_png(&dir.join(category).join(format!("{id}.png")), i + 1);
     }
     std::fs::write(
         dir.join("meta_data.json"),
@@ -177,6 +184,24 @@ fn training_and_eval_score_a_run_on_an_mjhq_folder_and_share_cached_reference_st
         fid,
         "another seed, other images"
     );
+
+    // A reference image replaced by another of the same byte length is new data: the cached
+    // statistics are not reused (they were keyed on path and length before).
+    let replaced = bench.join("people/0000abc3.png");
+    let length = std::fs::metadata(&replaced).unwrap().len();
+    noise_png(&replaced, 99);
+    assert_eq!(std::fs::metadata(&replaced).unwrap().len(), length);
+    ok(&mut eval("1"));
+    let again: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval/mjhq-step00000002.json")).unwrap(),
+    )
+    .unwrap();
+    assert_ne!(
+        Path::new(again["reference_stats"].as_str().unwrap()),
+        stats,
+        "the statistics are computed again"
+    );
+    assert_ne!(again["fid"]["mean"], result["fid"]["mean"]);
 
     // A benchmark entry without its image is named.
     std::fs::remove_file(bench.join("people/0000abc1.png")).unwrap();

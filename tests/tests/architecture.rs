@@ -1,6 +1,6 @@
 //! The house rules of docs/ARCHITECTURE.md, checked on the sources: no import circles between the
 //! files of a crate, no source file over 900 lines (the app's shell at most 600), and the
-//! feature store's file names spelled only in `core/src/store.rs`.
+//! feature store's file names spelled only in the store module (`core/src/store/`).
 //!
 //! The import graph is file-level: a file imports another when it names a path into it
 //! (`use crate::a::b`, `use super::x`, an inline `crate::a::b::f`, or a child path in a `mod.rs`);
@@ -330,7 +330,7 @@ fn only_the_store_module_spells_the_feature_stores_file_names() {
         "\"xt\"",
         ":04}.png",
     ];
-    let owner = repo().join("core/src/store.rs");
+    let owner = repo().join("core/src/store").canonicalize().unwrap();
     let mut roots: Vec<PathBuf> = CRATES.iter().map(|c| repo().join(c).join("src")).collect();
     roots.extend(
         [
@@ -352,7 +352,7 @@ fn only_the_store_module_spells_the_feature_stores_file_names() {
                     continue;
                 }
                 if path.extension().is_none_or(|e| e != "rs")
-                    || path.canonicalize().unwrap() == owner.canonicalize().unwrap()
+                    || path.canonicalize().unwrap().starts_with(&owner)
                     || path.ends_with("tests/tests/architecture.rs")
                 {
                     continue;

@@ -106,7 +106,7 @@ pub fn probe_interpolant<B: Backend>(
     let tokens = tokenizer.encode_batch(&captions, Some(flow.text_len), PaddingSide::Right)?;
     let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
     let paths = StorePaths::new(run.root(), StoreName::interpolant());
-    let mut store = StoreWriter::new(
+    let mut store = StoreWriter::create(
         paths.clone(),
         StoreHeader {
             mode: StoreMode::Interpolant,
@@ -119,7 +119,7 @@ pub fn probe_interpolant<B: Backend>(
             weights: request.weights,
             tap_steps: None,
         },
-    );
+    )?;
     let per = 3 * size * size;
     for &seed in &request.seeds {
         let mut collector = Collector::<B>::new(seed, n, None, &mut *observer);

@@ -149,7 +149,7 @@ pub fn sample_run<B: Backend>(
     let config = &request.sampler;
     config.check()?;
     let paths = StorePaths::new(run.root(), request.store.clone());
-    let mut store = StoreWriter::new(
+    let mut store = StoreWriter::create(
         paths.clone(),
         StoreHeader {
             mode: StoreMode::Sampler,
@@ -164,7 +164,7 @@ pub fn sample_run<B: Backend>(
             weights: request.weights,
             tap_steps: request.tap_steps.clone(),
         },
-    );
+    )?;
     for &seed in &request.seeds {
         let samples = paths.samples(seed);
         std::fs::create_dir_all(&samples).map_err(io(&samples))?;

@@ -163,18 +163,22 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1");
         }
+        let not_positive = |v: f64| format!("must be a positive finite number, not {v}");
         if !positive(self.lr) {
-            return bad("lr", "must be a positive number");
+            return bad("lr", &not_positive(self.lr));
         }
         if let Some(lr) = self.llm_lr
             && !positive(lr)
         {
-            return bad("llm_lr", "must be a positive number");
+            return bad("llm_lr", &not_positive(lr));
         }
         if !positive(self.grad_clip) {
             return bad(
                 "grad_clip",
-                "must be a positive number (the largest global gradient norm)",
+                &format!(
+                    "{} (the largest global gradient norm)",
+                    not_positive(self.grad_clip)
+                ),
             );
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
@@ -187,7 +191,7 @@ impl TrainConfig {
             return bad("t_mean", "must be a finite number");
         }
         if !positive(self.t_std) {
-            return bad("t_std", "must be a positive number");
+            return bad("t_std", &not_positive(self.t_std));
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint_every", "must be at least 1");
@@ -224,7 +228,7 @@ impl TrainConfig {
                 return bad("prior.batch_size", "must be at least 1");
             }
             if !positive(p.lr) {
-                return bad("prior.lr", "must be a positive number");
+                return bad("prior.lr", &not_positive(p.lr));
             }
             if p.seq_len < 2 {
                 return bad(

@@ -192,9 +192,7 @@ pub fn prepare_prior<B: AutodiffBackend>(
             serde_json::from_slice(&text).map_err(|e| io_err(&report_path)(e.to_string()))?;
         return Ok((dir, report, true));
     }
-    let tmp = root
-        .join("prior")
-        .join(format!("{key}.partial-{}", std::process::id()));
+    let tmp = crate::fsutil::partial_dir(&root.join("prior").join(&key));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp)(e.to_string()))?;
     let report = build_prior::<B>(&tmp, &key, captions, llm, config, device, progress)?;

@@ -106,6 +106,8 @@ pub fn experiment(a: ExperimentCli, stages: Stages) -> Result<()> {
 
 /// `flowlens grid`.
 pub fn grid(a: GridCli) -> Result<()> {
+    // The run first: a wrong --run writes nothing (not even the experiment folder).
+    flowlens_core::run::RunDir::open(&a.run)?;
     let mut file = load(a.experiment.config.as_deref(), a.experiment.run.out)?;
     if let Some(v) = a.a {
         file.grid.a = v;

@@ -8,7 +8,10 @@ use burn::tensor::backend::Backend;
 use flowlens_core::data::DataSource;
 use flowlens_core::device::{BackendTask, DeviceSpec};
 use flowlens_core::flow::rectified::SamplerConfig;
-use flowlens_core::flow::{TapPooling, TapRequest};
+use flowlens_core::flow::taps::describe_taps;
+use flowlens_core::flow::{FlowConfig, TapPooling, TapRequest};
+use flowlens_core::run::RunDir;
+use flowlens_core::train::TrainConfig;
 use flowlens_core::sample::{InterpolantRequest, SampleRequest};
 use flowlens_core::store::{ProbeDtype, StoreName, StorePaths};
 
@@ -126,6 +129,20 @@ pub fn run(a: SampleArgs) -> Result<()> {
     };
     let pairs = crate::live_cka::parse_pairs(&a.cka_pairs)?;
     let taps = TapRequest::parse(&a.taps);
+    let config: TrainConfig = RunDir::open(&a.run)?.config()?;
+    let flow = FlowConfig::of(config.preset, config.variant);
+    let have = flow.tap_names();
+    for tap in pairs.iter().flat_map(|(x, y)| [x, y]) {
+        if !have.contains(tap) {
+            bail!(
+                "--cka-pairs: `{tap}` is not a tap of this model (its taps: {})",
+                describe_taps(&have)
+            );
+        }
+        if !taps.wants(tap) {
+            bail!("--cka-pairs: `{tap}` is not sampled: add it to --taps (now `{}`)", a.taps);
+        }
+    }
     let (request, interpolant) = match &a.interpolant {
         Some(times) => {
             let times = parse_list::<f32>("--interpolant", times)?;
@@ -154,6 +171,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         None => {
             let path = a.prompts.as_ref().context("--prompts FILE is required")?;
             let prompts = crate::io::read_prompts(path)?;
+            crate::pipeline::warn_truncated(&a.run, &prompts, flow.text_len)?;
             (
                 Some(SampleRequest {
                     prompts,
