@@ -446,7 +446,9 @@ fn a_run_whose_writer_holds_its_lock_is_running_and_cannot_be_resumed_twice() {
     let run = dir.path().join("demo/ablation/encoder-only/seed0");
     let lock = flowlens_core::run::RunLock::acquire(&run).unwrap();
     // Another run of a format this flowlens does not read.
-    let other = dir.path().join("demo/ablation/baseline/seed0/manifest.json");
+    let other = dir
+        .path()
+        .join("demo/ablation/baseline/seed0/manifest.json");
     let text = std::fs::read_to_string(&other)
         .unwrap()
         .replace("\"format_version\": 1", "\"format_version\": 99");

@@ -209,7 +209,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         // A pid above the kernel's limit never runs.
         let dead = root.path().join("key.partial-4194305");
-        let live = root.path().join(format!("other.partial-{}", std::process::id()));
+        let live = root
+            .path()
+            .join(format!("other.partial-{}", std::process::id()));
         for d in [&dead, &live] {
             std::fs::create_dir_all(d).unwrap();
         }

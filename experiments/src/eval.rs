@@ -643,3 +643,20 @@ pub fn run(a: EvalArgs) -> Result<(EvalResult, PathBuf)> {
     let device = a.device;
     device.run(EvalTask(a))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_of_the_same_length_but_other_bytes_are_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pt_inception.safetensors");
+        std::fs::write(&path, b"weights one").unwrap();
+        let a = InceptionSource::File(path.clone()).id().unwrap();
+        std::fs::write(&path, b"weights two").unwrap();
+        let b = InceptionSource::File(path.clone()).id().unwrap();
+        assert_ne!(a, b, "a reconverted file of the same length");
+        assert_eq!(b, InceptionSource::File(path).id().unwrap());
+    }
+}

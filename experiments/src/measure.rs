@@ -142,3 +142,20 @@ pub fn fid_value(a: &Path, b: &Path) -> Result<f64> {
     fid::frechet_distance(&sa, &sb)
         .with_context(|| format!("FID of {} and {}", a.display(), b.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_that_misses_its_estimate_says_why() {
+        let report = json!({
+            "n": 5, "dx": 3, "dy": 3, "debiased": 0.30,
+            "debiased_ci": {"estimate": 0.30, "lower": 0.35, "upper": 0.90, "level": 0.95,
+                            "replicates": 990, "dropped": 10},
+        });
+        let text = cka_text(&report);
+        assert!(text.contains("10 resamples dropped"), "{text}");
+        assert!(text.contains("does not contain the estimate"), "{text}");
+    }
+}

@@ -49,14 +49,21 @@ fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
 
 fn train(dir: &Path, run: &Path, config: &Path, steps: usize, extra: &[&str]) -> Command {
     let mut c = flowlens(dir);
-    c.args(["train", "--preset", "tiny", "--quiet", "--checkpoint-every", "2"])
-        .arg("--steps")
-        .arg(steps.to_string())
-        .arg("--config")
-        .arg(config)
-        .arg("--run")
-        .arg(run)
-        .args(extra);
+    c.args([
+        "train",
+        "--preset",
+        "tiny",
+        "--quiet",
+        "--checkpoint-every",
+        "2",
+    ])
+    .arg("--steps")
+    .arg(steps.to_string())
+    .arg("--config")
+    .arg(config)
+    .arg("--run")
+    .arg(run)
+    .args(extra);
     c
 }
 
@@ -94,12 +101,13 @@ fn a_second_writer_is_refused_with_the_holders_pid_and_the_first_is_unharmed() {
         .unwrap();
     let pid = first.id();
     wait_for("the first checkpoint", Duration::from_secs(120), || {
-        RunLock::holder(&run).is_some()
-            && flowlens_core::checkpoint::latest_step(&run) >= 2
+        RunLock::holder(&run).is_some() && flowlens_core::checkpoint::latest_step(&run) >= 2
     });
     assert_eq!(RunLock::holder(&run).unwrap().pid, pid);
     for second in [
-        train(tmp.path(), &run, &cfg, 60, &["--resume"]).output().unwrap(),
+        train(tmp.path(), &run, &cfg, 60, &["--resume"])
+            .output()
+            .unwrap(),
         {
             let prompts = tmp.path().join("p.txt");
             std::fs::write(&prompts, "a red circle\n").unwrap();
@@ -126,7 +134,10 @@ fn a_second_writer_is_refused_with_the_holders_pid_and_the_first_is_unharmed() {
         counts.values().all(|&n| n == 1),
         "every step logged once: {counts:?}"
     );
-    assert!(RunLock::holder(&run).is_none(), "the lock dies with its writer");
+    assert!(
+        RunLock::holder(&run).is_none(),
+        "the lock dies with its writer"
+    );
 }
 
 /// Every file below `dir` with its bytes.
@@ -147,7 +158,8 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn a_folder_that_is_not_a_run_is_left_byte_identical_and_a_failed_start_is_retried() {
     let tmp = tempfile::tempdir().unwrap();
     let victim = tmp.path().join("victim");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/llama/tiny-llama");
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/llama/tiny-llama");
     std::fs::create_dir_all(&victim).unwrap();
     for e in std::fs::read_dir(&model).unwrap().flatten() {
         std::fs::copy(e.path(), victim.join(e.file_name())).unwrap();
@@ -155,16 +167,25 @@ fn a_folder_that_is_not_a_run_is_left_byte_identical_and_a_failed_start_is_retri
     let before = snapshot(&victim);
     let cfg = config(tmp.path(), "fast", "");
     let e = fails(train(tmp.path(), &victim, &cfg, 1, &[]).output().unwrap());
-    assert!(e.contains("not a flowlens run") && e.contains("model.safetensors"), "{e}");
+    assert!(
+        e.contains("not a flowlens run") && e.contains("model.safetensors"),
+        "{e}"
+    );
     assert_eq!(snapshot(&victim), before, "nothing in the folder changed");
 
     // A start that fails (no such data) leaves no run: the same command with good data works
     // without --resume.
     let run = tmp.path().join("retry");
     let e = fails(
-        train(tmp.path(), &run, &cfg, 2, &["--data", "folder:/nonexistent/images"])
-            .output()
-            .unwrap(),
+        train(
+            tmp.path(),
+            &run,
+            &cfg,
+            2,
+            &["--data", "folder:/nonexistent/images"],
+        )
+        .output()
+        .unwrap(),
     );
     assert!(e.contains("/nonexistent/images"), "{e}");
     assert!(!run.join("manifest.json").exists());
@@ -187,8 +208,14 @@ fn values_out_of_range_and_malformed_are_refused_with_the_field_named() {
         ("llm_lr = -1.0", "llm_lr"),
         ("eval_every = 2\neval_n = 0", "eval_n"),
         ("llm_init = \"prior\"\n[prior]\nsteps = 0", "prior.steps"),
-        ("llm_init = \"prior\"\n[prior]\nseq_len = 0", "prior.seq_len"),
-        ("llm_init = \"prior\"\n[prior]\nseq_len = 1", "prior.seq_len"),
+        (
+            "llm_init = \"prior\"\n[prior]\nseq_len = 0",
+            "prior.seq_len",
+        ),
+        (
+            "llm_init = \"prior\"\n[prior]\nseq_len = 1",
+            "prior.seq_len",
+        ),
         ("steps = \"two\"", "steps"),
         ("lr = nan", "lr"),
         ("t_std = inf", "t_std"),
@@ -213,6 +240,17 @@ fn values_out_of_range_and_malformed_are_refused_with_the_field_named() {
         assert!(e.contains(&format!("`{field}`")), "{toml}: {e}");
         assert!(!run.join("manifest.json").exists(), "{toml}: no run made");
     }
+    // A flag value too large for f64 reads as what it became.
+    let e = fails(
+        flowlens(tmp.path())
+            .args([
+                "train", "--preset", "tiny", "--steps", "2", "--lr", "1e400", "--run",
+            ])
+            .arg(tmp.path().join("huge-lr"))
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("`lr`") && e.contains("not inf"), "{e}");
 }
 
 #[test]
@@ -254,7 +292,10 @@ fn sampling_refuses_unknown_taps_and_bad_guidance_and_replaces_stale_outputs() {
         let e = fails(sample(&args));
         assert!(e.contains(says), "{args:?}: {e}");
         if args[1].starts_with("llm.h99") {
-            assert!(e.contains("enc.text") && e.contains("llm.h00 to llm.h04"), "{e}");
+            assert!(
+                e.contains("enc.text") && e.contains("llm.h00 to llm.h04"),
+                "{e}"
+            );
         }
     }
     let paths = StorePaths::new(&run, StoreName::sample());
@@ -280,7 +321,9 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
     let newest = flowlens_core::checkpoint::step_dir(&run, 4).join("model.mpk");
     let bytes = std::fs::read(&newest).unwrap();
     std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
-    let e = ok(train(tmp.path(), &run, &cfg, 6, &["--resume"]).output().unwrap());
+    let e = ok(train(tmp.path(), &run, &cfg, 6, &["--resume"])
+        .output()
+        .unwrap());
     assert!(
         e.contains("warning") && e.contains("model.mpk") && e.contains("step 2"),
         "{e}"
@@ -295,7 +338,11 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
             std::fs::write(dir.join("ema.mpk"), b"not a record").unwrap();
         }
     }
-    let e = fails(train(tmp.path(), &run, &cfg, 8, &["--resume"]).output().unwrap());
+    let e = fails(
+        train(tmp.path(), &run, &cfg, 8, &["--resume"])
+            .output()
+            .unwrap(),
+    );
     assert!(
         e.contains("no checkpoint of the run loads") && e.contains("ema.mpk"),
         "{e}"
@@ -340,7 +387,9 @@ fn decompression_bombs_are_skipped_and_counted_and_changed_data_stops_a_resume()
     let run = tmp.path().join("run");
     let cfg = config(tmp.path(), "fast", "");
     let spec = format!("folder:{}", data.display());
-    ok(train(tmp.path(), &run, &cfg, 2, &["--data", &spec]).output().unwrap());
+    ok(train(tmp.path(), &run, &cfg, 2, &["--data", &spec])
+        .output()
+        .unwrap());
     let first = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let event: serde_json::Value = first
         .lines()
@@ -350,7 +399,10 @@ fn decompression_bombs_are_skipped_and_counted_and_changed_data_stops_a_resume()
     assert_eq!(event["items"], 3);
     assert_eq!(event["skipped"], 1);
     let why = event["skipped_examples"][0].as_str().unwrap();
-    assert!(why.contains("bomb.png") && why.contains("megapixels"), "{why}");
+    assert!(
+        why.contains("bomb.png") && why.contains("megapixels"),
+        "{why}"
+    );
 
     // The data changes: a resume would train on another set, and says so.
     image::RgbImage::from_pixel(16, 16, image::Rgb([9, 9, 9]))
@@ -383,7 +435,12 @@ fn oversized_vae_inputs_are_refused_with_the_size_named() {
             .unwrap()
     };
     let out = tmp.path().join("z.npy");
-    let e = fails(run(&["encode", big.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+    let e = fails(run(&[
+        "encode",
+        big.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
     assert!(e.contains("2048x2048") && e.contains("GB"), "{e}");
     assert!(!out.exists());
     let latent = tmp.path().join("z512.npy");
@@ -413,8 +470,12 @@ fn oversized_vae_inputs_are_refused_with_the_size_named() {
 fn a_bootstrap_over_a_handful_of_samples_drops_and_counts_degenerate_resamples() {
     let tmp = tempfile::tempdir().unwrap();
     let (x, y) = (tmp.path().join("x.npy"), tmp.path().join("y.npy"));
-    flowlens_core::npy::write_f32(&x, &[4, 3], &[1., 0., 2., 3., 1., 0., 0., 2., 1., 5., 5., 1.])
-        .unwrap();
+    flowlens_core::npy::write_f32(
+        &x,
+        &[4, 3],
+        &[1., 0., 2., 3., 1., 0., 0., 2., 1., 5., 5., 1.],
+    )
+    .unwrap();
     flowlens_core::npy::write_f32(&y, &[4, 2], &[0., 1., 2., 2., 1., 3., 4., 0.]).unwrap();
     let out = flowlens(tmp.path())
         .args(["cka", "--bootstrap", "2000", "--json"])
@@ -451,9 +512,13 @@ fn a_grid_of_a_missing_run_writes_nothing_and_llm_features_replaces_its_earlier_
         .unwrap();
     let e = fails(out);
     assert!(e.contains("no/such/run"), "{e}");
-    assert!(!tmp.path().join("runs").exists(), "no experiment folder made");
+    assert!(
+        !tmp.path().join("runs").exists(),
+        "no experiment folder made"
+    );
 
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/llama/tiny-llama");
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/llama/tiny-llama");
     let prompts = tmp.path().join("p.txt");
     std::fs::write(&prompts, "hello world\nanother prompt\n").unwrap();
     let feats = tmp.path().join("feats");
@@ -480,10 +545,40 @@ fn a_grid_of_a_missing_run_writes_nothing_and_llm_features_replaces_its_earlier_
     names.sort();
     assert_eq!(
         names,
-        ["attention_mask.npy", "input_ids.npy", "layer_02.npy", "meta.json"]
+        [
+            "attention_mask.npy",
+            "input_ids.npy",
+            "layer_02.npy",
+            "meta.json"
+        ]
     );
     let e = fails(llm(&["--max-len", "0"]));
     assert!(e.contains("--max-len 0"), "{e}");
+
+    // A config that states 10^9 layers is one message, found before anything is enumerated.
+    let huge = tmp.path().join("huge-llama");
+    std::fs::create_dir_all(&huge).unwrap();
+    for e in std::fs::read_dir(&model).unwrap().flatten() {
+        std::fs::copy(e.path(), huge.join(e.file_name())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(huge.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = serde_json::json!(1_000_000_000u64);
+    std::fs::write(huge.join("config.json"), config.to_string()).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowlens"))
+        .args(["llm-features", "--quiet"])
+        .arg("--model")
+        .arg(&huge)
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(tmp.path().join("huge"))
+        .output()
+        .unwrap();
+    let e = fails(out);
+    assert!(e.contains("num_hidden_layers = 1000000000"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(20));
 
     // Weights with a NaN are named, not turned into NaN features.
     let bad = tmp.path().join("bad-llama");
@@ -491,7 +586,8 @@ fn a_grid_of_a_missing_run_writes_nothing_and_llm_features_replaces_its_earlier_
     for e in std::fs::read_dir(&model).unwrap().flatten() {
         std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
     }
-    let st = flowlens_core::weights::SafetensorsFile::open(model.join("model.safetensors")).unwrap();
+    let st =
+        flowlens_core::weights::SafetensorsFile::open(model.join("model.safetensors")).unwrap();
     let tensors = st
         .names()
         .into_iter()

@@ -11,9 +11,9 @@ use flowlens_core::flow::rectified::SamplerConfig;
 use flowlens_core::flow::taps::describe_taps;
 use flowlens_core::flow::{FlowConfig, TapPooling, TapRequest};
 use flowlens_core::run::RunDir;
-use flowlens_core::train::TrainConfig;
 use flowlens_core::sample::{InterpolantRequest, SampleRequest};
 use flowlens_core::store::{ProbeDtype, StoreName, StorePaths};
+use flowlens_core::train::TrainConfig;
 
 use crate::cmd::args::WeightsArgs;
 use crate::io::parse_list;
@@ -140,7 +140,10 @@ pub fn run(a: SampleArgs) -> Result<()> {
             );
         }
         if !taps.wants(tap) {
-            bail!("--cka-pairs: `{tap}` is not sampled: add it to --taps (now `{}`)", a.taps);
+            bail!(
+                "--cka-pairs: `{tap}` is not sampled: add it to --taps (now `{}`)",
+                a.taps
+            );
         }
     }
     let (request, interpolant) = match &a.interpolant {
