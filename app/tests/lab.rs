@@ -441,7 +441,9 @@ fn a_launched_training_run_is_sampled_interactively_with_its_taps_arriving() {
 
 #[test]
 fn a_run_whose_writer_holds_its_lock_is_running_and_cannot_be_resumed_twice() {
-    let (dir, app) = fixture_app();
+    // The files are set up before the app exists: its first catalog scan starts at once.
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write(dir.path(), FixtureSpec::small()).unwrap();
     // The fixture's unfinished run, written now by this process (as `flowlens train` would).
     let run = dir.path().join("demo/ablation/encoder-only/seed0");
     let lock = flowlens_core::run::RunLock::acquire(&run).unwrap();
@@ -453,6 +455,8 @@ fn a_run_whose_writer_holds_its_lock_is_running_and_cannot_be_resumed_twice() {
         .unwrap()
         .replace("\"format_version\": 1", "\"format_version\": 99");
     std::fs::write(&other, text).unwrap();
+    let mut app = LabApp::new(dir.path().to_path_buf());
+    app.show_frame_time = false;
     let mut h = harness(app);
     settle(&mut h);
     let status = |h: &Harness<'static, LabApp>, suffix: &str| {
