@@ -34,6 +34,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    flowlens_core::device::keep_freed_memory();
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).is_some_and(|a| a == "cli") {
         let cli = flowlens_experiments::cli::Cli::parse_from(

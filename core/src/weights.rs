@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use burn::module::{Initializer, Param};
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};

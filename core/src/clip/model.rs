@@ -4,7 +4,7 @@
 //! the checkpoint keys; f32 compute.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};

@@ -5,7 +5,7 @@
 //! convolution + pixel shuffle out.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, silu};

@@ -11,7 +11,7 @@
 //! initialisation the frozen LLM sees exactly its native embeddings (AMBIG-6).
 
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 

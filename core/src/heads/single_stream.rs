@@ -6,7 +6,7 @@
 //! unpatchify.
 
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::backend::Backend;

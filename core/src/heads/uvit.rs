@@ -4,7 +4,7 @@
 //! caption alone (the LLM is a text encoder here and never sees image tokens).
 
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 

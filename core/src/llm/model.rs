@@ -10,7 +10,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};

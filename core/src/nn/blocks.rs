@@ -5,7 +5,7 @@
 //! U-ViT all build on these.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::{gelu_approximate, silu};
 use burn::tensor::backend::Backend;

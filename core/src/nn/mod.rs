@@ -2,6 +2,7 @@
 //! dot-product attention. One implementation each, used by the Llama backbone and the heads.
 
 pub mod blocks;
+pub mod linear;
 
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::activation::softmax;

@@ -395,7 +395,7 @@ pub fn save_llama_hf<B: burn::tensor::backend::Backend>(
         tensors.push((name, shape, values));
     };
     // burn's Linear stores [in, out]; Hugging Face stores [out, in].
-    let linear = |l: &burn::nn::Linear<B>| host(l.weight.val().transpose());
+    let linear = |l: &crate::nn::linear::Linear<B>| host(l.weight.val().transpose());
     push(
         "model.embed_tokens.weight".into(),
         host(model.embed_tokens.val()),

@@ -4,7 +4,7 @@
 //! `UNetMidBlock2D`), in f32. Module paths equal the diffusers checkpoint keys.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::Linear;
+use crate::nn::linear::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;

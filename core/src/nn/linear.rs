@@ -1,0 +1,34 @@
+//! A linear layer `y = x W + b` (`W` stored `[in, out]`, as burn's `nn::Linear`, whose record it
+//! shares: checkpoints of either load into the other) that always computes one 2-D product: the
+//! leading dimensions are folded into the rows. Through burn's default `linear` a `[b, s, in]`
+//! input took its weight gradient as `b` products into a `[b, in, out]` tensor and a sum over
+//! `b`; folded, the gradient is one GEMM, with no batch of weight-sized temporaries.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// `[d_in, d_out]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[d_out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// `x [..., d_in] -> [..., d_out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let [d_in, d_out] = self.weight.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let y = burn::tensor::module::linear(
+            x.reshape([rows, d_in]),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        let mut out = dims;
+        out[D - 1] = d_out;
+        y.reshape(out)
+    }
+}
