@@ -15,8 +15,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use burn::module::{Initializer, Param};
 use crate::nn::linear::Linear;
+use burn::module::{Initializer, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};

@@ -10,6 +10,7 @@ use flowlens_core::flow::{
 };
 use flowlens_core::heads::dual_stream::JointBlock;
 use flowlens_core::heads::single_stream::ParallelBlock;
+use flowlens_core::nn::fused::ops::attention::AttentionMask;
 use flowlens_core::weights::VarBuilder;
 
 /// `(z, t, ids, mask)` for a batch of `b`.
@@ -118,11 +119,16 @@ fn adaln_zero_blocks_start_as_the_identity_and_the_text_residual_is_zero() {
     let x = Tensor::<B, 3>::random([2, 6, 32], Distribution::Normal(0.0, 1.0), &device);
     let ctx = Tensor::<B, 3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &device);
     let c = Tensor::<B, 2>::random([2, 32], Distribution::Normal(0.0, 1.0), &device);
-    let (x2, ctx2) = block.forward(x.clone(), ctx.clone(), &c, None);
+    let joint = AttentionMask::new(None, 2, 9, false, 4, 1, &device);
+    let (x2, ctx2) = block.forward(x.clone(), ctx.clone(), &c, &joint);
     assert_eq!(x2.into_data(), x.clone().into_data());
     assert_eq!(ctx2.into_data(), ctx.into_data());
     let par = ParallelBlock::new(&vb.pp("p"), 32, 4, 4).unwrap();
-    assert_eq!(par.forward(x.clone(), &c, None).into_data(), x.into_data());
+    let single = AttentionMask::new(None, 2, 6, false, 4, 1, &device);
+    assert_eq!(
+        par.forward(x.clone(), &c, &single).into_data(),
+        x.into_data()
+    );
 
     // The frozen LLM sees exactly its own embeddings at initialisation.
     let cfg = FlowConfig::tiny(Variant::Both);

@@ -9,6 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 use flowlens_core::device::CpuBackend as B;
 use flowlens_core::heads::convnext::ConvNextBlock;
 use flowlens_core::heads::dual_stream::JointBlock;
+use flowlens_core::nn::fused::ops::attention::AttentionMask;
 use flowlens_core::weights::{SafetensorsFile, VarBuilder, WeightStore};
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -50,12 +51,13 @@ fn joint_block_matches_diffusers() {
     let device = Default::default();
     let block =
         JointBlock::<B>::new(&VarBuilder::load(store, &device).pp("block"), 32, 4, 4).unwrap();
-    let (x, ctx) = block.forward(
-        tensor(&f, "input.x"),
-        tensor(&f, "input.context"),
-        &tensor(&f, "input.c"),
-        None,
-    );
+    let x: Tensor<B, 3> = tensor(&f, "input.x");
+    let ctx: Tensor<B, 3> = tensor(&f, "input.context");
+    let [b, n, _] = x.dims();
+    let t = ctx.dims()[1];
+    // No blocked keys: the same as no mask.
+    let mask = AttentionMask::new(None, b, t + n, false, 4, 1, &device);
+    let (x, ctx) = block.forward(x, ctx, &tensor(&f, "input.c"), &mask);
     let (ex, ec) = (
         max_err(x, tensor::<3>(&f, "output.x")),
         max_err(ctx, tensor::<3>(&f, "output.context")),

@@ -3,8 +3,8 @@
 //! class token through `post_layernorm`), both projections and `logit_scale`. Module paths equal
 //! the checkpoint keys; f32 compute.
 
-use burn::module::{Initializer, Module, Param};
 use crate::nn::linear::Linear;
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;

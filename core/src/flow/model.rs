@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use burn::module::Module;
 use crate::nn::linear::Linear;
+use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -19,7 +19,7 @@ use crate::heads::{
 };
 use crate::llm::{ForwardError, HiddenRequest, Llama};
 use crate::nn::blocks::timestep_features;
-use crate::nn::{attention_bias, grouped_bias};
+use crate::nn::fused::ops::attention::AttentionMask;
 use crate::weights::{VarBuilder, WeightError};
 
 /// `t [b]` -> sinusoid of `1000 t` (cos first) -> Linear -> SiLU -> Linear: `t_emb [b, llm]`,
@@ -237,13 +237,20 @@ impl<B: Backend> FlowModel<B> {
                 .llm
                 .forward_embeds(text_embeds, Some(&mask), &HiddenRequest::none())?;
             let key_mask = Tensor::cat(vec![ones(1), mask.clone(), ones(n)], 1);
-            let bias = attention_bias(Some(&key_mask), b, 1 + tl + n, false, &device)
-                .map(|bias| grouped_bias(bias, self.uvit_heads, 1));
+            let mask = AttentionMask::new(
+                Some(&key_mask),
+                b,
+                1 + tl + n,
+                false,
+                self.uvit_heads,
+                1,
+                &device,
+            );
             let velocity = uvit.forward(
                 z,
                 text.last_hidden_state.expect("full forward"),
                 &t_emb,
-                bias.as_ref(),
+                &mask,
             );
             return Ok(FlowOutput {
                 velocity,
@@ -255,9 +262,9 @@ impl<B: Backend> FlowModel<B> {
             (Some(e), _) => e.forward(z, &t_emb),
             (None, Some(e)) => {
                 let key_mask = Tensor::cat(vec![mask.clone(), ones(n)], 1);
-                let bias = attention_bias(Some(&key_mask), b, tl + n, false, &device)
-                    .map(|bias| grouped_bias(bias, self.heads, 1));
-                e.forward(z, text_embeds.clone(), &t_emb, bias.as_ref())
+                let mask =
+                    AttentionMask::new(Some(&key_mask), b, tl + n, false, self.heads, 1, &device);
+                e.forward(z, text_embeds.clone(), &t_emb, &mask)
             }
             (None, None) => unreachable!("every LLM variant has an encoder"),
         };
@@ -323,37 +330,32 @@ impl<B: Backend> FlowModel<B> {
         let velocity = match (&self.convnext_decoder, &self.single_stream_decoder) {
             (Some(d), _) => {
                 let image_hidden = last.narrow(1, tl + 1, n);
+                let (velocity, input) = d.forward_with_input(image_hidden, enc.skip, &t_emb);
                 if taps.wants("dec.input") {
-                    let x = d
-                        .aligner
-                        .forward(d.aligner_norm.forward(image_hidden.clone()));
                     out_taps.insert(
                         "dec.input".into(),
                         Tap {
-                            value: x,
+                            value: input,
                             mask: ones(n),
                         },
                     );
                 }
-                d.forward(image_hidden, enc.skip, &t_emb)
+                velocity
             }
             (None, Some(d)) => {
                 let s = tl + 1 + n;
+                let mask = AttentionMask::new(Some(&llm_mask), b, s, false, self.heads, 1, &device);
+                let (velocity, input) = d.forward_with_input(last, enc.skip, &t_emb, &mask);
                 if taps.wants("dec.input") {
-                    let x = d
-                        .proj_in
-                        .forward(d.norm_in.forward(last.clone().narrow(1, tl + 1, n)));
                     out_taps.insert(
                         "dec.input".into(),
                         Tap {
-                            value: x,
+                            value: input,
                             mask: ones(n),
                         },
                     );
                 }
-                let bias = attention_bias(Some(&llm_mask), b, s, false, &device)
-                    .map(|bias| grouped_bias(bias, self.heads, 1));
-                d.forward(last, enc.skip, &t_emb, bias.as_ref())
+                velocity
             }
             (None, None) => unreachable!("every LLM variant has a decoder"),
         };

@@ -4,15 +4,17 @@
 //! aligners to and from the LLM width, the long skip from encoder to decoder, and RMSNorm + 1x1
 //! convolution + pixel shuffle out.
 
-use burn::module::{Initializer, Module, Param};
 use crate::nn::linear::Linear;
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 
 use crate::nn::RmsNorm;
-use crate::nn::blocks::{map_to_tokens, per_token, pixel_shuffle, tokens_to_map};
+use crate::nn::blocks::{Norm, modulate, pixel_shuffle};
+use crate::nn::fused::ops::act::gelu_erf;
+use crate::nn::fused::ops::conv::{depthwise_conv_channels_last, global_response_norm};
 use crate::weights::{VarBuilder, WeightError};
 
 /// Global response normalisation (ConvNeXt-V2) on channels-last `[b, h, w, c]`:
@@ -34,13 +36,12 @@ impl<B: Backend> GlobalResponseNorm<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, w, c] = x.dims();
-        let gx = x.clone().square().sum_dim(1).sum_dim(2).sqrt(); // [b, 1, 1, c]
-        let nx = gx.clone() / (gx.mean_dim(3) + 1e-6);
-        let weight = self.weight.val().reshape([1, 1, 1, c]);
-        let bias = self.bias.val().reshape([1, 1, 1, c]);
-        // The per-sample factor is materialised over the positions (see `per_token`).
-        let factor = per_token(&(nx * weight + 1.0).reshape([b, c]), h * w).reshape([b, h, w, c]);
-        x * factor + bias
+        global_response_norm(
+            x.reshape([b, h * w, c]),
+            &self.weight.val(),
+            &self.bias.val(),
+        )
+        .reshape([b, h, w, c])
     }
 }
 
@@ -68,22 +69,32 @@ impl<B: Backend> ConvNextBlock<B> {
         })
     }
 
-    /// `x [b, c, h, w]`, `t_emb [b, cond_dim]` -> `[b, c, h, w]`
+    /// `x [b, c, h, w]`, `t_emb [b, cond_dim]` -> `[b, c, h, w]` (PyTorch's layout; the heads
+    /// run [`ConvNextBlock::forward_channels_last`]).
     pub fn forward(&self, x: Tensor<B, 4>, t_emb: &Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.depthwise.forward(x.clone()).permute([0, 2, 3, 1]);
-        let h = gelu(self.channelwise_linear_1.forward(self.norm.forward(h)));
+        self.forward_channels_last(x.permute([0, 2, 3, 1]), t_emb)
+            .permute([0, 3, 1, 2])
+    }
+
+    /// `x [b, h, w, c]`, `t_emb [b, cond_dim]` -> `[b, h, w, c]`: the whole block channels-last,
+    /// so that no op between the depthwise convolution and the FiLM changes the layout.
+    pub fn forward_channels_last(&self, x: Tensor<B, 4>, t_emb: &Tensor<B, 2>) -> Tensor<B, 4> {
+        let [b, hh, ww, c] = x.dims();
+        let bias = match &self.depthwise.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([c], &x.device()),
+        };
+        let h = depthwise_conv_channels_last(x.clone(), &self.depthwise.weight.val(), &bias);
+        let h = gelu_erf(self.channelwise_linear_1.forward(self.norm.forward(h)));
         let h = self
             .channelwise_linear_2
             .forward(self.channelwise_norm.forward(h));
-        let x = x + h.permute([0, 3, 1, 2]);
-        let [b, c, _, _] = x.dims();
+        let x = (x + h).reshape([b, hh * ww, c]);
         let film = self
             .cond_embeds_mapper
             .forward(silu(t_emb.clone()))
             .chunk(2, 1);
-        let scale = film[0].clone().reshape([b, c, 1, 1]);
-        let shift = film[1].clone().reshape([b, c, 1, 1]);
-        x * (scale + 1.0) + shift
+        modulate(x, Norm::None, 0.0, &film[1], &film[0]).reshape([b, hh, ww, c])
     }
 }
 
@@ -101,7 +112,7 @@ pub struct ConvNextEncoder<B: Backend> {
 pub struct EncoderOutput<B: Backend> {
     /// `[b, tokens, llm_width]`
     pub image_tokens: Tensor<B, 3>,
-    /// `[b, skip_channels, grid, grid]`
+    /// `[b, grid, grid, skip_channels]`, channels-last (the layout both decoders read).
     pub skip: Tensor<B, 4>,
     /// `[b, text_len, llm_width]` residual added to the LLM's text embeddings (dual stream only).
     pub text_residual: Option<Tensor<B, 3>>,
@@ -129,12 +140,13 @@ impl<B: Backend> ConvNextEncoder<B> {
 
     /// `z [b, C, H, W]`, `t_emb [b, cond]` -> tokens `[b, (H/p)(W/p), llm_width]` and skip.
     pub fn forward(&self, z: Tensor<B, 4>, t_emb: &Tensor<B, 2>) -> EncoderOutput<B> {
-        let mut x = self.in_conv.forward(z);
+        let mut x = self.in_conv.forward(z).permute([0, 2, 3, 1]);
         for block in &self.blocks {
-            x = block.forward(x, t_emb);
+            x = block.forward_channels_last(x, t_emb);
         }
+        let [b, g, gw, c] = x.dims();
         EncoderOutput {
-            image_tokens: self.aligner.forward(map_to_tokens(x.clone())),
+            image_tokens: self.aligner.forward(x.clone().reshape([b, g * gw, c])),
             skip: x,
             text_residual: None,
         }
@@ -183,26 +195,47 @@ impl<B: Backend> ConvNextDecoder<B> {
     }
 
     /// `image_hidden [b, tokens, llm_width]` (the LLM's last hidden state at image positions),
-    /// `skip [b, skip_c, g, g]`, `t_emb` -> velocity `[b, C, g p, g p]`.
+    /// `skip [b, g, g, skip_c]` (channels-last), `t_emb` -> velocity `[b, C, g p, g p]`.
     pub fn forward(
         &self,
         image_hidden: Tensor<B, 3>,
         skip: Tensor<B, 4>,
         t_emb: &Tensor<B, 2>,
     ) -> Tensor<B, 4> {
-        let [_, _, g, gw] = skip.dims();
-        let x = self
+        self.forward_with_input(image_hidden, skip, t_emb).0
+    }
+
+    /// [`ConvNextDecoder::forward`] and the decoder's input stream `aligner(aligner_norm(h))`
+    /// `[b, tokens, width]` (the `dec.input` tap, computed once).
+    pub fn forward_with_input(
+        &self,
+        image_hidden: Tensor<B, 3>,
+        skip: Tensor<B, 4>,
+        t_emb: &Tensor<B, 2>,
+    ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+        let [b, g, gw, _] = skip.dims();
+        let aligned = self
             .aligner
             .forward(self.aligner_norm.forward(image_hidden));
-        let x = self.input_norm.forward(x);
-        let mut x = Tensor::cat(vec![tokens_to_map(x, g, gw), skip], 1);
+        let x = self.input_norm.forward(aligned.clone());
+        let width = x.dims()[2];
+        let mut x = Tensor::cat(vec![x.reshape([b, g, gw, width]), skip], 3);
         for block in &self.blocks {
-            x = block.forward(x, t_emb);
+            x = block.forward_channels_last(x, t_emb);
         }
-        let x = self
-            .out_norm
-            .forward(x.permute([0, 2, 3, 1]))
-            .permute([0, 3, 1, 2]);
-        pixel_shuffle(self.out_conv.forward(x), self.patch)
+        let x = self.out_norm.forward(x);
+        // The 1x1 convolution on channels-last features is a linear layer over channels.
+        let [out_c, in_c, _, _] = self.out_conv.weight.dims();
+        let y = burn::tensor::module::linear(
+            x.reshape([b * g * gw, in_c]),
+            self.out_conv
+                .weight
+                .val()
+                .reshape([out_c, in_c])
+                .transpose(),
+            self.out_conv.bias.as_ref().map(|bias| bias.val()),
+        );
+        let y = y.reshape([b, g, gw, out_c]).permute([0, 3, 1, 2]);
+        (pixel_shuffle(y, self.patch), aligned)
     }
 }

@@ -10,16 +10,17 @@
 //! LLM as a residual on its token embeddings through a zero-initialised Linear, so at
 //! initialisation the frozen LLM sees exactly its native embeddings (AMBIG-6).
 
-use burn::module::Module;
 use crate::nn::linear::Linear;
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::convnext::EncoderOutput;
 use crate::nn::blocks::{
-    LayerNorm, Mlp, Modulation, PatchEmbed, QkvProjection, add_positions, gated, joint_attention,
-    layer_norm, modulate, sincos_2d, sincos_positions, tokens_to_map,
+    LayerNorm, Mlp, Modulation, Norm, PatchEmbed, QkvProjection, add_positions, gated_residual,
+    joint_attention, modulate, sincos_2d, sincos_positions,
 };
+use crate::nn::fused::ops::attention::AttentionMask;
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
 /// One stream's half of a joint block: adaLN-zero (6 chunks), QKV, output projection, MLP.
@@ -68,31 +69,31 @@ impl<B: Backend> JointBlock<B> {
         })
     }
 
-    /// `x [b, n, d]` (noise), `ctx [b, t, d]` (text), `c [b, d]`, `bias` over `[text; image]`
+    /// `x [b, n, d]` (noise), `ctx [b, t, d]` (text), `c [b, d]`, `mask` over `[text; image]`
     /// keys -> updated `(x, ctx)`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         ctx: Tensor<B, 3>,
         c: &Tensor<B, 2>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let mi = self.image.norm1.forward(c);
         let mc = self.context.norm1.forward(c);
-        let hi = modulate(layer_norm(x.clone(), 1e-6), &mi[0], &mi[1]);
-        let hc = modulate(layer_norm(ctx.clone(), 1e-6), &mc[0], &mc[1]);
+        let hi = modulate(x.clone(), Norm::Layer, 1e-6, &mi[0], &mi[1]);
+        let hc = modulate(ctx.clone(), Norm::Layer, 1e-6, &mc[0], &mc[1]);
         // SD3 reference order: [text; image].
         let outs = joint_attention(
             vec![self.context.attn.forward(hc), self.image.attn.forward(hi)],
-            bias,
+            mask,
         );
         let (oc, oi) = (outs[0].clone(), outs[1].clone());
-        let x = x + gated(&mi[2], self.image.to_out.forward(oi));
-        let ctx = ctx + gated(&mc[2], self.context.to_out.forward(oc));
-        let h = modulate(layer_norm(x.clone(), 1e-6), &mi[3], &mi[4]);
-        let x = x + gated(&mi[5], self.image.ff.forward(h));
-        let h = modulate(layer_norm(ctx.clone(), 1e-6), &mc[3], &mc[4]);
-        let ctx = ctx + gated(&mc[5], self.context.ff.forward(h));
+        let x = gated_residual(x, &mi[2], self.image.to_out.forward(oi));
+        let ctx = gated_residual(ctx, &mc[2], self.context.to_out.forward(oc));
+        let h = modulate(x.clone(), Norm::Layer, 1e-6, &mi[3], &mi[4]);
+        let x = gated_residual(x, &mi[5], self.image.ff.forward(h));
+        let h = modulate(ctx.clone(), Norm::Layer, 1e-6, &mc[3], &mc[4]);
+        let ctx = gated_residual(ctx, &mc[5], self.context.ff.forward(h));
         (x, ctx)
     }
 }
@@ -146,13 +147,13 @@ impl<B: Backend> DualStreamEncoder<B> {
     }
 
     /// `z [b, C, H, W]`, `text_embeds [b, t, llm_width]` (the LLM's token embeddings),
-    /// `t_emb [b, llm_width]`, `bias` over `[text; image]` keys.
+    /// `t_emb [b, llm_width]`, `mask` over `[text; image]` keys.
     pub fn forward(
         &self,
         z: Tensor<B, 4>,
         text_embeds: Tensor<B, 3>,
         t_emb: &Tensor<B, 2>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> EncoderOutput<B> {
         let device = z.device();
         let mut x = self.noise_embed.forward(z);
@@ -165,14 +166,15 @@ impl<B: Backend> DualStreamEncoder<B> {
         );
         let c = self.cond.forward(t_emb.clone());
         for block in &self.blocks {
-            (x, ctx) = block.forward(x, ctx, &c, bias);
+            (x, ctx) = block.forward(x, ctx, &c, mask);
         }
         let residual = self.text_proj_out.forward(self.text_norm_out.forward(ctx));
+        let x_b = x.dims()[0];
         EncoderOutput {
             image_tokens: self
                 .noise_proj_out
                 .forward(self.noise_norm_out.forward(x.clone())),
-            skip: tokens_to_map(x, self.grid, n / self.grid),
+            skip: x.reshape([x_b, self.grid, n / self.grid, d]),
             text_residual: Some(residual),
         }
     }

@@ -5,17 +5,18 @@
 //! and the image tokens out through an adaLN-modulated norm, a zero-initialised linear and SD3's
 //! unpatchify.
 
-use burn::module::Module;
 use crate::nn::linear::Linear;
+use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::backend::Backend;
 
 use crate::nn::RmsNorm;
 use crate::nn::blocks::{
-    Modulation, QkvProjection, add_positions, gated, joint_attention, layer_norm, map_to_tokens,
-    modulate, sincos_2d, unpatchify,
+    Modulation, Norm, QkvProjection, add_positions, gated_residual, joint_attention, modulate,
+    sincos_2d, unpatchify,
 };
+use crate::nn::fused::ops::act::gelu_tanh;
+use crate::nn::fused::ops::attention::AttentionMask;
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
 /// A parallel block: `h = modulate(LN x)`; `x += gate * proj_out([attn(h), gelu(mlp_in(h))])`.
@@ -54,18 +55,19 @@ impl<B: Backend> ParallelBlock<B> {
         })
     }
 
-    /// `x [b, s, d]`, `c [b, d]`, `bias` over all keys -> `[b, s, d]`
+    /// `x [b, s, d]`, `c [b, d]`, `mask` over all keys -> `[b, s, d]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         c: &Tensor<B, 2>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let m = self.norm.forward(c);
-        let h = modulate(layer_norm(x.clone(), 1e-6), &m[0], &m[1]);
-        let attn = joint_attention(vec![self.attn.forward(h.clone())], bias).remove(0);
-        let mlp = gelu_approximate(self.mlp_in.forward(h));
-        x + gated(
+        let h = modulate(x.clone(), Norm::Layer, 1e-6, &m[0], &m[1]);
+        let attn = joint_attention(vec![self.attn.forward(h.clone())], mask).remove(0);
+        let mlp = gelu_tanh(self.mlp_in.forward(h));
+        gated_residual(
+            x,
             &m[2],
             self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2)),
         )
@@ -123,40 +125,54 @@ impl<B: Backend> SingleStreamDecoder<B> {
     }
 
     /// `hidden [b, s, llm_width]` (the LLM's last hidden state at every position; the image
-    /// tokens are the last `g * g`), `skip [b, skip_c, g, g]`, `t_emb`, `bias` over all keys ->
+    /// tokens are the last `g * g`), `skip [b, skip_c, g, g]`, `t_emb`, `mask` over all keys ->
     /// velocity `[b, C, g p, g p]`.
     pub fn forward(
         &self,
         hidden: Tensor<B, 3>,
         skip: Tensor<B, 4>,
         t_emb: &Tensor<B, 2>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> Tensor<B, 4> {
-        let [_, _, g, gw] = skip.dims();
+        self.forward_with_input(hidden, skip, t_emb, mask).0
+    }
+
+    /// [`SingleStreamDecoder::forward`] and the decoder's input stream at the image positions,
+    /// `proj_in(norm_in(h))` `[b, g * g, dim]` (the `dec.input` tap, computed once).
+    pub fn forward_with_input(
+        &self,
+        hidden: Tensor<B, 3>,
+        skip: Tensor<B, 4>,
+        t_emb: &Tensor<B, 2>,
+        mask: &AttentionMask<B>,
+    ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+        let [b, g, gw, skip_c] = skip.dims();
         let n = g * gw;
         let [_, s, _] = hidden.dims();
         let device = hidden.device();
         let u = self.proj_in.forward(self.norm_in.forward(hidden));
         let d = u.dims()[2];
         let image_extra = add_positions(
-            self.skip_proj.forward(map_to_tokens(skip)),
+            self.skip_proj.forward(skip.reshape([b, n, skip_c])),
             sincos_2d::<B>(g, gw, d, &device),
         );
         let prefix = u.clone().narrow(1, 0, s - n);
-        let image = u.narrow(1, s - n, n) + image_extra;
+        let input = u.narrow(1, s - n, n);
+        let image = input.clone() + image_extra;
         let mut x = Tensor::cat(vec![prefix, image], 1);
         let c = self.cond.forward(t_emb.clone());
         for block in &self.blocks {
-            x = block.forward(x, &c, bias);
+            x = block.forward(x, &c, mask);
         }
         let m = self.norm_out.forward(&c);
-        let image = modulate(layer_norm(x.narrow(1, s - n, n), 1e-6), &m[1], &m[0]);
-        unpatchify(
+        let image = modulate(x.narrow(1, s - n, n), Norm::Layer, 1e-6, &m[1], &m[0]);
+        let velocity = unpatchify(
             self.proj_out.forward(image),
             g,
             gw,
             self.patch,
             self.latent_channels,
-        )
+        );
+        (velocity, input)
     }
 }

@@ -3,8 +3,8 @@
 //! shallow and deep blocks. The text tokens are the frozen LLM's last hidden state over the
 //! caption alone (the LLM is a text encoder here and never sees image tokens).
 
-use burn::module::Module;
 use crate::nn::linear::Linear;
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -12,6 +12,7 @@ use crate::nn::blocks::{
     LayerNorm, Mlp, PatchEmbed, QkvProjection, add_positions, joint_attention, sincos_2d,
     sincos_positions, unpatchify,
 };
+use crate::nn::fused::ops::attention::AttentionMask;
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
 /// Pre-norm transformer block; blocks of the decoder half first merge their long skip with
@@ -58,14 +59,14 @@ impl<B: Backend> UVitBlock<B> {
         &self,
         x: Tensor<B, 3>,
         skip: Option<Tensor<B, 3>>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let x = match (&self.skip_linear, skip) {
             (Some(linear), Some(skip)) => linear.forward(Tensor::cat(vec![x, skip], 2)),
             _ => x,
         };
         let a =
-            joint_attention(vec![self.attn.forward(self.norm1.forward(x.clone()))], bias).remove(0);
+            joint_attention(vec![self.attn.forward(self.norm1.forward(x.clone()))], mask).remove(0);
         let x = x + self.to_out.forward(a);
         x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
@@ -125,14 +126,14 @@ impl<B: Backend> UVit<B> {
         })
     }
 
-    /// `z [b, C, H, W]`, `text_hidden [b, t, llm_width]`, `t_emb [b, llm_width]`, `bias` over
+    /// `z [b, C, H, W]`, `text_hidden [b, t, llm_width]`, `t_emb [b, llm_width]`, `mask` over
     /// `[t-token; text; image]` keys -> velocity `[b, C, H, W]`.
     pub fn forward(
         &self,
         z: Tensor<B, 4>,
         text_hidden: Tensor<B, 3>,
         t_emb: &Tensor<B, 2>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> Tensor<B, 4> {
         let device = z.device();
         let image = self.patch_embed.forward(z);
@@ -147,12 +148,12 @@ impl<B: Backend> UVit<B> {
         let mut x = Tensor::cat(vec![time, text, image], 1);
         let mut skips = Vec::with_capacity(self.in_blocks.len());
         for block in &self.in_blocks {
-            x = block.forward(x, None, bias);
+            x = block.forward(x, None, mask);
             skips.push(x.clone());
         }
-        x = self.mid_block.forward(x, None, bias);
+        x = self.mid_block.forward(x, None, mask);
         for block in &self.out_blocks {
-            x = block.forward(x, skips.pop(), bias);
+            x = block.forward(x, skips.pop(), mask);
         }
         let image = self.norm_out.forward(x.narrow(1, 1 + t, n));
         unpatchify(

@@ -9,14 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::rc::Rc;
 
-use burn::module::{Initializer, Module, Param};
 use crate::nn::linear::Linear;
-use burn::tensor::activation::silu;
+use burn::module::{Initializer, Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
-use crate::nn::{RmsNorm, attention_bias, grouped_bias, scaled_dot_product_attention};
+use crate::nn::RmsNorm;
+use crate::nn::fused::ops::act::swiglu;
+use crate::nn::fused::ops::attention::{AttentionMask, attention};
+use crate::nn::fused::ops::rope as fused_rope;
 use crate::weights::{VarBuilder, WeightError, WeightStore};
 
 /// Rotary position embedding tables for positions `0..seq`, computed like transformers'
@@ -94,28 +96,26 @@ impl<B: Backend> LlamaAttention<B> {
         })
     }
 
-    /// `[b, s, hidden] -> [b, s, hidden]`; `bias` is `[b, kv_heads, group * s, s]`.
+    /// `[b, s, hidden] -> [b, s, hidden]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = apply_rope(self.q_proj.forward(x.clone()), h, &rope.q_cos, &rope.q_sin);
-        let k = apply_rope(
-            self.k_proj.forward(x.clone()),
-            kvh,
-            &rope.k_cos,
-            &rope.k_sin,
-        );
+        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]);
+        let q = fused_rope::rope(self.q_proj.forward(x.clone()), &rope.fused, |q| {
+            apply_rope(q, h, &rope.q_cos, &rope.q_sin)
+        });
+        let k = fused_rope::rope(self.k_proj.forward(x.clone()), &rope.fused, |k| {
+            apply_rope(k, kvh, &rope.k_cos, &rope.k_sin)
+        });
         let (q, k) = (split(q, h), split(k, kvh));
         let v = split(self.v_proj.forward(x), kvh);
-        let out = scaled_dot_product_attention(q, k, v, bias);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
+        let out = attention(q, k, v, mask);
+        self.o_proj.forward(out.reshape([b, s, h * hd]))
     }
 }
 
@@ -139,8 +139,10 @@ impl<B: Backend> LlamaMlp<B> {
 
     /// `[b, s, hidden] -> [b, s, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj.forward(swiglu(
+            self.gate_proj.forward(x.clone()),
+            self.up_proj.forward(x),
+        ))
     }
 }
 
@@ -173,12 +175,12 @@ impl<B: Backend> LlamaDecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        bias: Option<&Tensor<B, 4>>,
+        mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rope, bias);
+                .forward(self.input_layernorm.forward(x), rope, mask);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -190,6 +192,8 @@ pub struct Rope<B: Backend> {
     pub q_sin: Tensor<B, 2>,
     pub k_cos: Tensor<B, 2>,
     pub k_sin: Tensor<B, 2>,
+    /// The same tables `[seq, head_dim]` for the fused kernel.
+    pub fused: fused_rope::Rope,
 }
 
 impl<B: Backend> Rope<B> {
@@ -223,6 +227,11 @@ impl<B: Backend> Rope<B> {
             q_sin: tile(&signed_sin, heads),
             k_cos: tile(&cos, kv_heads),
             k_sin: tile(&signed_sin, kv_heads),
+            fused: fused_rope::Rope {
+                cos: cos.into(),
+                sin: sin.into(),
+                head_dim,
+            },
         }
     }
 }
@@ -387,8 +396,8 @@ impl<B: Backend> Llama<B> {
             None => (1, 1),
         };
         let rope = Rope::new(self.head_dim, self.rope_theta, s, heads, kv_heads, &device);
-        let bias = attention_bias(mask, b, s, true, &device)
-            .map(|bias| grouped_bias(bias, kv_heads, heads / kv_heads));
+        let attention_mask =
+            AttentionMask::new(mask, b, s, true, kv_heads, heads / kv_heads, &device);
         let mut hidden_states = BTreeMap::new();
         let wants = |i: usize| request.layers.contains(&i);
         // Without the final norm, stop after the deepest requested layer.
@@ -408,7 +417,7 @@ impl<B: Backend> Llama<B> {
             hidden_states.insert(0, x.clone());
         }
         for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
-            x = layer.forward(x, &rope, bias.as_ref());
+            x = layer.forward(x, &rope, &attention_mask);
             if i + 1 < n_layers && wants(i + 1) {
                 hidden_states.insert(i + 1, x.clone());
             }

@@ -4,23 +4,20 @@
 //! pixel shuffle. Each exists once; the dual-stream encoder, the single-stream decoder and the
 //! U-ViT all build on these.
 
-use burn::module::{Initializer, Module, Param};
 use crate::nn::linear::Linear;
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::{RmsNorm, scaled_dot_product_attention};
+use super::RmsNorm;
+use super::fused::ops::act::gelu_tanh;
+use super::fused::ops::attention::{AttentionMask, attention};
+use super::fused::ops::norm::layer_norm_affine;
 use crate::weights::{LinearInit, VarBuilder, WeightError};
 
-/// Layer norm over the last dimension without affine parameters (`elementwise_affine=False`).
-pub fn layer_norm<const D: usize, B: Backend>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let mean = x.clone().mean_dim(D - 1);
-    let centred = x - mean;
-    let var = centred.clone().square().mean_dim(D - 1);
-    centred * (var + eps).sqrt().recip()
-}
+pub use super::fused::ops::norm::{Norm, gated_residual, layer_norm, modulate, per_token};
 
 /// `nn.LayerNorm(dim)` with weight and bias.
 #[derive(Module, Debug)]
@@ -42,32 +39,8 @@ impl<B: Backend> LayerNorm<B> {
 
     /// `[..., dim] -> [..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        layer_norm(x, self.eps) * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+        layer_norm_affine(x, &self.weight.val(), &self.bias.val(), self.eps)
     }
-}
-
-/// `v [b, dim]` repeated over `tokens`: `[b, tokens, dim]`. A per-sample vector broadcast over
-/// tokens is not one of the patterns the flex backend's binary ops accelerate (its generic
-/// strided path was 26x slower than this copy plus a contiguous op, measured on
-/// `[8, 273, 128] * [8, 1, 128]`), so per-sample modulations are materialised first.
-pub fn per_token<B: Backend>(v: &Tensor<B, 2>, tokens: usize) -> Tensor<B, 3> {
-    v.clone().unsqueeze_dim::<3>(1).repeat_dim(1, tokens)
-}
-
-/// `x * (1 + scale) + shift`, with `shift`/`scale` `[b, dim]` applied to every token.
-pub fn modulate<B: Backend>(
-    x: Tensor<B, 3>,
-    shift: &Tensor<B, 2>,
-    scale: &Tensor<B, 2>,
-) -> Tensor<B, 3> {
-    let s = x.dims()[1];
-    x * (per_token(scale, s) + 1.0) + per_token(shift, s)
-}
-
-/// `gate [b, dim] * x [b, s, dim]` (the adaLN-zero gates).
-pub fn gated<B: Backend>(gate: &Tensor<B, 2>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let s = x.dims()[1];
-    per_token(gate, s) * x
 }
 
 /// `x [b, n, d] + pos [1, n, d]`, through a flat view so that the position table is one shared
@@ -134,7 +107,7 @@ impl<B: Backend> Mlp<B> {
 
     /// `[b, s, dim] -> [b, s, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
     }
 }
 
@@ -168,13 +141,11 @@ impl<B: Backend> QkvProjection<B> {
         })
     }
 
-    /// `[b, s, dim]` -> q, k, v each `[b, heads, s, head_dim]`.
+    /// `[b, s, dim]` -> q, k, v each `[b, s, heads, head_dim]` (token-major, as the projections
+    /// lay them out: no copies).
     pub fn forward(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
         let [b, s, d] = x.dims();
-        let split = |t: Tensor<B, 3>| {
-            t.reshape([b, s, self.heads, d / self.heads])
-                .swap_dims(1, 2)
-        };
+        let split = |t: Tensor<B, 3>| t.reshape([b, s, self.heads, d / self.heads]);
         [
             self.norm_q.forward(split(self.to_q.forward(x.clone()))),
             self.norm_k.forward(split(self.to_k.forward(x.clone()))),
@@ -184,14 +155,14 @@ impl<B: Backend> QkvProjection<B> {
 }
 
 /// One softmax attention over the concatenation of several streams' tokens (MM-DiT joint
-/// attention; a single stream is the ordinary case). `bias [b, heads or 1 -> laid out by
-/// grouped_bias, total, total]` blocks padded keys. Returns each stream's output `[b, s_i, dim]`.
+/// attention; a single stream is the ordinary case), heads token-major `[b, s_i, heads, hd]`;
+/// `mask` over the concatenated tokens. Returns each stream's output `[b, s_i, dim]`.
 pub fn joint_attention<B: Backend>(
     parts: Vec<[Tensor<B, 4>; 3]>,
-    bias: Option<&Tensor<B, 4>>,
+    mask: &AttentionMask<B>,
 ) -> Vec<Tensor<B, 3>> {
-    let lens: Vec<usize> = parts.iter().map(|p| p[0].dims()[2]).collect();
-    let [b, h, _, hd] = parts[0][0].dims();
+    let lens: Vec<usize> = parts.iter().map(|p| p[0].dims()[1]).collect();
+    let [b, _, h, hd] = parts[0][0].dims();
     let mut qs = Vec::new();
     let mut ks = Vec::new();
     let mut vs = Vec::new();
@@ -204,12 +175,15 @@ pub fn joint_attention<B: Backend>(
         if t.len() == 1 {
             t.into_iter().next().expect("one")
         } else {
-            Tensor::cat(t, 2)
+            Tensor::cat(t, 1)
         }
     };
-    let out = scaled_dot_product_attention(cat(qs), cat(ks), cat(vs), bias);
+    let out = attention(cat(qs), cat(ks), cat(vs), mask);
     let total: usize = lens.iter().sum();
-    let out = out.swap_dims(1, 2).reshape([b, total, h * hd]);
+    let out = out.reshape([b, total, h * hd]);
+    if lens.len() == 1 {
+        return vec![out];
+    }
     let mut start = 0;
     lens.iter()
         .map(|&n| {

@@ -2,6 +2,7 @@
 //! dot-product attention. One implementation each, used by the Llama backbone and the heads.
 
 pub mod blocks;
+pub mod fused;
 pub mod linear;
 
 use burn::module::{Initializer, Module, Param};
@@ -33,10 +34,7 @@ impl<B: Backend> RmsNorm<B> {
 
     /// `[..., dim] -> [..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let inv_rms = (x.clone().square().mean_dim(D - 1) + self.eps)
-            .sqrt()
-            .recip();
-        x * inv_rms * self.weight.val().unsqueeze()
+        fused::ops::norm::rms_norm(x, &self.weight.val(), self.eps)
     }
 }
 

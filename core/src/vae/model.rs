@@ -3,8 +3,8 @@
 //! `models/upsampling.py` `Upsample2D`, `models/attention_processor.py` `Attention` as built by
 //! `UNetMidBlock2D`), in f32. Module paths equal the diffusers checkpoint keys.
 
-use burn::module::{Initializer, Module, Param};
 use crate::nn::linear::Linear;
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;

@@ -1,0 +1,155 @@
+//! A safe front to the `gemm` crate (the GEMM burn-flex itself uses) for the small strided
+//! products inside fused kernels: every index a product touches is checked against its slice
+//! before the call.
+
+/// A matrix inside a slice: element `(i, j)` at `offset + i * rs + j * cs`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major `[rows, cols]` at `offset` with row stride `rs`.
+    pub fn rows(data: &'a [f32], offset: usize, rs: usize) -> Self {
+        Self {
+            data,
+            offset,
+            rs,
+            cs: 1,
+        }
+    }
+
+    /// The transpose view.
+    pub fn t(self) -> Self {
+        Self {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let last = self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs;
+        assert!(
+            last < self.data.len(),
+            "gemm: {what} [{rows}, {cols}] reaches {last} of {}",
+            self.data.len()
+        );
+    }
+}
+
+/// `dst = (accumulate ? dst : 0) + scale * lhs @ rhs` with `lhs [m, k]`, `rhs [k, n]` and `dst`
+/// row-major `[m, n]` with row stride `dst_rs` from `dst_offset`; single-threaded (the callers
+/// parallelise over heads and samples).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_offset: usize,
+    dst_rs: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    scale: f32,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst_offset + (m - 1) * dst_rs + n <= dst.len(),
+        "gemm: destination [{m}, {n}] out of bounds"
+    );
+    lhs.check(m, k, "lhs");
+    rhs.check(k, n, "rhs");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[dst_offset + i * dst_rs..][..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: every element the product reads or writes lies inside its slice (checked above:
+    // the largest index of each operand is in bounds and strides are non-negative), `dst` is
+    // borrowed mutably and so cannot alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_offset),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr().add(rhs.offset),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_products_match_loops() {
+        // lhs [3, 4] inside a wider buffer, rhs transposed, accumulate.
+        let a: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..40).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (m, n, k) = (3, 5, 4);
+        let lhs = Mat::rows(&a, 2, 10);
+        let rhs = Mat::rows(&b, 1, 6).t(); // element (kk, j) = b[1 + j * 6 + kk]
+        let mut dst = vec![1.0f32; 3 * 7];
+        gemm(m, n, k, &mut dst, 1, 7, lhs, rhs, 0.5, true);
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0;
+                for kk in 0..k {
+                    s += a[2 + i * 10 + kk] * b[1 + j * 6 + kk];
+                }
+                let got = dst[1 + i * 7 + j];
+                assert!(
+                    (got - (1.0 + 0.5 * s)).abs() < 1e-5,
+                    "{i} {j}: {got} vs {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn out_of_bounds_destination_is_refused() {
+        let a = vec![0.0f32; 4];
+        let mut dst = vec![0.0f32; 3];
+        gemm(
+            2,
+            2,
+            1,
+            &mut dst,
+            0,
+            2,
+            Mat::rows(&a, 0, 1),
+            Mat::rows(&a, 0, 2),
+            1.0,
+            false,
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The fused operations and their entry functions (fused path or composed burn version).
+
+pub mod act;
+pub mod attention;
+pub mod conv;
+pub mod norm;
+pub mod rope;
