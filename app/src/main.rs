@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         let cli = flowlens_experiments::cli::Cli::parse_from(
             std::iter::once("flowlens".to_string()).chain(argv[2..].iter().cloned()),
         );
-        return match cli.run() {
+        return match flowlens_core::device::on_compute_pool(|| cli.run()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -8,7 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     flowlens_core::device::keep_freed_memory();
     let cli = flowlens_experiments::cli::Cli::parse();
-    match cli.run() {
+    match flowlens_core::device::on_compute_pool(|| cli.run()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

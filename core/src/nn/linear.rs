@@ -2,7 +2,8 @@
 //! shares: checkpoints of either load into the other) that always computes one 2-D product: the
 //! leading dimensions are folded into the rows. Through burn's default `linear` a `[b, s, in]`
 //! input took its weight gradient as `b` products into a `[b, in, out]` tensor and a sum over
-//! `b`; folded, the gradient is one GEMM, with no batch of weight-sized temporaries.
+//! `b`; folded, the gradient is one GEMM, with no batch of weight-sized temporaries. On the CPU
+//! the layer is one fused op (`nn::fused::ops::linear`).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
@@ -19,16 +20,7 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// `x [..., d_in] -> [..., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dims = x.dims();
-        let [d_in, d_out] = self.weight.dims();
-        let rows: usize = dims[..D - 1].iter().product();
-        let y = burn::tensor::module::linear(
-            x.reshape([rows, d_in]),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-        );
-        let mut out = dims;
-        out[D - 1] = d_out;
-        y.reshape(out)
+        let bias = self.bias.as_ref().map(|b| b.val());
+        crate::nn::fused::ops::linear::linear(x, &self.weight.val(), bias.as_ref())
     }
 }

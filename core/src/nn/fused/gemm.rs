@@ -44,6 +44,9 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// Products this large (multiply-adds) run on rayon's pool, as burn-flex decides for its own.
+const PARALLEL_MIN: usize = 192 * 192 * 192;
+
 /// `dst = (accumulate ? dst : 0) + scale * lhs @ rhs` with `lhs [m, k]`, `rhs [k, n]` and `dst`
 /// row-major `[m, n]` with row stride `dst_rs` from `dst_offset`; single-threaded (the callers
 /// parallelise over heads and samples).
@@ -59,6 +62,58 @@ pub fn gemm(
     rhs: Mat<'_>,
     scale: f32,
     accumulate: bool,
+) {
+    gemm_with(
+        m, n, k, dst, dst_offset, dst_rs, lhs, rhs, scale, accumulate, false,
+    );
+}
+
+/// `scale * lhs @ rhs` as a new row-major `[m, n]` buffer (no zero fill first), threaded when
+/// large.
+pub fn product(m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, scale: f32) -> Vec<f32> {
+    lhs.check(m, k, "lhs");
+    rhs.check(k, n, "rhs");
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    if k == 0 {
+        out.resize(m * n, 0.0);
+        return out;
+    }
+    if m * n > 0 {
+        // SAFETY: as in `gemm_with`; the destination is the vector's own `m * n` capacity, fully
+        // written by the product (read_dst = false) before its length is set.
+        unsafe {
+            run(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                n,
+                lhs,
+                rhs,
+                scale,
+                false,
+                m * n * k >= PARALLEL_MIN,
+            );
+            out.set_len(m * n);
+        }
+    }
+    out
+}
+
+/// [`gemm`], threaded when `parallel` and large.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_offset: usize,
+    dst_rs: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    scale: f32,
+    accumulate: bool,
+    parallel: bool,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -81,11 +136,40 @@ pub fn gemm(
     // the largest index of each operand is in bounds and strides are non-negative), `dst` is
     // borrowed mutably and so cannot alias `lhs` or `rhs`.
     unsafe {
+        let dst = dst.as_mut_ptr().add(dst_offset);
+        let parallel = parallel && m * n * k >= PARALLEL_MIN;
+        run(m, n, k, dst, dst_rs, lhs, rhs, scale, accumulate, parallel);
+    }
+}
+
+/// # Safety
+/// `dst` must be valid for writes (and reads when `accumulate`) of `[m, n]` with row stride
+/// `dst_rs`, not aliasing the operands, whose extents the caller has checked.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    scale: f32,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().add(dst_offset),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -100,7 +184,7 @@ pub fn gemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

@@ -27,11 +27,15 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let y = p * r2 + r + 1.0;
-    // 2^n in two steps so that n = 128 (x near EXP_MAX) stays representable.
+    // 2^n in two steps so that n = 128 (x near EXP_MAX) stays representable; the integer of a
+    // small whole float k is the low bits of k + 1.5 * 2^23 (no float-to-int conversion).
     let half = n * 0.5;
     let n1 = (half + 12_582_912.0) - 12_582_912.0;
     let n2 = n - n1;
-    let scale = |k: f32| f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = |k: f32| {
+        let bits = (k + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+        f32::from_bits(bits.wrapping_add(127) << 23)
+    };
     let out = y * scale(n1) * scale(n2);
     if x < EXP_MIN {
         0.0

@@ -20,6 +20,7 @@ pub mod gemm;
 pub mod math;
 pub mod ops;
 pub mod par;
+pub mod simd;
 #[cfg(test)]
 mod tests;
 

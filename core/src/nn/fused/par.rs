@@ -81,7 +81,7 @@ pub fn sum_partials(partials: impl IntoIterator<Item = Vec<f32>>, len: usize) ->
 }
 
 /// `Σ a_i` with eight running sums (vectorised; a fixed order, so deterministic).
-#[inline]
+#[inline(always)]
 pub fn sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut it = a.chunks_exact(8);
@@ -95,7 +95,7 @@ pub fn sum(a: &[f32]) -> f32 {
 }
 
 /// `Σ a_i b_i` with eight running sums.
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut ia = a.chunks_exact(8);
@@ -114,7 +114,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes(acc) + tail
 }
 
-#[inline]
+#[inline(always)]
 fn lanes(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }

@@ -139,6 +139,28 @@ fn norms_match_composed() {
 }
 
 #[test]
+fn linear_matches_composed() {
+    use super::ops::linear::{composed_linear, linear};
+    let x = leaf([3, 7, 33], 50, 1.0);
+    let w = leaf([33, 19], 51, 0.5);
+    let b = leaf([19], 52, 0.5);
+    compare!(
+        "linear",
+        (x, w, b),
+        linear(x.clone(), &w, Some(&b)),
+        composed_linear(x.clone(), &w, Some(&b)),
+        1e-6
+    );
+    compare!(
+        "linear without bias",
+        (x, w),
+        linear(x.clone(), &w, None),
+        composed_linear(x.clone(), &w, None),
+        1e-6
+    );
+}
+
+#[test]
 fn activations_match_composed() {
     let x = leaf([4, 1037], 7, 5.0);
     let u = leaf([4, 1037], 8, 2.0);

@@ -6,7 +6,10 @@ use burn::tensor::activation::{gelu, gelu_approximate, silu};
 use burn::tensor::backend::Backend;
 
 use crate::nn::fused::math::{erf, exp, tanh};
-use crate::nn::fused::par::{chunk_rows, map_rows, ranges};
+use rayon::prelude::*;
+
+use crate::nn::fused::par::PAR_MIN;
+use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -57,37 +60,108 @@ fn value(kind: Kind, x: f32) -> f32 {
     }
 }
 
+/// `out_i = f(x_i)` with the activation chosen outside the loop, so that each loop vectorises.
+#[inline(always)]
+fn map_kind(kind: Kind, xs: &[f32], out: &mut [f32], f: impl Fn(Kind, f32) -> f32) {
+    macro_rules! each {
+        ($k:expr) => {
+            for (o, &v) in out.iter_mut().zip(xs) {
+                *o = f($k, v);
+            }
+        };
+    }
+    match kind {
+        Kind::GeluErf => each!(Kind::GeluErf),
+        Kind::GeluTanh => each!(Kind::GeluTanh),
+        Kind::Silu => each!(Kind::Silu),
+    }
+}
+
+simd_kernel! {
+    fn activation_forward(kind: Kind, xs: &[f32], out: &mut [f32]) {
+        map_kind(kind, xs, out, value);
+    }
+}
+
+simd_kernel! {
+    /// `out = grad * f'(x)`; `out` holds the gradient on entry.
+    fn activation_backward(kind: Kind, xs: &[f32], out: &mut [f32]) {
+        macro_rules! each {
+            ($k:expr) => {
+                for (o, &v) in out.iter_mut().zip(xs) {
+                    *o *= value_and_slope($k, v).1;
+                }
+            };
+        }
+        match kind {
+            Kind::GeluErf => each!(Kind::GeluErf),
+            Kind::GeluTanh => each!(Kind::GeluTanh),
+            Kind::Silu => each!(Kind::Silu),
+        }
+    }
+}
+
+simd_kernel! {
+    fn swiglu_forward(g: &[f32], u: &[f32], out: &mut [f32]) {
+        for ((o, &gv), &uv) in out.iter_mut().zip(g).zip(u) {
+            *o = value(Kind::Silu, gv) * uv;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `dg = grad * up * silu'(gate)` and `du = grad * silu(gate)`, both holding `grad` on entry.
+    fn swiglu_backward(g: &[f32], u: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        for (((a, b), &gv), &uv) in dg.iter_mut().zip(du.iter_mut()).zip(g).zip(u) {
+            let (s, slope) = value_and_slope(Kind::Silu, gv);
+            *a *= uv * slope;
+            *b *= s;
+        }
+    }
+}
+
 /// Elementwise `f(x)` for one of [`Kind`]. Input: x.
 #[derive(Debug, Clone)]
 pub struct Activation(pub Kind);
 
-/// A flat elementwise map over pieces of `out`, parallel when large.
+/// Elements per task of an elementwise kernel.
+const PIECE: usize = 8192;
+
+/// `f(offset, piece)` over pieces of `out`, in parallel when large.
 fn elementwise(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let width = 1024;
-    let rows = out.len().div_ceil(width);
-    // The last row may be short: map_rows needs whole rows, so the tail is done separately.
-    let whole = out.len() / width;
-    let (head, tail) = out.split_at_mut(whole * width);
-    map_rows(
-        head,
-        width,
-        &ranges(whole, chunk_rows(width)),
-        |r, piece| f(r.start * width, piece),
-    );
-    if rows > whole {
-        f(whole * width, tail);
+    let run = |(i, piece): (usize, &mut [f32])| f(i * PIECE, piece);
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(PIECE).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(PIECE).enumerate().for_each(run);
+    }
+}
+
+/// `f(offset, piece of a, same piece of b)` for two equally long buffers.
+fn elementwise_pair(
+    a: &mut [f32],
+    b: &mut [f32],
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+) {
+    let run = |(i, (pa, pb)): (usize, (&mut [f32], &mut [f32]))| f(i * PIECE, pa, pb);
+    if a.len() >= PAR_MIN {
+        a.par_chunks_mut(PIECE)
+            .zip(b.par_chunks_mut(PIECE))
+            .enumerate()
+            .for_each(run);
+    } else {
+        a.chunks_mut(PIECE)
+            .zip(b.chunks_mut(PIECE))
+            .enumerate()
+            .for_each(run);
     }
 }
 
 impl CpuOp<1> for Activation {
     fn forward(&self, [x]: [In<'_>; 1], _train: bool) -> (Out, Option<Out>) {
-        let kind = self.0;
         let mut out = vec![0.0f32; x.data.len()];
         elementwise(&mut out, |at, piece| {
-            let xs = &x.data[at..at + piece.len()];
-            for (o, &v) in piece.iter_mut().zip(xs) {
-                *o = value(kind, v);
-            }
+            activation_forward(self.0, &x.data[at..at + piece.len()], piece)
         });
         (Out::new(out, x.shape.to_vec()), None)
     }
@@ -100,14 +174,9 @@ impl CpuOp<1> for Activation {
         grad: In<'_>,
         _wanted: [bool; 1],
     ) -> [Option<Out>; 1] {
-        let kind = self.0;
-        let mut dx = vec![0.0f32; x.data.len()];
+        let mut dx = grad.data.to_vec();
         elementwise(&mut dx, |at, piece| {
-            let n = piece.len();
-            let (xs, gs) = (&x.data[at..at + n], &grad.data[at..at + n]);
-            for i in 0..n {
-                piece[i] = gs[i] * value_and_slope(kind, xs[i]).1;
-            }
+            activation_backward(self.0, &x.data[at..at + piece.len()], piece)
         });
         [Some(Out::new(dx, x.shape.to_vec()))]
     }
@@ -129,10 +198,7 @@ impl CpuOp<2> for SwiGlu {
         let mut out = vec![0.0f32; g.data.len()];
         elementwise(&mut out, |at, piece| {
             let n = piece.len();
-            let (gs, us) = (&g.data[at..at + n], &u.data[at..at + n]);
-            for i in 0..n {
-                piece[i] = value(Kind::Silu, gs[i]) * us[i];
-            }
+            swiglu_forward(&g.data[at..at + n], &u.data[at..at + n], piece)
         });
         (Out::new(out, g.shape.to_vec()), None)
     }
@@ -145,31 +211,14 @@ impl CpuOp<2> for SwiGlu {
         grad: In<'_>,
         wanted: [bool; 2],
     ) -> [Option<Out>; 2] {
-        let n = g.data.len();
-        // One buffer [dgate | dup] filled in one pass, then split.
-        let mut both = vec![0.0f32; 2 * n];
-        let (dg, du) = both.split_at_mut(n);
-        elementwise(dg, |at, piece| {
-            let m = piece.len();
-            let (gs, us, ys) = (
-                &g.data[at..at + m],
-                &u.data[at..at + m],
-                &grad.data[at..at + m],
-            );
-            for i in 0..m {
-                piece[i] = ys[i] * us[i] * value_and_slope(Kind::Silu, gs[i]).1;
-            }
+        let mut dg = grad.data.to_vec();
+        let mut du = grad.data.to_vec();
+        elementwise_pair(&mut dg, &mut du, |at, a, b| {
+            let n = a.len();
+            swiglu_backward(&g.data[at..at + n], &u.data[at..at + n], a, b)
         });
-        elementwise(du, |at, piece| {
-            let m = piece.len();
-            let (gs, ys) = (&g.data[at..at + m], &grad.data[at..at + m]);
-            for i in 0..m {
-                piece[i] = ys[i] * value(Kind::Silu, gs[i]);
-            }
-        });
-        let du = both.split_off(n);
         [
-            wanted[0].then(|| Out::new(both, g.shape.to_vec())),
+            wanted[0].then(|| Out::new(dg, g.shape.to_vec())),
             wanted[1].then(|| Out::new(du, u.shape.to_vec())),
         ]
     }

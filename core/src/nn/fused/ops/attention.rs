@@ -3,6 +3,7 @@
 //! scores are never exponentiated. Forward and backward are per (sample, KV head) task: small
 //! strided GEMMs and one softmax pass over the probabilities, which are kept for the backward.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
@@ -10,7 +11,8 @@ use burn::tensor::{Int, Tensor};
 
 use crate::nn::fused::gemm::{Mat, gemm};
 use crate::nn::fused::math::exp;
-use crate::nn::fused::par::map_rows;
+use crate::nn::fused::par::{dot, map_rows, sum};
+use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
 
 /// Which keys each query may attend: a key mask shared by all heads and optional causality.
@@ -30,11 +32,6 @@ impl KeyMask {
             data.iter::<bool>().collect::<Vec<_>>().into()
         });
         Self { keys, causal }
-    }
-
-    #[inline]
-    fn allowed(&self, b: usize, s_k: usize, i: usize, j: usize) -> bool {
-        (!self.causal || j <= i) && self.keys.as_ref().is_none_or(|k| k[b * s_k + j])
     }
 }
 
@@ -80,43 +77,107 @@ fn dims(q: &In<'_>, k: &In<'_>, v: &In<'_>) -> Dims {
     }
 }
 
-impl Attention {
-    /// Softmax of one row of scores in place, blocked keys set to 0 without an `exp`.
-    fn softmax_row(&self, row: &mut [f32], b: usize, i: usize) {
-        let sk = row.len();
-        let mut max = f32::NEG_INFINITY;
-        let mut any = false;
-        for (j, &s) in row.iter().enumerate() {
-            if self.mask.allowed(b, sk, i, j) {
-                max = max.max(s);
-                any = true;
-            }
+impl KeyMask {
+    /// The runs of consecutive real keys of each of `b` samples (all of `0..s_k` without a key
+    /// mask).
+    fn runs(&self, b: usize, s_k: usize) -> Vec<Vec<Range<usize>>> {
+        (0..b)
+            .map(|bi| match &self.keys {
+                None => std::iter::once(0..s_k).collect(),
+                Some(keys) => {
+                    let row = &keys[bi * s_k..(bi + 1) * s_k];
+                    let mut runs = Vec::new();
+                    let mut j = 0;
+                    while j < s_k {
+                        if row[j] {
+                            let start = j;
+                            while j < s_k && row[j] {
+                                j += 1;
+                            }
+                            runs.push(start..j);
+                        } else {
+                            j += 1;
+                        }
+                    }
+                    runs
+                }
+            })
+            .collect()
+    }
+}
+
+/// Softmax in place of one row of scores whose allowed keys are `runs` cut at `limit` (causal:
+/// query `i` sees keys `< i + 1`); blocked keys get 0 without an `exp`, and a row with no
+/// allowed key the uniform distribution.
+#[inline(always)]
+fn softmax_row(row: &mut [f32], runs: &[Range<usize>], limit: usize) {
+    let clipped = runs
+        .iter()
+        .map(|r| r.start..r.end.min(limit))
+        .filter(|r| !r.is_empty());
+    let mut max = f32::NEG_INFINITY;
+    let mut any = false;
+    for r in clipped.clone() {
+        max = max.max(max_of(&row[r]));
+        any = true;
+    }
+    if !any {
+        row.fill(1.0 / row.len() as f32);
+        return;
+    }
+    let mut total = 0.0f32;
+    let mut end = 0;
+    for r in clipped {
+        row[end..r.start].fill(0.0);
+        for s in &mut row[r.clone()] {
+            *s = exp(*s - max);
         }
-        if !any {
-            row.fill(1.0 / sk as f32);
-            return;
-        }
-        let mut total = 0.0f32;
-        if self.mask.keys.is_none() && !self.mask.causal {
-            for s in row.iter_mut() {
-                *s = exp(*s - max);
-                total += *s;
-            }
-        } else {
-            for (j, s) in row.iter_mut().enumerate() {
-                *s = if self.mask.allowed(b, sk, i, j) {
-                    exp(*s - max)
-                } else {
-                    0.0
-                };
-                total += *s;
-            }
-        }
-        let inv = 1.0 / total;
-        for s in row.iter_mut() {
-            *s *= inv;
+        total += sum(&row[r.clone()]);
+        end = r.end;
+    }
+    row[end..].fill(0.0);
+    let inv = 1.0 / total;
+    for s in row.iter_mut() {
+        *s *= inv;
+    }
+}
+
+simd_kernel! {
+    /// Softmax of the `[s_q, s_k]` scores of one head in place (row `i` sees keys `<= i` when
+    /// causal).
+    fn softmax_rows(p: &mut [f32], sk: usize, runs: &[Range<usize>], causal: bool) {
+        for (i, row) in p.chunks_exact_mut(sk).enumerate() {
+            softmax_row(row, runs, if causal { i + 1 } else { sk });
         }
     }
+}
+
+simd_kernel! {
+    /// `dS = P (dP - rowsum(P dP)) scale` in place of `dP`, rows of `sk`.
+    fn softmax_backward_rows(probs: &[f32], ds: &mut [f32], sk: usize, scale: f32) {
+        for (prow, drow) in probs.chunks_exact(sk).zip(ds.chunks_exact_mut(sk)) {
+            let dsum = dot(prow, drow);
+            for j in 0..sk {
+                drow[j] = prow[j] * (drow[j] - dsum) * scale;
+            }
+        }
+    }
+}
+
+/// The largest of `a` (eight running maxima, so that it vectorises).
+#[inline(always)]
+fn max_of(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut it = a.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            acc[k] = acc[k].max(c[k]);
+        }
+    }
+    it.remainder()
+        .iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 impl CpuOp<3> for Attention {
@@ -134,6 +195,7 @@ impl CpuOp<3> for Attention {
         let task = group * sq * sk;
         let mut probs = vec![0.0f32; b * h * sq * sk];
         let ranges: Vec<_> = (0..b * kvh).map(|t| t..t + 1).collect();
+        let runs = self.mask.runs(b, sk);
         // Each task: the probabilities of its `group` heads (its piece of `probs`) and their
         // outputs [group, sq, hd], scattered below.
         let outs = map_rows(&mut probs, task, &ranges, |r, p| {
@@ -149,9 +211,7 @@ impl CpuOp<3> for Attention {
                 let qh = Mat::rows(q.data, (bi * sq * h + head) * hd, h * hd);
                 let ph = hh * sq * sk;
                 gemm(sq, sk, hd, p, ph, sk, qh, kr.t(), scale, false);
-                for i in 0..sq {
-                    self.softmax_row(&mut p[ph + i * sk..ph + (i + 1) * sk], bi, i);
-                }
+                softmax_rows(&mut p[ph..ph + sq * sk], sk, &runs[bi], self.mask.causal);
                 let pm = Mat::rows(p, ph, sk);
                 gemm(sq, hd, sk, &mut out, hh * sq * hd, hd, pm, vr, 1.0, false);
             }
@@ -221,17 +281,8 @@ impl CpuOp<3> for Attention {
                 let off = hh * sq * sk;
                 gemm(sq, sk, hd, dsp, off, sk, doh, vr.t(), 1.0, false);
                 // dS = P (dP - rowsum(P dP)) / sqrt(hd)
-                for i in 0..sq {
-                    let prow = &probs[at + i * sk..at + (i + 1) * sk];
-                    let drow = &mut dsp[off + i * sk..off + (i + 1) * sk];
-                    let mut dsum = 0.0f32;
-                    for j in 0..sk {
-                        dsum += prow[j] * drow[j];
-                    }
-                    for j in 0..sk {
-                        drow[j] = prow[j] * (drow[j] - dsum) * scale;
-                    }
-                }
+                let prows = &probs[at..at + sq * sk];
+                softmax_backward_rows(prows, &mut dsp[off..off + sq * sk], sk, scale);
                 let dsm = Mat::rows(dsp, off, sk);
                 // dQ = dS K, dK += dS^T Q
                 gemm(sq, hd, sk, &mut dq, hh * sq * hd, hd, dsm, kr, 1.0, false);

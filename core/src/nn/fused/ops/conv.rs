@@ -6,6 +6,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::nn::fused::par::{map_rows, sum_partials};
+use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
 
 fn per_sample(b: usize) -> Vec<std::ops::Range<usize>> {
@@ -56,41 +57,97 @@ fn taps_last(weight: &[f32], c: usize, k: usize) -> Vec<f32> {
     t
 }
 
-/// The input row `y + dy - pad` and column range of taps valid at output `(y, x)`.
-#[inline]
+/// The input index `pos + tap - pad` when it lies inside `0..len`.
+#[inline(always)]
 fn offset(pos: usize, tap: usize, pad: usize, len: usize) -> Option<usize> {
     (pos + tap).checked_sub(pad).filter(|&p| p < len)
+}
+
+simd_kernel! {
+    /// One sample `[h, w, c]` with taps-last weights `[k, k, c]`.
+    fn dwconv_forward(
+        xs: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        h: usize,
+        w: usize,
+        k: usize,
+    ) {
+        let c = bias.len();
+        let pad = k / 2;
+        for y in 0..h {
+            for xx in 0..w {
+                let o = &mut out[(y * w + xx) * c..][..c];
+                o.copy_from_slice(bias);
+                for ky in 0..k {
+                    let Some(iy) = offset(y, ky, pad, h) else { continue };
+                    for kx in 0..k {
+                        let Some(ix) = offset(xx, kx, pad, w) else { continue };
+                        let src = &xs[(iy * w + ix) * c..][..c];
+                        let wk = &wt[(ky * k + kx) * c..][..c];
+                        for ch in 0..c {
+                            o[ch] += src[ch] * wk[ch];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// One sample: the input gradient into `dx`, the weight (taps-last) and bias gradients
+    /// added to `dw`, `db`.
+    fn dwconv_backward(
+        xs: &[f32],
+        gs: &[f32],
+        wt: &[f32],
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        h: usize,
+        w: usize,
+        k: usize,
+    ) {
+        let c = db.len();
+        let pad = k / 2;
+        for y in 0..h {
+            for xx in 0..w {
+                let g = &gs[(y * w + xx) * c..][..c];
+                for ch in 0..c {
+                    db[ch] += g[ch];
+                }
+                for ky in 0..k {
+                    let Some(iy) = offset(y, ky, pad, h) else { continue };
+                    for kx in 0..k {
+                        let Some(ix) = offset(xx, kx, pad, w) else { continue };
+                        let at = (iy * w + ix) * c;
+                        let tap = (ky * k + kx) * c;
+                        let (src, wk) = (&xs[at..at + c], &wt[tap..tap + c]);
+                        let dst = &mut dx[at..at + c];
+                        for ch in 0..c {
+                            dst[ch] += g[ch] * wk[ch];
+                        }
+                        let dwk = &mut dw[tap..tap + c];
+                        for ch in 0..c {
+                            dwk[ch] += g[ch] * src[ch];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl CpuOp<3> for DepthwiseConv {
     fn forward(&self, [x, weight, bias]: [In<'_>; 3], _train: bool) -> (Out, Option<Out>) {
         let ConvDims { b, h, w, c, k } = conv_dims(&x, &weight, &bias);
-        let pad = k / 2;
         let wt = taps_last(weight.data, c, k);
-        let mut out = vec![0.0f32; b * h * w * c];
-        map_rows(&mut out, h * w * c, &per_sample(b), |r, piece| {
-            let xs = &x.data[r.start * h * w * c..][..h * w * c];
-            for y in 0..h {
-                for xx in 0..w {
-                    let o = &mut piece[(y * w + xx) * c..][..c];
-                    o.copy_from_slice(bias.data);
-                    for ky in 0..k {
-                        let Some(iy) = offset(y, ky, pad, h) else {
-                            continue;
-                        };
-                        for kx in 0..k {
-                            let Some(ix) = offset(xx, kx, pad, w) else {
-                                continue;
-                            };
-                            let src = &xs[(iy * w + ix) * c..][..c];
-                            let wk = &wt[(ky * k + kx) * c..][..c];
-                            for ch in 0..c {
-                                o[ch] += src[ch] * wk[ch];
-                            }
-                        }
-                    }
-                }
-            }
+        let n = h * w * c;
+        let mut out = vec![0.0f32; b * n];
+        map_rows(&mut out, n, &per_sample(b), |r, piece| {
+            dwconv_forward(&x.data[r.start * n..][..n], &wt, bias.data, piece, h, w, k);
         });
         (Out::new(out, x.shape.to_vec()), None)
     }
@@ -104,43 +161,14 @@ impl CpuOp<3> for DepthwiseConv {
         wanted: [bool; 3],
     ) -> [Option<Out>; 3] {
         let ConvDims { b, h, w, c, k } = conv_dims(&x, &weight, &bias);
-        let pad = k / 2;
         let wt = taps_last(weight.data, c, k);
-        let mut dx = vec![0.0f32; b * h * w * c];
-        let partials = map_rows(&mut dx, h * w * c, &per_sample(b), |r, piece| {
-            let xs = &x.data[r.start * h * w * c..][..h * w * c];
-            let gs = &grad.data[r.start * h * w * c..][..h * w * c];
+        let n = h * w * c;
+        let mut dx = vec![0.0f32; b * n];
+        let partials = map_rows(&mut dx, n, &per_sample(b), |r, piece| {
+            let (xs, gs) = (&x.data[r.start * n..][..n], &grad.data[r.start * n..][..n]);
             let mut dw = vec![0.0f32; k * k * c];
             let mut db = vec![0.0f32; c];
-            for y in 0..h {
-                for xx in 0..w {
-                    let g = &gs[(y * w + xx) * c..][..c];
-                    for ch in 0..c {
-                        db[ch] += g[ch];
-                    }
-                    for ky in 0..k {
-                        let Some(iy) = offset(y, ky, pad, h) else {
-                            continue;
-                        };
-                        for kx in 0..k {
-                            let Some(ix) = offset(xx, kx, pad, w) else {
-                                continue;
-                            };
-                            let at = (iy * w + ix) * c;
-                            let tap = (ky * k + kx) * c;
-                            let (src, wk) = (&xs[at..at + c], &wt[tap..tap + c]);
-                            let dst = &mut piece[at..at + c];
-                            for ch in 0..c {
-                                dst[ch] += g[ch] * wk[ch];
-                            }
-                            let dwk = &mut dw[tap..tap + c];
-                            for ch in 0..c {
-                                dwk[ch] += g[ch] * src[ch];
-                            }
-                        }
-                    }
-                }
-            }
+            dwconv_backward(xs, gs, &wt, piece, &mut dw, &mut db, h, w, k);
             (dw, db)
         });
         let dweight = wanted[1].then(|| {
@@ -155,10 +183,8 @@ impl CpuOp<3> for DepthwiseConv {
             Out::new(out, weight.shape.to_vec())
         });
         let dbias = wanted[2].then(|| {
-            Out::new(
-                sum_partials(partials.iter().map(|p| p.1.clone()), c),
-                bias.shape.to_vec(),
-            )
+            let total = sum_partials(partials.iter().map(|p| p.1.clone()), c);
+            Out::new(total, bias.shape.to_vec())
         });
         [
             wanted[0].then(|| Out::new(dx, x.shape.to_vec())),
@@ -190,10 +216,10 @@ fn grn_dims(x: &In<'_>, weight: &In<'_>, bias: &In<'_>) -> (usize, usize, usize)
 }
 
 /// `gx [c]` of one sample `[n, c]`.
-fn norms(xs: &[f32], n: usize, c: usize) -> Vec<f32> {
+#[inline(always)]
+fn norms(xs: &[f32], c: usize) -> Vec<f32> {
     let mut gx = vec![0.0f32; c];
-    for p in 0..n {
-        let row = &xs[p * c..(p + 1) * c];
+    for row in xs.chunks_exact(c) {
         for ch in 0..c {
             gx[ch] += row[ch] * row[ch];
         }
@@ -202,24 +228,74 @@ fn norms(xs: &[f32], n: usize, c: usize) -> Vec<f32> {
     gx
 }
 
+simd_kernel! {
+    /// One sample `[n, c]` into `out`; returns its norms `gx [c]`.
+    fn grn_forward(xs: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) -> Vec<f32> {
+        let c = weight.len();
+        let gx = norms(xs, c);
+        let denom = gx.iter().sum::<f32>() / c as f32 + GRN_EPS;
+        let f: Vec<f32> = (0..c).map(|ch| gx[ch] / denom * weight[ch] + 1.0).collect();
+        for (src, o) in xs.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+            for ch in 0..c {
+                o[ch] = src[ch] * f[ch] + bias[ch];
+            }
+        }
+        gx
+    }
+}
+
+simd_kernel! {
+    /// One sample: the input gradient into `dx`; returns its (weight, bias) gradients.
+    fn grn_backward(
+        xs: &[f32],
+        gs: &[f32],
+        gx: &[f32],
+        wv: &[f32],
+        dx: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let c = wv.len();
+        let denom = gx.iter().sum::<f32>() / c as f32 + GRN_EPS;
+        let nx: Vec<f32> = gx.iter().map(|g| g / denom).collect();
+        let mut a = vec![0.0f32; c];
+        let mut db = vec![0.0f32; c];
+        for (xr, gr) in xs.chunks_exact(c).zip(gs.chunks_exact(c)) {
+            for ch in 0..c {
+                a[ch] += gr[ch] * xr[ch];
+                db[ch] += gr[ch];
+            }
+        }
+        let dnx: Vec<f32> = (0..c).map(|ch| a[ch] * wv[ch]).collect();
+        let cross: f32 = (0..c).map(|ch| dnx[ch] * gx[ch]).sum::<f32>();
+        // Through gx = sqrt(sum x^2): d gx / d x = x / gx (0 where a channel is all zero).
+        let kx: Vec<f32> = (0..c)
+            .map(|ch| {
+                let dgx = dnx[ch] / denom - cross / (denom * denom) / c as f32;
+                if gx[ch] > 0.0 { dgx / gx[ch] } else { 0.0 }
+            })
+            .collect();
+        let f: Vec<f32> = (0..c).map(|ch| nx[ch] * wv[ch] + 1.0).collect();
+        let rows = xs.chunks_exact(c).zip(gs.chunks_exact(c)).zip(dx.chunks_exact_mut(c));
+        for ((xr, gr), o) in rows {
+            for ch in 0..c {
+                o[ch] = gr[ch] * f[ch] + kx[ch] * xr[ch];
+            }
+        }
+        let dw: Vec<f32> = (0..c).map(|ch| a[ch] * nx[ch]).collect();
+        (dw, db)
+    }
+}
+
 impl CpuOp<3> for GlobalResponseNorm {
     fn forward(&self, [x, weight, bias]: [In<'_>; 3], train: bool) -> (Out, Option<Out>) {
         let (b, n, c) = grn_dims(&x, &weight, &bias);
         let mut out = vec![0.0f32; b * n * c];
         let gxs = map_rows(&mut out, n * c, &per_sample(b), |r, piece| {
-            let xs = &x.data[r.start * n * c..][..n * c];
-            let gx = norms(xs, n, c);
-            let denom = gx.iter().sum::<f32>() / c as f32 + GRN_EPS;
-            let f: Vec<f32> = (0..c)
-                .map(|ch| gx[ch] / denom * weight.data[ch] + 1.0)
-                .collect();
-            for p in 0..n {
-                let (src, o) = (&xs[p * c..(p + 1) * c], &mut piece[p * c..(p + 1) * c]);
-                for ch in 0..c {
-                    o[ch] = src[ch] * f[ch] + bias.data[ch];
-                }
-            }
-            gx
+            grn_forward(
+                &x.data[r.start * n * c..][..n * c],
+                weight.data,
+                bias.data,
+                piece,
+            )
         });
         let aux = train.then(|| Out::new(gxs.concat(), vec![b, c]));
         (Out::new(out, x.shape.to_vec()), aux)
@@ -235,58 +311,23 @@ impl CpuOp<3> for GlobalResponseNorm {
     ) -> [Option<Out>; 3] {
         let (b, n, c) = grn_dims(&x, &weight, &bias);
         let gx_all = aux.expect("GRN backward reads the norms").data;
-        let wv = weight.data;
-        let mut dx = vec![0.0f32; b * n * c];
-        let partials = map_rows(&mut dx, n * c, &per_sample(b), |r, piece| {
+        let m = n * c;
+        let mut dx = vec![0.0f32; b * m];
+        let partials = map_rows(&mut dx, m, &per_sample(b), |r, piece| {
             let s = r.start;
-            let xs = &x.data[s * n * c..][..n * c];
-            let gs = &grad.data[s * n * c..][..n * c];
-            let gx = &gx_all[s * c..(s + 1) * c];
-            let denom = gx.iter().sum::<f32>() / c as f32 + GRN_EPS;
-            let nx: Vec<f32> = gx.iter().map(|g| g / denom).collect();
-            let mut a = vec![0.0f32; c];
-            let mut db = vec![0.0f32; c];
-            for p in 0..n {
-                let (xr, gr) = (&xs[p * c..(p + 1) * c], &gs[p * c..(p + 1) * c]);
-                for ch in 0..c {
-                    a[ch] += gr[ch] * xr[ch];
-                    db[ch] += gr[ch];
-                }
-            }
-            let dnx: Vec<f32> = (0..c).map(|ch| a[ch] * wv[ch]).collect();
-            let cross: f32 = (0..c).map(|ch| dnx[ch] * gx[ch]).sum::<f32>();
-            let dgx: Vec<f32> = (0..c)
-                .map(|ch| dnx[ch] / denom - cross / (denom * denom) / c as f32)
-                .collect();
-            // Through gx = sqrt(sum x^2): d gx / d x = x / gx (0 where a channel is all zero).
-            let k: Vec<f32> = (0..c)
-                .map(|ch| if gx[ch] > 0.0 { dgx[ch] / gx[ch] } else { 0.0 })
-                .collect();
-            let f: Vec<f32> = (0..c).map(|ch| nx[ch] * wv[ch] + 1.0).collect();
-            for p in 0..n {
-                let (xr, gr) = (&xs[p * c..(p + 1) * c], &gs[p * c..(p + 1) * c]);
-                let o = &mut piece[p * c..(p + 1) * c];
-                for ch in 0..c {
-                    o[ch] = gr[ch] * f[ch] + k[ch] * xr[ch];
-                }
-            }
-            let dw: Vec<f32> = (0..c).map(|ch| a[ch] * nx[ch]).collect();
-            (dw, db)
+            let (xs, gs) = (&x.data[s * m..][..m], &grad.data[s * m..][..m]);
+            grn_backward(xs, gs, &gx_all[s * c..(s + 1) * c], weight.data, piece)
         });
+        let total = |pick: fn(&GrnPartial) -> &Vec<f32>, shape: &[usize]| {
+            Out::new(
+                sum_partials(partials.iter().map(|p| pick(p).clone()), c),
+                shape.to_vec(),
+            )
+        };
         [
             wanted[0].then(|| Out::new(dx, x.shape.to_vec())),
-            wanted[1].then(|| {
-                Out::new(
-                    sum_partials(partials.iter().map(|p| p.0.clone()), c),
-                    weight.shape.to_vec(),
-                )
-            }),
-            wanted[2].then(|| {
-                Out::new(
-                    sum_partials(partials.iter().map(|p| p.1.clone()), c),
-                    bias.shape.to_vec(),
-                )
-            }),
+            wanted[1].then(|| total(|p| &p.0, weight.shape)),
+            wanted[2].then(|| total(|p| &p.1, bias.shape)),
         ]
     }
 }
@@ -332,3 +373,6 @@ pub fn composed_grn<B: Backend>(
     let factor = (nx * weight.clone().reshape([1, 1, c]) + 1.0).reshape([b, c]);
     x * super::norm::per_token(&factor, n) + bias.clone().reshape([1, 1, c])
 }
+
+/// One sample's weight and bias gradients of the response norm.
+type GrnPartial = (Vec<f32>, Vec<f32>);

@@ -3,5 +3,6 @@
 pub mod act;
 pub mod attention;
 pub mod conv;
+pub mod linear;
 pub mod norm;
 pub mod rope;

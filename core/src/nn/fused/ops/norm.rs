@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::nn::fused::par::{chunk_rows, dot, group_ranges, map_rows, sum, sum_partials};
+use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
 
 /// The normalisation of a row before its affine.
@@ -38,7 +39,7 @@ fn geometry(x: &In<'_>, scale: &In<'_>, shift: &In<'_>) -> Geometry {
     let rows = x.data.len() / d.max(1);
     let groups = scale.data.len() / d.max(1);
     assert!(
-        groups > 0 && rows % groups == 0 && scale.data.len() == groups * d,
+        groups > 0 && rows.is_multiple_of(groups) && scale.data.len() == groups * d,
         "norm: scale {:?} does not divide input {:?} into groups of rows",
         scale.shape,
         x.shape
@@ -55,27 +56,106 @@ fn geometry(x: &In<'_>, scale: &In<'_>, shift: &In<'_>) -> Geometry {
     }
 }
 
-impl NormAffine {
-    /// Mean (0 for RMS and none) and reciprocal standard deviation (1 for none) of one row.
-    #[inline]
-    fn stats(&self, row: &[f32]) -> (f32, f32) {
-        let d = row.len() as f32;
-        match self.norm {
-            Norm::None => (0.0, 1.0),
-            Norm::Rms => (0.0, 1.0 / (dot(row, row) / d + self.eps).sqrt()),
-            Norm::Layer => {
-                let mean = sum(row) / d;
-                let mut acc = [0.0f32; 8];
-                let mut it = row.chunks_exact(8);
-                for c in &mut it {
-                    for k in 0..8 {
-                        let v = c[k] - mean;
-                        acc[k] += v * v;
+/// Mean (0 for RMS and none) and reciprocal standard deviation (1 for none) of one row.
+#[inline(always)]
+fn row_stats(norm: Norm, eps: f32, row: &[f32]) -> (f32, f32) {
+    let d = row.len() as f32;
+    match norm {
+        Norm::None => (0.0, 1.0),
+        Norm::Rms => (0.0, 1.0 / (dot(row, row) / d + eps).sqrt()),
+        Norm::Layer => {
+            let mean = sum(row) / d;
+            let mut acc = [0.0f32; 8];
+            let mut it = row.chunks_exact(8);
+            for c in &mut it {
+                for k in 0..8 {
+                    let v = c[k] - mean;
+                    acc[k] += v * v;
+                }
+            }
+            let tail: f32 = it.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            let var = (acc.iter().sum::<f32>() + tail) / d;
+            (mean, 1.0 / (var + eps).sqrt())
+        }
+    }
+}
+
+simd_kernel! {
+    /// Rows `x [n, d]` of one group -> `out [n, d]`, their (mean, rstd) pushed to `stats`.
+    fn norm_rows_forward(
+        norm: Norm,
+        eps: f32,
+        x: &[f32],
+        sc: &[f32],
+        sh: &[f32],
+        out: &mut [f32],
+        stats: &mut Vec<f32>,
+    ) {
+        let d = sc.len();
+        for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            let (mean, rstd) = row_stats(norm, eps, row);
+            match norm {
+                Norm::None => {
+                    for j in 0..d {
+                        o[j] = row[j] * sc[j] + sh[j];
                     }
                 }
-                let tail: f32 = it.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
-                let var = (acc.iter().sum::<f32>() + tail) / d;
-                (mean, 1.0 / (var + self.eps).sqrt())
+                Norm::Rms => {
+                    for j in 0..d {
+                        o[j] = row[j] * rstd * sc[j] + sh[j];
+                    }
+                }
+                Norm::Layer => {
+                    for j in 0..d {
+                        o[j] = (row[j] - mean) * rstd * sc[j] + sh[j];
+                    }
+                }
+            }
+            stats.extend([mean, rstd]);
+        }
+    }
+}
+
+simd_kernel! {
+    /// The input gradient of rows of one group into `out`, their scale and shift gradients
+    /// added to `dscale`, `dshift`; `stats` (mean, rstd) per row or `None` for no norm.
+    fn norm_rows_backward(
+        norm: Norm,
+        x: &[f32],
+        grad: &[f32],
+        stats: Option<&[f32]>,
+        sc: &[f32],
+        out: &mut [f32],
+        dscale: &mut [f32],
+        dshift: &mut [f32],
+    ) {
+        let d = sc.len();
+        let mut gxh = vec![0.0f32; d];
+        let mut xh = vec![0.0f32; d];
+        let rows = x.chunks_exact(d).zip(grad.chunks_exact(d)).zip(out.chunks_exact_mut(d));
+        for (i, ((row, gy), o)) in rows.enumerate() {
+            let (mean, rstd) = stats.map_or((0.0, 1.0), |s| (s[2 * i], s[2 * i + 1]));
+            for j in 0..d {
+                xh[j] = (row[j] - mean) * rstd;
+                gxh[j] = gy[j] * sc[j];
+                dscale[j] += gy[j] * xh[j];
+                dshift[j] += gy[j];
+            }
+            match norm {
+                Norm::None => o.copy_from_slice(&gxh),
+                Norm::Rms => {
+                    let c = dot(&gxh, &xh) / d as f32;
+                    for j in 0..d {
+                        o[j] = rstd * (gxh[j] - xh[j] * c);
+                    }
+                }
+                Norm::Layer => {
+                    let m = sum(&gxh) / d as f32;
+                    let c = dot(&gxh, &xh) / d as f32;
+                    for j in 0..d {
+                        o[j] = rstd * (gxh[j] - m - xh[j] * c);
+                    }
+                }
             }
         }
     }
@@ -92,34 +172,16 @@ impl CpuOp<3> for NormAffine {
         let ranges = group_ranges(rows, group_rows, chunk_rows(d));
         let stats = map_rows(&mut out, d, &ranges, |range, piece| {
             let g = range.start / group_rows;
-            let (sc, sh) = (
+            let mut stats = Vec::with_capacity(2 * range.len());
+            norm_rows_forward(
+                self.norm,
+                self.eps,
+                &x.data[range.start * d..range.end * d],
                 &scale.data[g * d..(g + 1) * d],
                 &shift.data[g * d..(g + 1) * d],
+                piece,
+                &mut stats,
             );
-            let mut stats = Vec::with_capacity(2 * range.len());
-            for (i, r) in range.enumerate() {
-                let row = &x.data[r * d..(r + 1) * d];
-                let (mean, rstd) = self.stats(row);
-                let o = &mut piece[i * d..(i + 1) * d];
-                match self.norm {
-                    Norm::None => {
-                        for j in 0..d {
-                            o[j] = row[j] * sc[j] + sh[j];
-                        }
-                    }
-                    Norm::Rms => {
-                        for j in 0..d {
-                            o[j] = row[j] * rstd * sc[j] + sh[j];
-                        }
-                    }
-                    Norm::Layer => {
-                        for j in 0..d {
-                            o[j] = (row[j] - mean) * rstd * sc[j] + sh[j];
-                        }
-                    }
-                }
-                stats.extend([mean, rstd]);
-            }
             stats
         });
         let aux =
@@ -146,42 +208,21 @@ impl CpuOp<3> for NormAffine {
         let ranges = group_ranges(rows, group_rows, chunk_rows(d));
         let partials = map_rows(&mut dx, d, &ranges, |range, piece| {
             let g = range.start / group_rows;
-            let sc = &scale.data[g * d..(g + 1) * d];
             let mut dscale = vec![0.0f32; d];
             let mut dshift = vec![0.0f32; d];
-            let mut gxh = vec![0.0f32; d];
-            let mut xh = vec![0.0f32; d];
-            for (i, r) in range.enumerate() {
-                let row = &x.data[r * d..(r + 1) * d];
-                let gy = &grad.data[r * d..(r + 1) * d];
-                let (mean, rstd) = stats.map_or((0.0, 1.0), |s| (s[2 * r], s[2 * r + 1]));
-                for j in 0..d {
-                    xh[j] = (row[j] - mean) * rstd;
-                    gxh[j] = gy[j] * sc[j];
-                    dscale[j] += gy[j] * xh[j];
-                    dshift[j] += gy[j];
-                }
-                let o = &mut piece[i * d..(i + 1) * d];
-                match self.norm {
-                    Norm::None => o.copy_from_slice(&gxh),
-                    Norm::Rms => {
-                        let c = dot(&gxh, &xh) / d as f32;
-                        for j in 0..d {
-                            o[j] = rstd * (gxh[j] - xh[j] * c);
-                        }
-                    }
-                    Norm::Layer => {
-                        let m = sum(&gxh) / d as f32;
-                        let c = dot(&gxh, &xh) / d as f32;
-                        for j in 0..d {
-                            o[j] = rstd * (gxh[j] - m - xh[j] * c);
-                        }
-                    }
-                }
-            }
+            norm_rows_backward(
+                self.norm,
+                &x.data[range.start * d..range.end * d],
+                &grad.data[range.start * d..range.end * d],
+                stats.map(|s| &s[2 * range.start..2 * range.end]),
+                &scale.data[g * d..(g + 1) * d],
+                piece,
+                &mut dscale,
+                &mut dshift,
+            );
             (g, dscale, dshift)
         });
-        let per_group = |pick: fn(&(usize, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+        let per_group = |pick: fn(&GroupPartial) -> &Vec<f32>| {
             let mut out = Vec::with_capacity(groups * d);
             for g in 0..groups {
                 let parts = partials
@@ -197,6 +238,29 @@ impl CpuOp<3> for NormAffine {
             wanted[1].then(|| per_group(|p| &p.1)),
             wanted[2].then(|| per_group(|p| &p.2)),
         ]
+    }
+}
+
+simd_kernel! {
+    fn gated_rows_forward(res: &[f32], gate: &[f32], x: &[f32], out: &mut [f32]) {
+        let d = gate.len();
+        for ((o, r), xr) in out.chunks_exact_mut(d).zip(res.chunks_exact(d)).zip(x.chunks_exact(d)) {
+            for j in 0..d {
+                o[j] = r[j] + gate[j] * xr[j];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    fn gated_rows_backward(gate: &[f32], x: &[f32], grad: &[f32], out: &mut [f32], dgate: &mut [f32]) {
+        let d = gate.len();
+        for ((o, gy), xr) in out.chunks_exact_mut(d).zip(grad.chunks_exact(d)).zip(x.chunks_exact(d)) {
+            for j in 0..d {
+                o[j] = gy[j] * gate[j];
+                dgate[j] += gy[j] * xr[j];
+            }
+        }
     }
 }
 
@@ -221,14 +285,13 @@ impl CpuOp<3> for GatedResidual {
         let ranges = group_ranges(rows, group_rows, chunk_rows(d));
         map_rows(&mut out, d, &ranges, |range, piece| {
             let g = range.start / group_rows;
-            let gt = &gate.data[g * d..(g + 1) * d];
-            for (i, r) in range.enumerate() {
-                let (xr, rr) = (&x.data[r * d..(r + 1) * d], &res.data[r * d..(r + 1) * d]);
-                let o = &mut piece[i * d..(i + 1) * d];
-                for j in 0..d {
-                    o[j] = rr[j] + gt[j] * xr[j];
-                }
-            }
+            let rows = range.start * d..range.end * d;
+            gated_rows_forward(
+                &res.data[rows.clone()],
+                &gate.data[g * d..(g + 1) * d],
+                &x.data[rows],
+                piece,
+            );
         });
         (Out::new(out, x.shape.to_vec()), None)
     }
@@ -251,16 +314,15 @@ impl CpuOp<3> for GatedResidual {
         let ranges = group_ranges(rows, group_rows, chunk_rows(d));
         let partials = map_rows(&mut dx, d, &ranges, |range, piece| {
             let g = range.start / group_rows;
-            let gt = &gate.data[g * d..(g + 1) * d];
+            let rows = range.start * d..range.end * d;
             let mut dgate = vec![0.0f32; d];
-            for (i, r) in range.enumerate() {
-                let (xr, gy) = (&x.data[r * d..(r + 1) * d], &grad.data[r * d..(r + 1) * d]);
-                let o = &mut piece[i * d..(i + 1) * d];
-                for j in 0..d {
-                    o[j] = gy[j] * gt[j];
-                    dgate[j] += gy[j] * xr[j];
-                }
-            }
+            gated_rows_backward(
+                &gate.data[g * d..(g + 1) * d],
+                &x.data[rows.clone()],
+                &grad.data[rows],
+                piece,
+                &mut dgate,
+            );
             (g, dgate)
         });
         let dgate = wanted[1].then(|| {
@@ -392,3 +454,6 @@ pub fn gated_residual<B: Backend>(
 pub fn per_token<B: Backend>(v: &Tensor<B, 2>, tokens: usize) -> Tensor<B, 3> {
     v.clone().unsqueeze_dim::<3>(1).repeat_dim(1, tokens)
 }
+
+/// One range of rows' group index and its scale and shift gradients.
+type GroupPartial = (usize, Vec<f32>, Vec<f32>);

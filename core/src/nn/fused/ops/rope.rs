@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::nn::fused::par::{chunk_rows, map_rows, ranges};
+use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
 
 /// The rotation of [`rope`] with its tables `cos`, `sin` `[positions, hd]` (the same for
@@ -18,48 +19,64 @@ pub struct Rope {
     pub head_dim: usize,
 }
 
+simd_kernel! {
+    /// Rows of `[b * s, width]` from row `first` (position = row mod `s`) rotated, or
+    /// (`inverse`) multiplied by the rotation's transpose.
+    fn rope_rows(
+        src: &[f32],
+        out: &mut [f32],
+        width: usize,
+        cos: &[f32],
+        sin: &[f32],
+        first: usize,
+        s: usize,
+        hd: usize,
+        inverse: bool,
+    ) {
+        let half = hd / 2;
+        let rows = src.chunks_exact(width).zip(out.chunks_exact_mut(width));
+        for (i, (row, dst)) in rows.enumerate() {
+            let p = (first + i) % s;
+            let (cos, sin) = (&cos[p * hd..(p + 1) * hd], &sin[p * hd..(p + 1) * hd]);
+            for (xs, o) in row.chunks_exact(hd).zip(dst.chunks_exact_mut(hd)) {
+                for j in 0..half {
+                    if inverse {
+                        // The transpose: d x_j = g_j cos_j + g_{j+half} sin_{j+half}, and
+                        // d x_{j+half} = g_{j+half} cos_{j+half} - g_j sin_j.
+                        o[j] = xs[j] * cos[j] + xs[j + half] * sin[j + half];
+                        o[j + half] = xs[j + half] * cos[j + half] - xs[j] * sin[j];
+                    } else {
+                        o[j] = xs[j] * cos[j] - xs[j + half] * sin[j];
+                        o[j + half] = xs[j + half] * cos[j + half] + xs[j] * sin[j + half];
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Rope {
     fn run(&self, x: In<'_>, inverse: bool) -> Out {
         let &[b, s, width] = x.shape else {
             panic!("rope: input {:?} must be [b, s, heads * hd]", x.shape);
         };
         let hd = self.head_dim;
-        let half = hd / 2;
         assert!(
-            hd % 2 == 0 && width % hd == 0 && s * hd <= self.cos.len(),
+            hd.is_multiple_of(2) && width.is_multiple_of(hd) && s * hd <= self.cos.len(),
             "rope: input {:?} does not fit head_dim {hd} and {} positions",
             x.shape,
             self.cos.len() / hd.max(1)
         );
         let mut out = vec![0.0f32; b * s * width];
-        let rows = b * s;
         map_rows(
             &mut out,
             width,
-            &ranges(rows, chunk_rows(width)),
+            &ranges(b * s, chunk_rows(width)),
             |r, piece| {
-                for (i, row) in r.enumerate() {
-                    let p = row % s;
-                    let (cos, sin) = (
-                        &self.cos[p * hd..(p + 1) * hd],
-                        &self.sin[p * hd..(p + 1) * hd],
-                    );
-                    let src = &x.data[row * width..(row + 1) * width];
-                    let dst = &mut piece[i * width..(i + 1) * width];
-                    for (xs, o) in src.chunks_exact(hd).zip(dst.chunks_exact_mut(hd)) {
-                        for j in 0..half {
-                            if inverse {
-                                // The transpose: d x_j = g_j cos_j + g_{j+half} sin_{j+half}, and
-                                // d x_{j+half} = g_{j+half} cos_{j+half} - g_j sin_j.
-                                o[j] = xs[j] * cos[j] + xs[j + half] * sin[j + half];
-                                o[j + half] = xs[j + half] * cos[j + half] - xs[j] * sin[j];
-                            } else {
-                                o[j] = xs[j] * cos[j] - xs[j + half] * sin[j];
-                                o[j + half] = xs[j + half] * cos[j + half] + xs[j] * sin[j + half];
-                            }
-                        }
-                    }
-                }
+                let src = &x.data[r.start * width..r.end * width];
+                rope_rows(
+                    src, piece, width, &self.cos, &self.sin, r.start, s, hd, inverse,
+                );
             },
         );
         Out::new(out, x.shape.to_vec())
