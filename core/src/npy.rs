@@ -368,11 +368,27 @@ pub fn write_f32(path: impl AsRef<Path>, shape: &[usize], values: &[f32]) -> std
 /// Writes a whole array as IEEE half precision (`<f2`), atomically: half the bytes of f32, with
 /// a relative rounding error of at most 2^-11 (values beyond 65504 become infinite).
 pub fn write_f16(path: impl AsRef<Path>, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
+    crate::fsutil::write_atomic(path.as_ref(), &f16_bytes(shape, values))
+}
+
+/// The bytes of a whole `<f4` file of `values` (row-major, `shape`).
+pub fn f32_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let mut bytes = header_bytes("<f4", shape);
+    bytes.reserve(values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+/// The bytes of a whole `<f2` file of `values` rounded to half precision (see [`write_f16`]).
+pub fn f16_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
     let mut bytes = header_bytes("<f2", shape);
+    bytes.reserve(values.len() * 2);
     for v in values {
         bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
     }
-    crate::fsutil::write_atomic(path.as_ref(), &bytes)
+    bytes
 }
 
 /// Writes a whole f64 array atomically (statistics that need double precision, e.g. FID's mean

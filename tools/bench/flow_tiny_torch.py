@@ -11,6 +11,11 @@ after a warm-up; milliseconds per sample.
     OPENBLAS_NUM_THREADS=1 /tmp/pyref/bin/python tools/bench/flow_tiny_torch.py
     OPENBLAS_NUM_THREADS=1 /tmp/pyref/bin/python tools/bench/flow_tiny_torch.py --train 16
 
+`--sample B` measures sampling as `flowlens sample` runs it: B prompts, 30 Euler steps with CFG 2
+(a batch of 2B rows per step: conditional and unconditional), with no taps and with all taps
+(every encoder stream, every LLM hidden state mean-pooled over text and over image positions, the
+decoder input; pooled per step and written as .npy at the end); seconds per image over 3 runs.
+
 `--train B` measures whole training steps at batch B instead, as `flowlens train` runs them
 (stage 2): logit-normal t, z_t = t x + (1 - t) z0, 10 % text dropout, velocity MSE, backward,
 global gradient-norm clipping at 1.0, AdamW (0.9, 0.95, wd 0), EMA 0.99; samples/s over 20
@@ -129,7 +134,7 @@ class Flow(nn.Module):
             self.don, self.doc = RMSNorm(2 * W, 1e-6), nn.Conv2d(2 * W, C * P * P, 1)
         self.dual, self.single = dual, single
 
-    def forward(self, z, t, ids, mask):
+    def forward(self, z, t, ids, mask, taps=None):
         b = z.shape[0]
         temb = self.t2(F.silu(self.t1(timestep(t, W))))
         emb = self.llm.embed_tokens(ids)
@@ -151,16 +156,28 @@ class Flow(nn.Module):
             for blk in self.joint:
                 ctx, x = blk(hidden_states=x, encoder_hidden_states=ctx, temb=c)
             img, skip, emb = self.npo(self.nno(x)), x.transpose(1, 2).reshape(b, W, G, G), emb + self.tpo(self.tno(ctx))
+            if taps is not None:
+                taps["enc.image"], taps["enc.text"] = x.mean(1), ctx.mean(1)
         else:
             x = self.ic(z)
             for blk in self.eb:
                 x = blk(x, temb)
             img, skip = self.ea(x.flatten(2).transpose(1, 2)), x
+            if taps is not None:
+                taps["enc.image"] = x.mean((2, 3))
         seq = torch.cat([emb, temb[:, None], img], 1)
         llm_mask = torch.cat([mask, torch.ones(b, 1 + N, dtype=mask.dtype)], 1)
-        h = self.llm(inputs_embeds=seq, attention_mask=llm_mask).last_hidden_state
+        out = self.llm(inputs_embeds=seq, attention_mask=llm_mask, output_hidden_states=taps is not None)
+        h = out.last_hidden_state
+        if taps is not None:
+            m = mask[:, :, None].to(h.dtype)
+            for i, hs in enumerate(out.hidden_states):
+                taps[f"llm.h{i}.text"] = (hs[:, :T] * m).sum(1) / m.sum(1)
+                taps[f"llm.h{i}.image"] = hs[:, T + 1:].mean(1)
         if self.single:
             u = self.pi(self.ni(h))
+            if taps is not None:
+                taps["dec.input"] = u[:, T + 1:].mean(1)
             u = torch.cat([u[:, :T + 1], u[:, T + 1:] + self.sp(skip.flatten(2).transpose(1, 2))], 1)
             c, bias = self.cd(temb), key_bias(llm_mask)
             for blk in self.par:
@@ -170,6 +187,8 @@ class Flow(nn.Module):
             return unpatchify(self.pout(o))
         x = self.din(self.da(self.dan(h[:, T + 1:]))).transpose(1, 2).reshape(b, W, G, G)
         x = torch.cat([x, skip], 1)
+        if taps is not None:
+            taps["dec.input"] = x.mean((2, 3))
         for blk in self.db:
             x = blk(x, temb)
         x = self.don(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -223,7 +242,51 @@ def train_steps(variant, b, steps=20, warmup=3):
     return steps * b / (time.perf_counter() - start)
 
 
+def sample_seconds(variant, b, with_taps, steps=30, cfg=2.0):
+    """Seconds for one sampling run of b prompts (the loop only, the model built beforehand)."""
+    torch.manual_seed(0)
+    m = Flow(variant).eval()
+    ids = (torch.arange(b * T).reshape(b, T) * 7 + 3) % 500
+    ids[:, 0] = 1
+    mask = (torch.arange(T)[None] < 10).long().expand(b, T).contiguous()
+    null_ids, null_mask = torch.full_like(ids, 2), torch.zeros_like(mask)
+    null_ids[:, 0], null_mask[:, 0] = 1, 1
+    all_ids, all_mask = torch.cat([ids, null_ids]), torch.cat([mask, null_mask])
+    start = time.perf_counter()
+    with torch.no_grad():
+        z = torch.randn(b, C, S, S)
+        pooled = {}
+        for k in range(steps):
+            t = torch.full((2 * b,), k / steps)
+            taps = {} if with_taps else None
+            v = m(torch.cat([z, z]), t, all_ids, all_mask, taps)
+            vc, vu = v[:b], v[b:]
+            z = z + (vu + cfg * (vc - vu)) / steps
+            if with_taps:
+                for name, x in taps.items():
+                    pooled.setdefault(name, []).append(x[:b].numpy().copy())
+        if with_taps:
+            import tempfile
+            import numpy as np
+            with tempfile.TemporaryDirectory() as d:
+                for name, xs in pooled.items():
+                    for k, x in enumerate(xs):
+                        np.save(f"{d}/{name}_{k}.npy", x)
+    return time.perf_counter() - start
+
+
 def main():
+    if "--sample" in sys.argv:
+        b = int(sys.argv[sys.argv.index("--sample") + 1])
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {b} prompts, 30 Euler steps, CFG 2")
+        print("| variant | s per image, no taps | s per image, all taps | taps overhead |")
+        print("|---|---|---|---|")
+        for v in ("baseline", "decoder-only", "encoder-only", "both", "uvit"):
+            sample_seconds(v, b, False, steps=2)
+            plain = statistics.median(sample_seconds(v, b, False) for _ in range(3)) / b
+            tapped = statistics.median(sample_seconds(v, b, True) for _ in range(3)) / b
+            print(f"| {v} | {plain:.3f} | {tapped:.3f} | {100 * (tapped / plain - 1):+.1f} % |")
+        return
     if "--train" in sys.argv:
         b = int(sys.argv[sys.argv.index("--train") + 1])
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {b}; training samples/s")

@@ -138,19 +138,25 @@ impl StoreWriter {
     /// Writes one seed's arrays (each atomically), then the manifest that lists the seed.
     pub fn write_seed(&mut self, rows: SeedRows) -> Result<(), StoreError> {
         let n = self.manifest.prompts.len();
+        // Every probe file of the seed is written first and made durable in one round of fsyncs
+        // (one per file cost ~1 ms each: +20 % on a tiny model's sampling with all taps); the
+        // manifest that lists the seed is written only after they all are.
+        let mut batch = crate::fsutil::AtomicBatch::new();
         for (tap, per_step) in &rows.values {
             let dir = self.paths.tap_dir(tap);
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let w = rows.widths[tap];
             for (&k, values) in per_step {
                 let path = self.paths.probe(tap, rows.seed, k);
-                match self.manifest.dtype {
-                    ProbeDtype::F32 => crate::npy::write_f32(&path, &[n, w], values),
-                    ProbeDtype::F16 => crate::npy::write_f16(&path, &[n, w], values),
-                }
-                .map_err(io(&path))?;
+                let bytes = match self.manifest.dtype {
+                    ProbeDtype::F32 => crate::npy::f32_bytes(&[n, w], values),
+                    ProbeDtype::F16 => crate::npy::f16_bytes(&[n, w], values),
+                };
+                batch.write(&path, &bytes).map_err(io(&path))?;
             }
         }
+        let dir = self.paths.dir();
+        batch.commit().map_err(io(&dir))?;
         self.manifest.taps.extend(rows.widths);
         self.manifest.seeds.push(rows.seed);
         let dir = self.paths.dir();
