@@ -6,7 +6,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::ops::act::{gelu_erf, gelu_tanh, swiglu};
+use super::ops::act::{composed_quick_gelu, gelu_erf, gelu_tanh, quick_gelu, swiglu};
 use super::ops::attention::{AttentionMask, attention};
 use super::ops::conv::{composed_grn, depthwise_conv_channels_last, global_response_norm};
 use super::ops::norm::{
@@ -171,6 +171,13 @@ fn activations_match_composed() {
         (x),
         gelu_tanh(x.clone()),
         gelu_approximate(x.clone()),
+        2e-6
+    );
+    compare!(
+        "quick gelu",
+        (x),
+        quick_gelu(x.clone()),
+        composed_quick_gelu(x.clone()),
         2e-6
     );
     compare!(

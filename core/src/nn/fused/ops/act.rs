@@ -1,5 +1,5 @@
 //! Elementwise activations with their derivatives in one pass each way: GELU (erf and tanh
-//! forms), SiLU, and SwiGLU's `silu(gate) * up`.
+//! forms), CLIP's quick GELU, SiLU, and SwiGLU's `silu(gate) * up`.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, gelu_approximate, silu};
@@ -24,9 +24,14 @@ pub enum Kind {
     GeluErf,
     /// `x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2`
     GeluTanh,
+    /// `x sigmoid(1.702 x)` (CLIP's `quick_gelu`)
+    QuickGelu,
     /// `x sigmoid(x)`
     Silu,
 }
+
+/// The slope of quick GELU's sigmoid.
+const QUICK: f32 = 1.702;
 
 #[inline(always)]
 fn value_and_slope(kind: Kind, x: f32) -> (f32, f32) {
@@ -44,6 +49,10 @@ fn value_and_slope(kind: Kind, x: f32) -> (f32, f32) {
                 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du,
             )
         }
+        Kind::QuickGelu => {
+            let s = 1.0 / (1.0 + exp(-QUICK * x));
+            (x * s, s * (1.0 + QUICK * x * (1.0 - s)))
+        }
         Kind::Silu => {
             let s = 1.0 / (1.0 + exp(-x));
             (x * s, s * (1.0 + x * (1.0 - s)))
@@ -56,6 +65,7 @@ fn value(kind: Kind, x: f32) -> f32 {
     match kind {
         Kind::GeluErf => x * 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2)),
         Kind::GeluTanh => 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+        Kind::QuickGelu => x / (1.0 + exp(-QUICK * x)),
         Kind::Silu => x / (1.0 + exp(-x)),
     }
 }
@@ -73,6 +83,7 @@ fn map_kind(kind: Kind, xs: &[f32], out: &mut [f32], f: impl Fn(Kind, f32) -> f3
     match kind {
         Kind::GeluErf => each!(Kind::GeluErf),
         Kind::GeluTanh => each!(Kind::GeluTanh),
+        Kind::QuickGelu => each!(Kind::QuickGelu),
         Kind::Silu => each!(Kind::Silu),
     }
 }
@@ -96,6 +107,7 @@ simd_kernel! {
         match kind {
             Kind::GeluErf => each!(Kind::GeluErf),
             Kind::GeluTanh => each!(Kind::GeluTanh),
+            Kind::QuickGelu => each!(Kind::QuickGelu),
             Kind::Silu => each!(Kind::Silu),
         }
     }
@@ -232,6 +244,16 @@ pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// GELU with the tanh approximation.
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     run(Activation(Kind::GeluTanh), [&x]).unwrap_or_else(|| gelu_approximate(x))
+}
+
+/// CLIP's `quick_gelu`, `x sigmoid(1.702 x)`; the composed form is `x / (1 + exp(-1.702 x))`
+/// (large negative x give x / inf = -0, never NaN).
+pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    run(Activation(Kind::QuickGelu), [&x]).unwrap_or_else(|| composed_quick_gelu(x))
+}
+
+pub fn composed_quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clone() / ((x * -QUICK).exp() + 1.0)
 }
 
 /// `silu(gate) * up`.
