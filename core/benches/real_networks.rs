@@ -205,6 +205,15 @@ fn micro() {
     );
 }
 
+/// `FLOWLENS_BENCH_ONLY`: `micro`, or a comma-separated choice of `vae`, `clip`, `inception`
+/// (default: all three).
+fn wanted(what: &str) -> bool {
+    match std::env::var("FLOWLENS_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|w| w.trim() == what),
+        _ => true,
+    }
+}
+
 fn main() {
     if std::env::var("FLOWLENS_BENCH_ONLY").as_deref() == Ok("micro") {
         micro();
@@ -215,11 +224,23 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(256);
     let reps = 3;
-    let device = Default::default();
     println!("median of {reps} after a warm-up, random weights, f32");
     println!("| network | batch | ms per batch | images/s |");
     println!("|---|---|---|---|");
 
+    if wanted("vae") {
+        vae_rows(vae_size, reps);
+    }
+    if wanted("clip") {
+        clip_rows(reps);
+    }
+    if wanted("inception") {
+        inception_row(reps);
+    }
+}
+
+fn vae_rows(vae_size: usize, reps: usize) {
+    let device = Default::default();
     let vae = Vae::<B>::init(&VaeConfig::sdxl(), &device).unwrap();
     let x = Tensor::<B, 4>::random(
         [1, 3, vae_size, vae_size],
@@ -239,8 +260,10 @@ fn main() {
         let _ = vae.decode(z.clone()).into_data();
     });
     report(&format!("SDXL-VAE decode {vae_size}x{vae_size}"), 1, secs);
-    drop(vae);
+}
 
+fn clip_rows(reps: usize) {
+    let device = Default::default();
     let config = ClipConfig::vit_l_14();
     let clip = ClipModel::<B>::new(&VarBuilder::init(&device), &config, 4.6052).unwrap();
     let batch = 4;
@@ -266,8 +289,10 @@ fn main() {
         let _ = clip.text_features(&ids, &mask, [tb, tl]).into_data();
     });
     report("CLIP ViT-L/14 text tower, 77 tokens (prompts/s)", tb, secs);
-    drop(clip);
+}
 
+fn inception_row(reps: usize) {
+    let device = Default::default();
     let net =
         FidInception::<B>::new(&VarBuilder::generated(Rc::new(formula_weights), &device)).unwrap();
     let batch = 8;
