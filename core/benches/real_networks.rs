@@ -205,7 +205,8 @@ fn micro() {
     );
 }
 
-/// `FLOWLENS_BENCH_ONLY`: `micro`, or a comma-separated choice of `vae`, `clip`, `inception`
+/// `FLOWLENS_BENCH_ONLY`: `micro`, or a comma-separated choice of `vae`, `clip` (or one tower:
+/// `clip-image`, `clip-text`), `inception`
 /// (default: all three).
 fn wanted(what: &str) -> bool {
     match std::env::var("FLOWLENS_BENCH_ONLY") {
@@ -231,7 +232,7 @@ fn main() {
     if wanted("vae") {
         vae_rows(vae_size, reps);
     }
-    if wanted("clip") {
+    if wanted("clip") || wanted("clip-image") || wanted("clip-text") {
         clip_rows(reps);
     }
     if wanted("inception") {
@@ -266,16 +267,21 @@ fn clip_rows(reps: usize) {
     let device = Default::default();
     let config = ClipConfig::vit_l_14();
     let clip = ClipModel::<B>::new(&VarBuilder::init(&device), &config, 4.6052).unwrap();
-    let batch = 4;
-    let pixels = Tensor::<B, 4>::random(
-        [batch, 3, 224, 224],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let secs = time(reps, || {
-        let _ = clip.image_features(pixels.clone()).into_data();
-    });
-    report("CLIP ViT-L/14 image tower 224x224", batch, secs);
+    if wanted("clip") || wanted("clip-image") {
+        let batch = 4;
+        let pixels = Tensor::<B, 4>::random(
+            [batch, 3, 224, 224],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let secs = time(reps, || {
+            let _ = clip.image_features(pixels.clone()).into_data();
+        });
+        report("CLIP ViT-L/14 image tower 224x224", batch, secs);
+    }
+    if !(wanted("clip") || wanted("clip-text")) {
+        return;
+    }
     let (tb, tl) = (16, 77);
     let ids: Vec<i64> = (0..tb * tl)
         .map(|i| match i % tl {

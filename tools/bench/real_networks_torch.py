@@ -9,8 +9,11 @@ prompts of 77 tokens), pytorch-fid InceptionV3([3]) (its weight download replace
 initialisation) at 299, batch 8.
 
     OPENBLAS_NUM_THREADS=1 /tmp/pyref/bin/python tools/bench/real_networks_torch.py [VAE_SIZE]
+
+`FLOWLENS_BENCH_ONLY=vae,clip,inception` (any of them) as for the Rust side.
 """
 
+import os
 import statistics
 import sys
 import time
@@ -37,11 +40,25 @@ def bench(what, batch, f, reps=3):
     print(f"| {what} | {batch} | {s * 1000:.1f} | {batch / s:.3f} |", flush=True)
 
 
+def wanted(what):
+    only = os.environ.get("FLOWLENS_BENCH_ONLY", "")
+    return not only or what in [w.strip() for w in only.split(",")]
+
+
 def main():
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     print("median of 3 after a warm-up, random weights, f32, torch threads", torch.get_num_threads())
     print("| network | batch | ms per batch | images/s |")
     print("|---|---|---|---|")
+    if wanted("vae"):
+        vae_rows(size)
+    if wanted("clip"):
+        clip_rows()
+    if wanted("inception"):
+        inception_row()
+
+
+def vae_rows(size):
     vae = AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
@@ -56,8 +73,9 @@ def main():
     bench(f"SDXL-VAE encode {size}x{size}", 1, lambda: vae.encode(x).latent_dist.mean)
     z = torch.randn(1, 4, size // 8, size // 8)
     bench(f"SDXL-VAE decode {size}x{size}", 1, lambda: vae.decode(z).sample)
-    del vae
 
+
+def clip_rows():
     config = CLIPConfig(
         text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
                          num_hidden_layers=12, max_position_embeddings=77, eos_token_id=2),
@@ -72,8 +90,9 @@ def main():
     ids = torch.randint(3, 40000, (16, 77))
     ids[:, 0], ids[:, -1] = 49406, 49407
     bench("CLIP ViT-L/14 text tower, 77 tokens (prompts/s)", 16, lambda: clip.get_text_features(input_ids=ids))
-    del clip
 
+
+def inception_row():
     def random_state_dict(url, progress=True):
         net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
         net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
