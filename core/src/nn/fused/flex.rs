@@ -7,16 +7,17 @@ use burn_flex::{FlexTensor, Layout};
 
 use super::{CpuOp, FusedKernels, In, Out};
 
+/// `t` itself when its elements are one contiguous run in row-major order (at any offset of
+/// a larger buffer: the q/k/v slices of a fused projection, a prefix view); else a copy.
 fn contiguous(t: FlexTensor) -> FlexTensor {
-    let ok = t.is_contiguous()
-        && t.layout().start_offset() == 0
-        && t.bytes().len() == t.layout().num_elements() * 4;
-    if ok { t } else { t.to_contiguous() }
+    if t.is_contiguous() { t } else { t.to_contiguous() }
 }
 
+/// The elements of a [`contiguous`] tensor.
 fn view(t: &FlexTensor) -> In<'_> {
+    let (start, n) = (t.layout().start_offset(), t.layout().num_elements());
     In {
-        data: t.storage::<f32>(),
+        data: &t.storage::<f32>()[start..start + n],
         shape: t.layout().shape(),
     }
 }

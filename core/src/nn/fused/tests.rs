@@ -103,6 +103,14 @@ fn norms_match_composed() {
         composed_rms_norm(x.clone(), &w, 1e-6),
         1e-5
     );
+    // A view at an offset of a larger buffer (rows 1..3 of 3; read in place, not copied).
+    compare!(
+        "rms of a slice",
+        (x, w),
+        rms_norm(x.clone().slice([1..3, 0..5, 0..37]), &w, 1e-6),
+        composed_rms_norm(x.clone().slice([1..3, 0..5, 0..37]), &w, 1e-6),
+        1e-5
+    );
     compare!(
         "layer",
         (x, w, b),
