@@ -13,6 +13,7 @@
 //! Because the rows of `Xc` sum to zero, the U-centred HSIC reduces to
 //! `[<K,L> - sum a b + (sum a)(sum b)/((n-1)(n-2)) - 2 sum a b/(n-2)] / (n(n-3))`.
 
+use faer::Par;
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
 
@@ -216,6 +217,9 @@ impl CkaTerms {
 
 /// Errors if any value is NaN or infinite, naming the first one.
 pub fn check_finite(x: ArrayView2<f64>, what: &str) -> Result<()> {
+    if x.as_slice().is_some_and(linalg::all_finite) {
+        return Ok(());
+    }
     if let Some(((row, col), &value)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
         return Err(AnalysisError::NonFinite {
             what: what.to_string(),
@@ -229,9 +233,16 @@ pub fn check_finite(x: ArrayView2<f64>, what: &str) -> Result<()> {
 
 /// Column-centred f64 copy (f64 mean, then subtraction: exact for constant offsets).
 pub fn centred(x: ArrayView2<f64>) -> Array2<f64> {
+    let mut x = x.to_owned();
+    centre(&mut x);
+    x
+}
+
+/// [`centred`] in place.
+pub fn centre(x: &mut Array2<f64>) {
     let n = x.nrows().max(1) as f64;
     let mean = x.sum_axis(Axis(0)) / n;
-    &x - &mean
+    *x -= &mean;
 }
 
 /// Squared row norms of a (centred) matrix.
@@ -262,6 +273,21 @@ fn check_pair(x: ArrayView2<f64>, y: ArrayView2<f64>) -> Result<()> {
     }
     check_finite(x, "X")?;
     check_finite(y, "Y")
+}
+
+/// `<K, L>_F` of two symmetric matrices from their lower triangles (row-major).
+fn lower_frob(k: &Array2<f64>, l: &Array2<f64>) -> f64 {
+    let n = k.nrows();
+    let (k, l) = (
+        k.as_slice().expect("standard layout"),
+        l.as_slice().expect("standard layout"),
+    );
+    (0..n)
+        .map(|i| {
+            let (a, b) = (&k[i * n..i * n + i + 1], &l[i * n..i * n + i + 1]);
+            2.0 * linalg::dot(&a[..i], &b[..i]) + a[i] * b[i]
+        })
+        .sum()
 }
 
 fn frob2(m: &Array2<f64>) -> f64 {
@@ -315,9 +341,13 @@ pub fn terms_with(x: ArrayView2<f64>, y: ArrayView2<f64>, form: Form) -> Result<
             (frob2(&xy), frob2(&xx), frob2(&yy))
         }
         Form::Gram => {
-            let (k, l) = rayon::join(|| linalg::gram(xc.view()), || linalg::gram(yc.view()));
-            let kl = k.iter().zip(l.iter()).map(|(p, q)| p * q).sum();
-            (kl, frob2(&k), frob2(&l))
+            // One triangle of each Gram, side by side, each product on one thread (faster than
+            // each on both threads: docs/PERFORMANCE.md); the inner products over the triangles.
+            let (k, l) = rayon::join(
+                || linalg::gram_lower_on(xc.view(), Par::Seq),
+                || linalg::gram_lower_on(yc.view(), Par::Seq),
+            );
+            (lower_frob(&k, &l), lower_frob(&k, &k), lower_frob(&l, &l))
         }
     };
     Ok(CkaTerms {

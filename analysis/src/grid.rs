@@ -2,18 +2,23 @@
 //!
 //! Each tap's features are reduced once to what every pair needs: its centred Gram matrix
 //! `K = Xc Xc^T` (when n <= d: the paper's n = 2000 prompts against 2048-d taps) or its centred
-//! features (when n > d), plus the diagonal `a_i = K_ii` and `<K, K>`. A block of pairs is then
-//! one matrix product: the Grams flattened to rows, `G_rows G_cols^T`, gives every `<K_i, L_j>`;
-//! in the feature representation `Xc_i^T [Yc_1 .. Yc_m]` gives every cross-product at once.
-//! Taps are prepared in parallel (rayon) and the products are multi-threaded GEMMs.
+//! features (when n > d), plus the diagonal `a_i = K_ii` and `<K, K>`. A pair of Grams is then one
+//! dot product of the packed lower triangles (`<K_i, L_j>`, every row tap against a column tap
+//! in one pass over the column's Gram); a pair in the feature representation is
+//! `|Xc_i^T Yc_j|_F^2`. Every value depends on its own pair only, so a grid of more taps gives
+//! the same bits. Taps are prepared side by side on the pool's threads, each Gram product on
+//! one thread (faster than every Gram on every thread: docs/PERFORMANCE.md).
 //!
 //! [`SeedGrid`] is the tap x solver-step grid of one tap against a family of taps, one value per
 //! sampling seed per cell, computed from whatever features are available so far and reusing the
 //! cells of a previous computation: the one computation behind `flowlens grid` and the app.
+//! [`SeedGrid::compute_many`] computes several such grids (several row taps) together, reading
+//! and preparing every tap once per (step, seed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ndarray::{Array2, ArrayView2, Axis};
+use faer::Par;
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::cka::{self, CkaTerms, Estimator, check_finite};
@@ -43,19 +48,30 @@ enum Repr {
 }
 
 impl PreparedTap {
-    /// Centres the features and builds the cheaper representation.
+    /// Centres the features and builds the cheaper representation (its products on every
+    /// thread).
     pub fn new(name: impl Into<String>, x: ArrayView2<f64>) -> Result<Self> {
         let name = name.into();
         check_finite(x, &name)?;
-        let n = x.nrows();
-        let xc = cka::centred(x);
+        Self::from_centred(name, cka::centred(x), linalg::par())
+    }
+
+    /// [`PreparedTap::new`] of features handed over (centred in place), its products on `par`.
+    fn from_owned(name: String, mut x: Array2<f64>, par: Par) -> Result<Self> {
+        check_finite(x.view(), &name)?;
+        cka::centre(&mut x);
+        Self::from_centred(name, x, par)
+    }
+
+    fn from_centred(name: String, xc: Array2<f64>, par: Par) -> Result<Self> {
+        let n = xc.nrows();
         let diag = cka::row_sq_norms(xc.view());
-        let (repr, kk) = if n <= x.ncols() {
-            let packed = linalg::pack_symmetric(&linalg::gram_lower(xc.view()));
-            let kk = packed.iter().map(|v| v * v).sum();
+        let (repr, kk) = if n <= xc.ncols() {
+            let packed = linalg::pack_symmetric(&linalg::gram_lower_on(xc.view(), par));
+            let kk = linalg::dot(&packed, &packed);
             (Repr::Gram(packed), kk)
         } else {
-            let c = linalg::cross_gram(xc.view());
+            let c = linalg::cross_gram_on(xc.view(), par);
             let kk = c.iter().map(|v| v * v).sum();
             (Repr::Features(xc), kk)
         };
@@ -89,21 +105,35 @@ impl PreparedTap {
     }
 }
 
-/// Prepares many taps in parallel (measured faster than one after the other with each Gram
-/// product multi-threaded: 3.35 s vs 3.75 s per 25 taps of 2000 x 2048 on 2 cores).
-pub fn prepare_taps(taps: &[(String, ArrayView2<f64>)]) -> Result<Vec<PreparedTap>> {
-    taps.par_iter()
-        .map(|(name, x)| PreparedTap::new(name.clone(), *x))
+/// `prepare` of every item, side by side on the pool's threads, one item per task, results in
+/// order. Each item's products run on its own thread (`Par::Seq`): measured faster than each
+/// Gram on every thread, one after the other or nested (docs/PERFORMANCE.md).
+fn side_by_side<T: Sync, R: Send>(items: &[T], prepare: impl Fn(&T, Par) -> R + Sync) -> Vec<R> {
+    items
+        .par_iter()
+        .with_max_len(1)
+        .map(|item| prepare(item, Par::Seq))
         .collect()
 }
 
-/// The sufficient statistics of every (row tap, column tap) pair: `[rows.len(), cols.len()]`.
-pub fn pair_terms(rows: &[PreparedTap], cols: &[PreparedTap]) -> Result<Vec<Vec<CkaTerms>>> {
-    let Some(first) = rows.first().or(cols.first()) else {
-        return Ok(Vec::new());
+/// Prepares many taps side by side (see [`side_by_side`]).
+pub fn prepare_taps(taps: &[(String, ArrayView2<f64>)]) -> Result<Vec<PreparedTap>> {
+    side_by_side(taps, |(name, x), par| {
+        check_finite(*x, name)?;
+        PreparedTap::from_centred(name.clone(), cka::centred(*x), par)
+    })
+    .into_iter()
+    .collect()
+}
+
+/// An error unless every tap has the same samples.
+fn check_samples<'a>(taps: impl IntoIterator<Item = &'a PreparedTap>) -> Result<()> {
+    let mut taps = taps.into_iter();
+    let Some(first) = taps.next() else {
+        return Ok(());
     };
     let n = first.n;
-    if let Some(t) = rows.iter().chain(cols).find(|t| t.n != n) {
+    if let Some(t) = taps.find(|t| t.n != n) {
         return Err(AnalysisError::Shape {
             what: format!("tap `{}`", t.name),
             reason: format!(
@@ -112,59 +142,54 @@ pub fn pair_terms(rows: &[PreparedTap], cols: &[PreparedTap]) -> Result<Vec<Vec<
             ),
         });
     }
-    if rows.is_empty() || cols.is_empty() {
-        return Ok(vec![Vec::new(); rows.len()]);
-    }
-    let mut kl = Array2::<f64>::zeros((rows.len(), cols.len()));
-    // Gram x Gram pairs: one product of the flattened Grams.
-    let gram_rows: Vec<usize> = (0..rows.len())
-        .filter(|&i| matches!(rows[i].repr, Repr::Gram(_)))
-        .collect();
-    let gram_cols: Vec<usize> = (0..cols.len())
-        .filter(|&j| matches!(cols[j].repr, Repr::Gram(_)))
-        .collect();
-    if !gram_rows.is_empty() && !gram_cols.is_empty() {
-        let flat = |taps: &[PreparedTap], idx: &[usize]| {
-            let mut m = Array2::<f64>::zeros((idx.len(), n * (n + 1) / 2));
-            m.axis_iter_mut(Axis(0))
-                .into_par_iter()
-                .zip(idx.par_iter())
-                .for_each(|(mut row, &i)| {
-                    if let Repr::Gram(k) = &taps[i].repr {
-                        row.as_slice_mut().expect("row").copy_from_slice(k);
-                    }
-                });
-            m
-        };
-        let (gr, gc) = rayon::join(|| flat(rows, &gram_rows), || flat(cols, &gram_cols));
-        let prod = linalg::a_bt(gr.view(), gc.view());
-        for (a, &i) in gram_rows.iter().enumerate() {
-            for (b, &j) in gram_cols.iter().enumerate() {
-                kl[[i, j]] = prod[[a, b]];
-            }
+    Ok(())
+}
+
+/// `<K_i, L>` of each row tap against one column tap: the Gram rows in one pass over the
+/// column's packed Gram ([`linalg::dots`]), any other pair by [`cross_frob`].
+fn column_products(rows: &[&PreparedTap], col: &PreparedTap) -> Vec<f64> {
+    let mut out = vec![0.0; rows.len()];
+    let grams: Vec<(usize, &[f64])> = match &col.repr {
+        Repr::Gram(_) => rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match &r.repr {
+                Repr::Gram(k) => Some((i, k.as_slice())),
+                Repr::Features(_) => None,
+            })
+            .collect(),
+        Repr::Features(_) => Vec::new(),
+    };
+    if let Repr::Gram(l) = &col.repr {
+        let packed: Vec<&[f64]> = grams.iter().map(|(_, k)| *k).collect();
+        for ((i, _), v) in grams.iter().zip(linalg::dots(&packed, l)) {
+            out[*i] = v;
         }
     }
-    // Every other pair: |Xc^T Yc|^2, one product per row tap against all its column taps.
-    let mixed: Vec<(usize, usize)> = (0..rows.len())
-        .flat_map(|i| (0..cols.len()).map(move |j| (i, j)))
-        .filter(|&(i, j)| {
-            !(matches!(rows[i].repr, Repr::Gram(_)) && matches!(cols[j].repr, Repr::Gram(_)))
-        })
-        .collect();
-    let values: Vec<((usize, usize), f64)> = mixed
-        .par_iter()
-        .map(|&(i, j)| ((i, j), cross_frob(&rows[i], &cols[j])))
-        .collect();
-    for ((i, j), v) in values {
-        kl[[i, j]] = v;
+    for (i, r) in rows.iter().enumerate() {
+        if !grams.iter().any(|(g, _)| *g == i) {
+            out[i] = cross_frob(r, col);
+        }
     }
+    out
+}
+
+/// The sufficient statistics of every (row tap, column tap) pair: `[rows.len(), cols.len()]`.
+pub fn pair_terms(rows: &[PreparedTap], cols: &[PreparedTap]) -> Result<Vec<Vec<CkaTerms>>> {
+    check_samples(rows.iter().chain(cols))?;
+    let row_refs: Vec<&PreparedTap> = rows.iter().collect();
+    // kl[j][i] = <K_i, L_j>
+    let kl: Vec<Vec<f64>> = cols
+        .par_iter()
+        .map(|c| column_products(&row_refs, c))
+        .collect();
     Ok(rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
             cols.iter()
                 .enumerate()
-                .map(|(j, c)| r.terms_with(c, kl[[i, j]]))
+                .map(|(j, c)| r.terms_with(c, kl[j][i]))
                 .collect()
         })
         .collect())
@@ -183,7 +208,7 @@ fn cross_frob(x: &PreparedTap, y: &PreparedTap) -> f64 {
             let ky = linalg::a_b(k.view(), b.view());
             ky.iter().zip(b.iter()).map(|(p, q)| p * q).sum()
         }
-        (Repr::Gram(_), Repr::Gram(_)) => unreachable!("Gram pairs go through the batched product"),
+        (Repr::Gram(k), Repr::Gram(l)) => linalg::dot(k, l),
     }
 }
 
@@ -201,22 +226,6 @@ pub fn cka_grid(
         }
     }
     Ok(out)
-}
-
-/// CKA of `x` against each of `ys`, sharing x's preparation (for quick one-off use).
-pub fn one_against_many(
-    x: ArrayView2<f64>,
-    ys: &[ArrayView2<f64>],
-    estimator: Estimator,
-) -> Result<Vec<f64>> {
-    let row = [PreparedTap::new("X", x)?];
-    let cols: Vec<(String, ArrayView2<f64>)> = ys
-        .iter()
-        .enumerate()
-        .map(|(i, y)| (format!("Y{i}"), *y))
-        .collect();
-    let cols = prepare_taps(&cols)?;
-    Ok(cka_grid(&row, &cols, estimator)?.row(0).to_vec())
 }
 
 /// What a [`SeedGrid`] pairs: the row tap `a` against each of `rows` (the taps matching the
@@ -242,64 +251,217 @@ pub struct SeedGrid {
     pub complete_cells: usize,
 }
 
+/// Consecutive (step, seed) units whose taps are read and prepared together: with two units
+/// in flight an odd tap count (2 streams + 23 layers) still keeps both threads busy to the end;
+/// memory stays at two units' prepared taps (800 MB at n = 2000).
+const UNITS_PER_BATCH: usize = 2;
+
+/// The work of one (step, seed): per grid, its column index and the rows to compute.
+struct Unit {
+    step: usize,
+    seed: u64,
+    /// `(grid, col, rows)`
+    jobs: Vec<(usize, usize, Vec<usize>)>,
+    /// Every tap the jobs read, each once.
+    taps: Vec<String>,
+}
+
+impl Unit {
+    /// The values of every job, `(grid, col, [(row, value)])`, from the unit's prepared taps
+    /// (in the order of `self.taps`): each column tap against the row taps that need it.
+    #[allow(clippy::type_complexity)]
+    fn pairs(
+        &self,
+        specs: &[GridSpec],
+        taps: &[PreparedTap],
+    ) -> Result<Vec<(usize, usize, Vec<(usize, f64)>)>> {
+        let (step, seed) = (self.step, self.seed);
+        check_samples(taps).map_err(|e| e.within(format!("step {step}, seed {seed}")))?;
+        let tap = |name: &str| {
+            let i = self.taps.iter().position(|t| t == name);
+            &taps[i.expect("every tap of a job was read")]
+        };
+        // Per column tap, the row taps that need it.
+        let mut wants: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (g, _, rows) in &self.jobs {
+            let s = &specs[*g];
+            for &r in rows {
+                let w = wants.entry(s.rows[r].as_str()).or_default();
+                if !w.contains(&s.a.as_str()) {
+                    w.push(s.a.as_str());
+                }
+            }
+        }
+        let wants: Vec<(&str, Vec<&str>)> = wants.into_iter().collect();
+        let products: Vec<Vec<f64>> = wants
+            .par_iter()
+            .map(|(col, rows)| {
+                let rows: Vec<&PreparedTap> = rows.iter().map(|r| tap(r)).collect();
+                column_products(&rows, tap(col))
+            })
+            .collect();
+        let kl = |a: &str, col: &str| {
+            let j = wants.iter().position(|(c, _)| *c == col).expect("wanted");
+            let i = wants[j].1.iter().position(|r| *r == a).expect("wanted");
+            products[j][i]
+        };
+        self.jobs
+            .iter()
+            .map(|(g, c, rows)| {
+                let s = &specs[*g];
+                let x = tap(&s.a);
+                let cells = rows
+                    .iter()
+                    .map(|&r| {
+                        let y = tap(&s.rows[r]);
+                        let v = x
+                            .terms_with(y, kl(&s.a, &y.name))
+                            .value(s.estimator, &s.a, &y.name)
+                            .map_err(|e| {
+                                e.within(format!(
+                                    "CKA({}, {}) at step {step}, seed {seed}",
+                                    s.a, s.b
+                                ))
+                            })?;
+                        Ok((r, v))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((*g, *c, cells))
+            })
+            .collect()
+    }
+}
+
 impl SeedGrid {
     /// Computes the grid: for each step and seed, the row tap's features (read once) against
     /// every row whose features are `present` and that `previous` (the same spec) does not
     /// already hold.
-    pub fn compute<E: From<AnalysisError>>(
+    pub fn compute<E: From<AnalysisError> + Send>(
         spec: GridSpec,
         present: impl Fn(&str) -> BTreeSet<(u64, usize)>,
-        read: impl Fn(&str, u64, usize) -> std::result::Result<Array2<f64>, E>,
+        read: impl Fn(&str, u64, usize) -> std::result::Result<Array2<f64>, E> + Sync,
         previous: Option<&SeedGrid>,
     ) -> std::result::Result<SeedGrid, E> {
-        let reuse = previous.filter(|p| p.spec == spec);
-        let (n_rows, n_steps) = (spec.rows.len(), spec.steps.len());
-        let mut values = vec![vec![BTreeMap::new(); n_steps]; n_rows];
-        let present_a = present(&spec.a);
-        let present_b: Vec<BTreeSet<(u64, usize)>> = spec.rows.iter().map(|t| present(t)).collect();
-        for (c, &step) in spec.steps.iter().enumerate() {
-            for &seed in &spec.seeds {
-                // Rows to compute at (step, seed): not reused, with both features present.
-                let mut todo = Vec::new();
-                for r in 0..n_rows {
-                    if let Some(v) = reuse.and_then(|p| p.values[r][c].get(&seed)) {
-                        values[r][c].insert(seed, *v);
-                    } else if present_a.contains(&(seed, step))
-                        && present_b[r].contains(&(seed, step))
-                    {
-                        todo.push(r);
+        let mut grids = Self::compute_many(vec![spec], present, read, &[previous])?;
+        Ok(grids.pop().expect("one spec, one grid"))
+    }
+
+    /// Several grids computed together (one per row tap: `enc.text` and `enc.noise` against
+    /// every LLM layer): per (step, seed) every tap that any grid needs is read once and
+    /// prepared once (its Gram computed once), side by side on the pool's threads, and every
+    /// (row tap, column tap) pair comes from those preparations. `previous[g]`, when it has
+    /// the same spec, gives grid g's cells to reuse. Each grid equals [`SeedGrid::compute`] of
+    /// its spec alone, bit for bit.
+    pub fn compute_many<E: From<AnalysisError> + Send>(
+        specs: Vec<GridSpec>,
+        present: impl Fn(&str) -> BTreeSet<(u64, usize)>,
+        read: impl Fn(&str, u64, usize) -> std::result::Result<Array2<f64>, E> + Sync,
+        previous: &[Option<&SeedGrid>],
+    ) -> std::result::Result<Vec<SeedGrid>, E> {
+        let reuse: Vec<Option<&SeedGrid>> = (0..specs.len())
+            .map(|g| previous.get(g).copied().flatten())
+            .zip(&specs)
+            .map(|(p, spec)| p.filter(|p| p.spec == *spec))
+            .collect();
+        let mut values: Vec<Vec<Vec<BTreeMap<u64, f64>>>> = specs
+            .iter()
+            .map(|s| vec![vec![BTreeMap::new(); s.steps.len()]; s.rows.len()])
+            .collect();
+        let mut presence: BTreeMap<&str, BTreeSet<(u64, usize)>> = BTreeMap::new();
+        for tap in specs
+            .iter()
+            .flat_map(|s| std::iter::once(&s.a).chain(&s.rows))
+        {
+            presence.entry(tap.as_str()).or_insert_with(|| present(tap));
+        }
+        let has = |tap: &str, seed: u64, step: usize| presence[tap].contains(&(seed, step));
+        // The (step, seed) units in order: steps, then seeds within a step.
+        let mut seen = BTreeSet::new();
+        let mut units = Vec::new();
+        for spec in &specs {
+            for &step in &spec.steps {
+                for &seed in &spec.seeds {
+                    if !seen.insert((step, seed)) {
+                        continue;
                     }
-                }
-                if todo.is_empty() {
-                    continue;
-                }
-                let x = read(&spec.a, seed, step)?;
-                let ys = todo
-                    .iter()
-                    .map(|&r| read(&spec.rows[r], seed, step))
-                    .collect::<std::result::Result<Vec<_>, E>>()?;
-                let views: Vec<_> = ys.iter().map(|y| y.view()).collect();
-                let cka = one_against_many(x.view(), &views, spec.estimator).map_err(|e| {
-                    e.within(format!(
-                        "CKA({}, {}) at step {step}, seed {seed}",
-                        spec.a, spec.b
-                    ))
-                })?;
-                for (&r, v) in todo.iter().zip(cka) {
-                    values[r][c].insert(seed, v);
+                    let mut unit = Unit {
+                        step,
+                        seed,
+                        jobs: Vec::new(),
+                        taps: Vec::new(),
+                    };
+                    for (g, s) in specs.iter().enumerate() {
+                        let Some(c) = s.steps.iter().position(|&k| k == step) else {
+                            continue;
+                        };
+                        if !s.seeds.contains(&seed) {
+                            continue;
+                        }
+                        // Rows to compute: not reused, with both features present.
+                        let mut todo = Vec::new();
+                        for (r, row) in s.rows.iter().enumerate() {
+                            if let Some(v) = reuse[g].and_then(|p| p.values[r][c].get(&seed)) {
+                                values[g][r][c].insert(seed, *v);
+                            } else if has(&s.a, seed, step) && has(row, seed, step) {
+                                todo.push(r);
+                            }
+                        }
+                        if !todo.is_empty() {
+                            for tap in std::iter::once(&s.a).chain(todo.iter().map(|&r| &s.rows[r]))
+                            {
+                                if !unit.taps.contains(tap) {
+                                    unit.taps.push(tap.clone());
+                                }
+                            }
+                            unit.jobs.push((g, c, todo));
+                        }
+                    }
+                    if !unit.jobs.is_empty() {
+                        units.push(unit);
+                    }
                 }
             }
         }
-        let complete_cells = values
-            .iter()
-            .flatten()
-            .filter(|cell| spec.seeds.iter().all(|s| cell.contains_key(s)))
-            .count();
-        Ok(SeedGrid {
-            spec,
-            values,
-            complete_cells,
-        })
+        for batch in units.chunks(UNITS_PER_BATCH) {
+            let reads: Vec<(&Unit, &String)> = batch
+                .iter()
+                .flat_map(|u| u.taps.iter().map(move |t| (u, t)))
+                .collect();
+            let prepared = side_by_side(&reads, |(u, tap), par| {
+                let x = read(tap, u.seed, u.step)?;
+                PreparedTap::from_owned((*tap).clone(), x, par).map_err(|e| {
+                    E::from(e.within(format!("tap `{tap}` at step {}, seed {}", u.step, u.seed)))
+                })
+            });
+            let mut prepared = prepared.into_iter();
+            for unit in batch {
+                let taps = prepared
+                    .by_ref()
+                    .take(unit.taps.len())
+                    .collect::<std::result::Result<Vec<_>, E>>()?;
+                for (g, c, cells) in unit.pairs(&specs, &taps)? {
+                    for (r, v) in cells {
+                        values[g][r][c].insert(unit.seed, v);
+                    }
+                }
+            }
+        }
+        Ok(specs
+            .into_iter()
+            .zip(values)
+            .map(|(spec, values)| {
+                let complete_cells = values
+                    .iter()
+                    .flatten()
+                    .filter(|cell| spec.seeds.iter().all(|s| cell.contains_key(s)))
+                    .count();
+                SeedGrid {
+                    spec,
+                    values,
+                    complete_cells,
+                }
+            })
+            .collect())
     }
 
     pub fn rows(&self) -> &[String] {

@@ -8,7 +8,8 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::error::{AnalysisError, Result};
 
-fn par() -> Par {
+/// Every thread of the current rayon pool.
+pub(crate) fn par() -> Par {
     Par::rayon(0)
 }
 
@@ -79,7 +80,7 @@ pub fn a_bt(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
 }
 
 /// The lower triangle (diagonal included) of `m m^T`; the strict upper triangle is left 0.
-fn lower_self_product(m: MatRef<'_, f64>) -> Array2<f64> {
+fn lower_self_product(m: MatRef<'_, f64>, par: Par) -> Array2<f64> {
     let n = m.nrows();
     let mut out = Array2::zeros((n, n));
     faer::linalg::matmul::triangular::matmul(
@@ -91,7 +92,7 @@ fn lower_self_product(m: MatRef<'_, f64>) -> Array2<f64> {
         m.transpose(),
         BlockStructure::Rectangular,
         1.0,
-        par(),
+        par,
     );
     out
 }
@@ -114,12 +115,80 @@ pub fn gram(a: ArrayView2<f64>) -> Array2<f64> {
 
 /// The lower triangle (diagonal included) of `a a^T`; the strict upper triangle is left 0.
 pub fn gram_lower(a: ArrayView2<f64>) -> Array2<f64> {
-    with_view(a, lower_self_product)
+    gram_lower_on(a, par())
+}
+
+/// [`gram_lower`] on `par` threads (`Par::Seq`: the calling thread only, for taps prepared
+/// side by side).
+pub(crate) fn gram_lower_on(a: ArrayView2<f64>, par: Par) -> Array2<f64> {
+    with_view(a, |m| lower_self_product(m, par))
 }
 
 /// `a^T a` (`[n, d] -> [d, d]`), one triangle computed and mirrored.
 pub fn cross_gram(a: ArrayView2<f64>) -> Array2<f64> {
-    mirror_lower(with_view(a, |m| lower_self_product(m.transpose())))
+    cross_gram_on(a, par())
+}
+
+/// [`cross_gram`] on `par` threads.
+pub(crate) fn cross_gram_on(a: ArrayView2<f64>, par: Par) -> Array2<f64> {
+    mirror_lower(with_view(a, |m| lower_self_product(m.transpose(), par)))
+}
+
+/// Whether every value is finite, in one vectorised pass (`v * 0` is 0 for a finite `v`, NaN
+/// otherwise).
+pub fn all_finite(s: &[f64]) -> bool {
+    let chunks = s.chunks_exact(8);
+    let tail = chunks.remainder().iter().all(|v| v.is_finite());
+    let mut acc = [0.0f64; 8];
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k] * 0.0;
+        }
+    }
+    tail && acc.iter().all(|a| *a == 0.0)
+}
+
+/// Elements per block of [`dots`]: two rows' blocks and the column's stay in the L1 cache.
+const DOT_BLOCK: usize = 1024;
+
+/// `sum_i a_i b_i` in a fixed order: eight running sums over the elements taken eight at a
+/// time (the loop vectorises), added in a fixed tree, then the tail. The value depends on `a`
+/// and `b` only, never on what is computed alongside ([`dots`] gives the same bits).
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    dots(&[a], b)[0]
+}
+
+/// `[dot(r, col) for r in rows]`, reading `col` once: block by block, every row's running sums
+/// advanced over the block. Each value is bit for bit [`dot`] of its row and `col`.
+pub fn dots(rows: &[&[f64]], col: &[f64]) -> Vec<f64> {
+    assert!(
+        rows.iter().all(|r| r.len() == col.len()),
+        "dot products of slices of different lengths"
+    );
+    let whole = col.len() - col.len() % 8;
+    let mut acc = vec![[0.0f64; 8]; rows.len()];
+    for start in (0..whole).step_by(DOT_BLOCK) {
+        let end = (start + DOT_BLOCK).min(whole);
+        let c = &col[start..end];
+        for (row, acc) in rows.iter().zip(&mut acc) {
+            for (x, y) in row[start..end].chunks_exact(8).zip(c.chunks_exact(8)) {
+                for k in 0..8 {
+                    acc[k] += x[k] * y[k];
+                }
+            }
+        }
+    }
+    rows.iter()
+        .zip(&acc)
+        .map(|(row, a)| {
+            let tail: f64 = row[whole..]
+                .iter()
+                .zip(&col[whole..])
+                .map(|(x, y)| x * y)
+                .sum();
+            (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))) + tail
+        })
+        .collect()
 }
 
 /// Packs the lower triangle of a symmetric matrix into `n (n + 1) / 2` values, off-diagonal

@@ -307,6 +307,118 @@ fn grid_equals_pairwise_for_both_representations() {
     assert!(grid::cka_grid(&prepared[..1], &[other], Estimator::Biased).is_err());
 }
 
+/// An in-memory feature store: `[tap][(seed, step)]`, with the reads counted.
+struct Probes {
+    arrays:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<(u64, usize), Array2<f64>>>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Probes {
+    fn present(&self, tap: &str) -> std::collections::BTreeSet<(u64, usize)> {
+        self.arrays[tap].keys().copied().collect()
+    }
+
+    fn read(&self, tap: &str, seed: u64, step: usize) -> Result<Array2<f64>, AnalysisError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.arrays[tap][&(seed, step)].clone())
+    }
+}
+
+#[test]
+fn a_multi_row_grid_equals_the_single_row_grids_bit_for_bit_and_reads_each_tap_once() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let n = 24;
+    // Gram (d >= n) and feature (d < n) representations on both sides, and mixed pairs.
+    let widths = [
+        ("enc.text", 30),
+        ("enc.noise", 9),
+        ("l0", 40),
+        ("l1", 7),
+        ("l2", 25),
+    ];
+    let mut arrays = std::collections::BTreeMap::new();
+    for (tap, d) in widths {
+        let mut per = std::collections::BTreeMap::new();
+        for seed in [0u64, 1] {
+            for step in 0..3usize {
+                // l1 at step 1 of seed 1 is not on disk yet: its cell has one seed.
+                if tap == "l1" && (seed, step) == (1, 1) {
+                    continue;
+                }
+                let x = normal(&mut rng, n, d) + &normal(&mut rng, n, 1) * 3.0;
+                per.insert((seed, step), x);
+            }
+        }
+        arrays.insert(tap.to_string(), per);
+    }
+    let probes = Probes {
+        arrays,
+        reads: 0.into(),
+    };
+    let spec = |a: &str| grid::GridSpec {
+        a: a.into(),
+        b: "l*".into(),
+        rows: vec!["l0".into(), "l1".into(), "l2".into()],
+        steps: vec![0, 1, 2],
+        ts: vec![0.0, 0.5, 1.0],
+        seeds: vec![0, 1],
+        estimator: Estimator::Debiased,
+    };
+    let many = grid::SeedGrid::compute_many(
+        vec![spec("enc.text"), spec("enc.noise")],
+        |t| probes.present(t),
+        |t, seed, step| probes.read(t, seed, step),
+        &[],
+    )
+    .unwrap();
+    // 6 (step, seed) units x 5 taps, less the one array not on disk.
+    assert_eq!(
+        probes.reads.load(std::sync::atomic::Ordering::Relaxed),
+        6 * 5 - 1
+    );
+    for (a, multi) in ["enc.text", "enc.noise"].into_iter().zip(&many) {
+        let single = grid::SeedGrid::compute(
+            spec(a),
+            |t| probes.present(t),
+            |t, seed, step| probes.read(t, seed, step),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            multi, &single,
+            "{a}: the multi-row grid differs from the single-row one"
+        );
+        assert_eq!(single.complete_cells, 8);
+        assert_eq!(single.values[1][1].len(), 1);
+        for (r, row) in single.rows().iter().enumerate() {
+            for (c, &step) in single.steps().iter().enumerate() {
+                for (&seed, &v) in &single.values[r][c] {
+                    let x = &probes.arrays[a][&(seed, step)];
+                    let y = &probes.arrays[row][&(seed, step)];
+                    let direct = linear_cka(x.view(), y.view(), Estimator::Debiased).unwrap();
+                    assert!(close(v, direct, 1e-10), "{a} vs {row}: {v} vs {direct}");
+                }
+            }
+        }
+    }
+    // A previous grid of the same spec is reused cell by cell: nothing is read again.
+    let before = probes.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let again = grid::SeedGrid::compute_many(
+        vec![spec("enc.text"), spec("enc.noise")],
+        |t| probes.present(t),
+        |t, seed, step| probes.read(t, seed, step),
+        &[Some(&many[0]), Some(&many[1])],
+    )
+    .unwrap();
+    assert_eq!(again, many);
+    assert_eq!(
+        probes.reads.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+}
+
 #[test]
 fn minibatch_estimator_is_the_mean_of_batch_hsics() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);

@@ -64,7 +64,8 @@ pub struct GridCli {
     /// instead of sampling into `probes-grid`.
     #[arg(long)]
     pub store: Option<String>,
-    /// The row tap (default: the file's `[grid] a`, `enc.noise`).
+    /// The row taps: a tap, a comma-separated list or a pattern (`enc.noise,enc.text`,
+    /// `enc.*`), one grid each, computed together (default: the file's `[grid] a`, `enc.noise`).
     #[arg(long)]
     pub a: Option<String>,
     /// The column taps, a pattern (default: the file's `[grid] b`, `llm.h*.image`).
@@ -213,8 +214,9 @@ impl BackendTask for PipelineTask {
             }
         }
         if let Some((run, store)) = &self.grid {
-            let (path, _) = crate::grid::run::run::<B>(f, run, store.as_deref(), &device, &log)?;
-            log.say(format!("grid written to {}", path.display()));
+            for (path, _) in crate::grid::run::run::<B>(f, run, store.as_deref(), &device, &log)? {
+                log.say(format!("grid written to {}", path.display()));
+            }
         }
         Ok(())
     }

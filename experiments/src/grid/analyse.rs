@@ -1,6 +1,7 @@
-//! `flowlens grid`'s results: the tap x solver-step CKA grid of one tap against a family of taps
+//! `flowlens grid`'s results: the tap x solver-step CKA grid of a tap against a family of taps
 //! (`enc.noise` vs `llm.h*.image`: every LLM layer) of one run's feature store, mean and SE over
-//! sampling seeds, computed by the analysis crate's [`SeedGrid`] (the app's computation too).
+//! sampling seeds, one grid per row tap (`enc.noise,enc.text` or `enc.*`), all computed together
+//! by the analysis crate's [`SeedGrid::compute_many`] (the app's computation too).
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,7 @@ use anyhow::Result;
 use flowlens_analysis::cka::Estimator;
 use flowlens_analysis::grid::{GridSpec, SeedGrid};
 use flowlens_analysis::stats::Summary;
-use flowlens_core::store::{FeatureStore, Seeds};
+use flowlens_core::store::{FeatureStore, Seeds, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::io::matrix;
@@ -32,37 +33,91 @@ pub struct Results {
     pub se: Vec<Vec<f64>>,
 }
 
-/// The grid of `a` against the taps matching `b` over the complete `seeds` of `store`.
+/// The row taps that `a` names: a tap, a comma-separated list (`enc.noise,enc.text`) or
+/// patterns (`enc.*`), in the order given (a pattern's matches sorted), each once. A tap the
+/// store lacks, or a pattern that matches none of its taps, is an error that names it.
+pub fn row_taps(store: &FeatureStore, a: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for item in split_taps(a) {
+        let matched = if store.manifest.taps.contains_key(item) {
+            vec![item.to_string()]
+        } else {
+            store.taps_matching(item)
+        };
+        if matched.is_empty() {
+            if !item.contains('*') {
+                store.check_tap(item)?;
+            }
+            return Err(StoreError::NoMatch {
+                dir: store.dir(),
+                pattern: item.to_string(),
+                have: store.tap_list(),
+            }
+            .into());
+        }
+        for tap in matched {
+            if !out.contains(&tap) {
+                out.push(tap);
+            }
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "no row tap given (`a` is empty)");
+    Ok(out)
+}
+
+/// The items of a comma-separated tap list (`enc.noise, enc.text`), trimmed, empty ones
+/// dropped.
+pub fn split_taps(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// The grids of each row tap of `a` ([`row_taps`]) against the taps matching `b`, over the
+/// complete `seeds` of `store`, computed together: per (step, seed) every tap is read and its
+/// Gram computed once.
 pub fn analyse(
     store: &FeatureStore,
     a: &str,
     b: &str,
     estimator: Estimator,
     seeds: &[u64],
-) -> Result<Results> {
+) -> Result<Vec<Results>> {
     let steps = store.written_steps();
-    let spec = GridSpec {
-        a: a.into(),
-        b: b.into(),
-        rows: store.grid_rows(a, b)?,
-        ts: steps.iter().map(|&s| store.time(s)).collect(),
-        steps,
-        seeds: seeds.to_vec(),
-        estimator,
-    };
+    let ts: Vec<f64> = steps.iter().map(|&s| store.time(s)).collect();
+    let specs = row_taps(store, a)?
+        .into_iter()
+        .map(|tap| {
+            Ok(GridSpec {
+                rows: store.grid_rows(&tap, b)?,
+                a: tap,
+                b: b.into(),
+                ts: ts.clone(),
+                steps: steps.clone(),
+                seeds: seeds.to_vec(),
+                estimator,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Every requested cell is read (a missing seed or step is an error, not a gap).
     let all: BTreeSet<(u64, usize)> = seeds
         .iter()
-        .flat_map(|&s| spec.steps.iter().map(move |&k| (s, k)))
+        .flat_map(|&s| steps.iter().map(move |&k| (s, k)))
         .collect();
-    let grid = SeedGrid::compute(
-        spec,
+    let grids = SeedGrid::compute_many(
+        specs,
         |_| all.clone(),
         |tap, seed, step| -> Result<_> {
             Ok(matrix(store.read(tap, seed, step, Seeds::Complete)?))
         },
-        None,
+        &[],
     )?;
+    grids
+        .into_iter()
+        .map(|grid| results(store, grid, seeds))
+        .collect()
+}
+
+/// One grid as `grid/<name>.json` holds it.
+fn results(store: &FeatureStore, grid: SeedGrid, seeds: &[u64]) -> Result<Results> {
     let (mut mean, mut se) = (Vec::new(), Vec::new());
     for row in &grid.values {
         let cells = row
@@ -76,9 +131,9 @@ pub fn analyse(
     Ok(Results {
         format: "flowlens.grid.v1".into(),
         run: store.dir().display().to_string(),
-        a: a.into(),
-        b: b.into(),
-        estimator: estimator.name().into(),
+        a: spec.a,
+        b: spec.b,
+        estimator: spec.estimator.name().into(),
         seeds: seeds.to_vec(),
         n_prompts: store.manifest.prompts.len(),
         taps: spec.rows,

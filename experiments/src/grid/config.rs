@@ -10,7 +10,9 @@ use crate::probing::Probing;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Grid {
-    /// The row tap (`enc.noise`) and the column taps, one per LLM layer (`llm.h*.image`).
+    /// The row taps (`enc.noise`; a comma-separated list or a pattern, `enc.noise,enc.text` or
+    /// `enc.*`: one grid each, computed together) and the column taps, one per LLM layer
+    /// (`llm.h*.image`).
     pub a: String,
     pub b: String,
     pub pooling: TapPooling,
