@@ -240,9 +240,24 @@ pub fn centred(x: ArrayView2<f64>) -> Array2<f64> {
 
 /// [`centred`] in place.
 pub fn centre(x: &mut Array2<f64>) {
-    let n = x.nrows().max(1) as f64;
-    let mean = x.sum_axis(Axis(0)) / n;
+    let mean = column_means(x.view());
     *x -= &mean;
+}
+
+/// [`centre`] after [`check_finite`], the check folded into the means: a NaN or an infinity
+/// makes its column's sum non-finite, so only then is every value looked at.
+pub fn centre_finite(x: &mut Array2<f64>, what: &str) -> Result<()> {
+    let mean = column_means(x.view());
+    if !mean.iter().all(|m| m.is_finite()) {
+        check_finite(x.view(), what)?;
+    }
+    *x -= &mean;
+    Ok(())
+}
+
+fn column_means(x: ArrayView2<f64>) -> ndarray::Array1<f64> {
+    let n = x.nrows().max(1) as f64;
+    x.sum_axis(Axis(0)) / n
 }
 
 /// Squared row norms of a (centred) matrix.

@@ -30,12 +30,36 @@ use crate::stats::Summary;
 #[derive(Debug, Clone)]
 pub struct PreparedTap {
     pub name: String,
-    n: usize,
     repr: Repr,
+    own: OwnTerms,
+}
+
+/// What a tap contributes to every pair besides `<K, L>`.
+#[derive(Debug, Clone)]
+struct OwnTerms {
+    n: usize,
     /// `a_i = |xc_i|^2`
     diag: Vec<f64>,
     /// `<K, K>`
     kk: f64,
+}
+
+impl OwnTerms {
+    fn with(&self, other: &OwnTerms, kl: f64) -> CkaTerms {
+        let a = &self.diag;
+        let b = &other.diag;
+        CkaTerms {
+            n: self.n,
+            kl,
+            kk: self.kk,
+            ll: other.kk,
+            sum_a: a.iter().sum(),
+            sum_b: b.iter().sum(),
+            sum_ab: a.iter().zip(b).map(|(x, y)| x * y).sum(),
+            sum_aa: a.iter().map(|x| x * x).sum(),
+            sum_bb: b.iter().map(|x| x * x).sum(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +82,7 @@ impl PreparedTap {
 
     /// [`PreparedTap::new`] of features handed over (centred in place), its products on `par`.
     fn from_owned(name: String, mut x: Array2<f64>, par: Par) -> Result<Self> {
-        check_finite(x.view(), &name)?;
-        cka::centre(&mut x);
+        cka::centre_finite(&mut x, &name)?;
         Self::from_centred(name, x, par)
     }
 
@@ -67,7 +90,7 @@ impl PreparedTap {
         let n = xc.nrows();
         let diag = cka::row_sq_norms(xc.view());
         let (repr, kk) = if n <= xc.ncols() {
-            let packed = linalg::pack_symmetric(&linalg::gram_lower_on(xc.view(), par));
+            let packed = linalg::packed_gram_on(xc.view(), par);
             let kk = linalg::dot(&packed, &packed);
             (Repr::Gram(packed), kk)
         } else {
@@ -77,31 +100,13 @@ impl PreparedTap {
         };
         Ok(Self {
             name,
-            n,
             repr,
-            diag,
-            kk,
+            own: OwnTerms { n, diag, kk },
         })
     }
 
     pub fn n(&self) -> usize {
-        self.n
-    }
-
-    fn terms_with(&self, other: &PreparedTap, kl: f64) -> CkaTerms {
-        let a = &self.diag;
-        let b = &other.diag;
-        CkaTerms {
-            n: self.n,
-            kl,
-            kk: self.kk,
-            ll: other.kk,
-            sum_a: a.iter().sum(),
-            sum_b: b.iter().sum(),
-            sum_ab: a.iter().zip(b).map(|(x, y)| x * y).sum(),
-            sum_aa: a.iter().map(|x| x * x).sum(),
-            sum_bb: b.iter().map(|x| x * x).sum(),
-        }
+        self.own.n
     }
 }
 
@@ -132,13 +137,14 @@ fn check_samples<'a>(taps: impl IntoIterator<Item = &'a PreparedTap>) -> Result<
     let Some(first) = taps.next() else {
         return Ok(());
     };
-    let n = first.n;
-    if let Some(t) = taps.find(|t| t.n != n) {
+    let n = first.n();
+    if let Some(t) = taps.find(|t| t.n() != n) {
         return Err(AnalysisError::Shape {
             what: format!("tap `{}`", t.name),
             reason: format!(
                 "has {} samples, `{}` has {n}; taps must pair the same samples",
-                t.n, first.name
+                t.n(),
+                first.name
             ),
         });
     }
@@ -189,7 +195,7 @@ pub fn pair_terms(rows: &[PreparedTap], cols: &[PreparedTap]) -> Result<Vec<Vec<
         .map(|(i, r)| {
             cols.iter()
                 .enumerate()
-                .map(|(j, c)| r.terms_with(c, kl[j][i]))
+                .map(|(j, c)| r.own.with(&c.own, kl[j][i]))
                 .collect()
         })
         .collect())
@@ -251,77 +257,139 @@ pub struct SeedGrid {
     pub complete_cells: usize,
 }
 
-/// Consecutive (step, seed) units whose taps are read and prepared together: with two units
-/// in flight an odd tap count (2 streams + 23 layers) still keeps both threads busy to the end;
-/// memory stays at two units' prepared taps (800 MB at n = 2000).
+/// Consecutive (step, seed) units computed together: with two units in flight an odd tap count
+/// (2 streams + 23 layers) still keeps both threads busy to the end.
 const UNITS_PER_BATCH: usize = 2;
 
-/// The work of one (step, seed): per grid, its column index and the rows to compute.
+/// The work of one (step, seed).
 struct Unit {
     step: usize,
     seed: u64,
-    /// `(grid, col, rows)`
+    /// `(grid, col, rows)`: per grid, its column index and the rows to compute.
     jobs: Vec<(usize, usize, Vec<usize>)>,
-    /// Every tap the jobs read, each once.
-    taps: Vec<String>,
+    /// The row taps (each grid's `a`), each once.
+    rows: Vec<String>,
+    /// Each column tap once, with the row taps (indices into `rows`) it pairs with.
+    cols: Vec<(String, Vec<usize>)>,
+}
+
+/// A column tap once its products with the row taps are known: its Gram is no longer needed.
+struct PairedColumn {
+    own: OwnTerms,
+    /// `<K_i, L>` for each of the unit's row taps it pairs with.
+    kl: Vec<f64>,
 }
 
 impl Unit {
-    /// The values of every job, `(grid, col, [(row, value)])`, from the unit's prepared taps
-    /// (in the order of `self.taps`): each column tap against the row taps that need it.
-    #[allow(clippy::type_complexity)]
-    fn pairs(
-        &self,
+    /// The jobs of one (step, seed) of `specs`; `values` receives the reused cells.
+    fn new(
         specs: &[GridSpec],
-        taps: &[PreparedTap],
-    ) -> Result<Vec<(usize, usize, Vec<(usize, f64)>)>> {
-        let (step, seed) = (self.step, self.seed);
-        check_samples(taps).map_err(|e| e.within(format!("step {step}, seed {seed}")))?;
-        let tap = |name: &str| {
-            let i = self.taps.iter().position(|t| t == name);
-            &taps[i.expect("every tap of a job was read")]
+        (step, seed): (usize, u64),
+        has: impl Fn(&str) -> bool,
+        reuse: &[Option<&SeedGrid>],
+        values: &mut [Vec<Vec<BTreeMap<u64, f64>>>],
+    ) -> Self {
+        let mut unit = Unit {
+            step,
+            seed,
+            jobs: Vec::new(),
+            rows: Vec::new(),
+            cols: Vec::new(),
         };
-        // Per column tap, the row taps that need it.
-        let mut wants: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (g, _, rows) in &self.jobs {
-            let s = &specs[*g];
-            for &r in rows {
-                let w = wants.entry(s.rows[r].as_str()).or_default();
-                if !w.contains(&s.a.as_str()) {
-                    w.push(s.a.as_str());
+        for (g, s) in specs.iter().enumerate() {
+            let Some(c) = s.steps.iter().position(|&k| k == step) else {
+                continue;
+            };
+            if !s.seeds.contains(&seed) {
+                continue;
+            }
+            // Rows to compute: not reused, with both features present.
+            let mut todo = Vec::new();
+            for (r, row) in s.rows.iter().enumerate() {
+                if let Some(v) = reuse[g].and_then(|p| p.values[r][c].get(&seed)) {
+                    values[g][r][c].insert(seed, *v);
+                } else if has(&s.a) && has(row) {
+                    todo.push(r);
                 }
             }
+            if todo.is_empty() {
+                continue;
+            }
+            let a = match unit.rows.iter().position(|t| *t == s.a) {
+                Some(i) => i,
+                None => {
+                    unit.rows.push(s.a.clone());
+                    unit.rows.len() - 1
+                }
+            };
+            for &r in &todo {
+                match unit.cols.iter_mut().find(|(t, _)| *t == s.rows[r]) {
+                    Some((_, wants)) if !wants.contains(&a) => wants.push(a),
+                    Some(_) => {}
+                    None => unit.cols.push((s.rows[r].clone(), vec![a])),
+                }
+            }
+            unit.jobs.push((g, c, todo));
         }
-        let wants: Vec<(&str, Vec<&str>)> = wants.into_iter().collect();
-        let products: Vec<Vec<f64>> = wants
-            .par_iter()
-            .map(|(col, rows)| {
-                let rows: Vec<&PreparedTap> = rows.iter().map(|r| tap(r)).collect();
-                column_products(&rows, tap(col))
-            })
-            .collect();
-        let kl = |a: &str, col: &str| {
-            let j = wants.iter().position(|(c, _)| *c == col).expect("wanted");
-            let i = wants[j].1.iter().position(|r| *r == a).expect("wanted");
-            products[j][i]
+        unit
+    }
+
+    /// `what at step k, seed s`.
+    fn context(&self, what: impl std::fmt::Display) -> String {
+        format!("{what} at step {}, seed {}", self.step, self.seed)
+    }
+
+    /// Column tap `col` paired with the row taps it wants: prepared here (or taken from the
+    /// row taps when it is one), its products computed, its Gram dropped.
+    fn pair_column<E: From<AnalysisError>>(
+        &self,
+        (col, wants): &(String, Vec<usize>),
+        rows: &[PreparedTap],
+        load: impl FnOnce() -> std::result::Result<PreparedTap, E>,
+    ) -> std::result::Result<PairedColumn, E> {
+        let loaded;
+        let tap = match rows.iter().find(|r| r.name == *col) {
+            Some(r) => r,
+            None => {
+                loaded = load()?;
+                &loaded
+            }
         };
+        let wanted: Vec<&PreparedTap> = wants.iter().map(|&i| &rows[i]).collect();
+        check_samples(wanted.iter().copied().chain([tap]))
+            .map_err(|e| e.within(self.context("pairing")))?;
+        Ok(PairedColumn {
+            kl: column_products(&wanted, tap),
+            own: tap.own.clone(),
+        })
+    }
+
+    /// The values of every job, `(grid, col, [(row, value)])`.
+    #[allow(clippy::type_complexity)]
+    fn values(
+        &self,
+        specs: &[GridSpec],
+        rows: &[PreparedTap],
+        cols: &[PairedColumn],
+    ) -> Result<Vec<(usize, usize, Vec<(usize, f64)>)>> {
         self.jobs
             .iter()
-            .map(|(g, c, rows)| {
+            .map(|(g, c, todo)| {
                 let s = &specs[*g];
-                let x = tap(&s.a);
-                let cells = rows
+                let a = self.rows.iter().position(|t| *t == s.a).expect("a row tap");
+                let cells = todo
                     .iter()
                     .map(|&r| {
-                        let y = tap(&s.rows[r]);
-                        let v = x
-                            .terms_with(y, kl(&s.a, &y.name))
-                            .value(s.estimator, &s.a, &y.name)
+                        let j = self.cols.iter().position(|(t, _)| *t == s.rows[r]);
+                        let j = j.expect("a column tap");
+                        let i = self.cols[j].1.iter().position(|&w| w == a);
+                        let kl = cols[j].kl[i.expect("wanted")];
+                        let v = rows[a]
+                            .own
+                            .with(&cols[j].own, kl)
+                            .value(s.estimator, &s.a, &s.rows[r])
                             .map_err(|e| {
-                                e.within(format!(
-                                    "CKA({}, {}) at step {step}, seed {seed}",
-                                    s.a, s.b
-                                ))
+                                e.within(self.context(format!("CKA({}, {})", s.a, s.b)))
                             })?;
                         Ok((r, v))
                     })
@@ -348,10 +416,12 @@ impl SeedGrid {
 
     /// Several grids computed together (one per row tap: `enc.text` and `enc.noise` against
     /// every LLM layer): per (step, seed) every tap that any grid needs is read once and
-    /// prepared once (its Gram computed once), side by side on the pool's threads, and every
-    /// (row tap, column tap) pair comes from those preparations. `previous[g]`, when it has
-    /// the same spec, gives grid g's cells to reuse. Each grid equals [`SeedGrid::compute`] of
-    /// its spec alone, bit for bit.
+    /// prepared once (its Gram computed once), side by side on the pool's threads. The row taps
+    /// are kept for the (step, seed); each column tap is paired with every row tap that needs
+    /// it as soon as it is prepared and its Gram dropped, so memory holds the row taps' Grams
+    /// and one tap in flight per thread. `previous[g]`, when it has the same spec, gives grid
+    /// g's cells to reuse. Each grid equals [`SeedGrid::compute`] of its spec alone, bit for
+    /// bit.
     pub fn compute_many<E: From<AnalysisError> + Send>(
         specs: Vec<GridSpec>,
         present: impl Fn(&str) -> BTreeSet<(u64, usize)>,
@@ -374,72 +444,56 @@ impl SeedGrid {
         {
             presence.entry(tap.as_str()).or_insert_with(|| present(tap));
         }
-        let has = |tap: &str, seed: u64, step: usize| presence[tap].contains(&(seed, step));
         // The (step, seed) units in order: steps, then seeds within a step.
         let mut seen = BTreeSet::new();
         let mut units = Vec::new();
         for spec in &specs {
             for &step in &spec.steps {
                 for &seed in &spec.seeds {
-                    if !seen.insert((step, seed)) {
-                        continue;
-                    }
-                    let mut unit = Unit {
-                        step,
-                        seed,
-                        jobs: Vec::new(),
-                        taps: Vec::new(),
-                    };
-                    for (g, s) in specs.iter().enumerate() {
-                        let Some(c) = s.steps.iter().position(|&k| k == step) else {
-                            continue;
-                        };
-                        if !s.seeds.contains(&seed) {
-                            continue;
+                    if seen.insert((step, seed)) {
+                        let has = |tap: &str| presence[tap].contains(&(seed, step));
+                        let unit = Unit::new(&specs, (step, seed), has, &reuse, &mut values);
+                        if !unit.jobs.is_empty() {
+                            units.push(unit);
                         }
-                        // Rows to compute: not reused, with both features present.
-                        let mut todo = Vec::new();
-                        for (r, row) in s.rows.iter().enumerate() {
-                            if let Some(v) = reuse[g].and_then(|p| p.values[r][c].get(&seed)) {
-                                values[g][r][c].insert(seed, *v);
-                            } else if has(&s.a, seed, step) && has(row, seed, step) {
-                                todo.push(r);
-                            }
-                        }
-                        if !todo.is_empty() {
-                            for tap in std::iter::once(&s.a).chain(todo.iter().map(|&r| &s.rows[r]))
-                            {
-                                if !unit.taps.contains(tap) {
-                                    unit.taps.push(tap.clone());
-                                }
-                            }
-                            unit.jobs.push((g, c, todo));
-                        }
-                    }
-                    if !unit.jobs.is_empty() {
-                        units.push(unit);
                     }
                 }
             }
         }
+        let load = |u: &Unit, tap: &str, par: Par| -> std::result::Result<PreparedTap, E> {
+            let x = read(tap, u.seed, u.step)?;
+            PreparedTap::from_owned(tap.to_string(), x, par)
+                .map_err(|e| E::from(e.within(u.context(format_args!("tap `{tap}`")))))
+        };
         for batch in units.chunks(UNITS_PER_BATCH) {
-            let reads: Vec<(&Unit, &String)> = batch
+            // The row taps of the batch, kept for its pairs.
+            let row_reads: Vec<(&Unit, &String)> = batch
                 .iter()
-                .flat_map(|u| u.taps.iter().map(move |t| (u, t)))
+                .flat_map(|u| u.rows.iter().map(move |t| (u, t)))
                 .collect();
-            let prepared = side_by_side(&reads, |(u, tap), par| {
-                let x = read(tap, u.seed, u.step)?;
-                PreparedTap::from_owned((*tap).clone(), x, par).map_err(|e| {
-                    E::from(e.within(format!("tap `{tap}` at step {}, seed {}", u.step, u.seed)))
-                })
+            let mut loaded =
+                side_by_side(&row_reads, |(u, tap), par| load(u, tap, par)).into_iter();
+            let rows = batch
+                .iter()
+                .map(|u| loaded.by_ref().take(u.rows.len()).collect())
+                .collect::<std::result::Result<Vec<Vec<PreparedTap>>, E>>()?;
+            // Every column tap of the batch, paired and dropped.
+            let col_jobs: Vec<(usize, &(String, Vec<usize>))> = batch
+                .iter()
+                .enumerate()
+                .flat_map(|(b, u)| u.cols.iter().map(move |c| (b, c)))
+                .collect();
+            let paired = side_by_side(&col_jobs, |(b, col), par| {
+                let u = &batch[*b];
+                u.pair_column(col, &rows[*b], || load(u, &col.0, par))
             });
-            let mut prepared = prepared.into_iter();
-            for unit in batch {
-                let taps = prepared
+            let mut paired = paired.into_iter();
+            for (b, unit) in batch.iter().enumerate() {
+                let cols = paired
                     .by_ref()
-                    .take(unit.taps.len())
+                    .take(unit.cols.len())
                     .collect::<std::result::Result<Vec<_>, E>>()?;
-                for (g, c, cells) in unit.pairs(&specs, &taps)? {
+                for (g, c, cells) in unit.values(&specs, &rows[b], &cols)? {
                     for (r, v) in cells {
                         values[g][r][c].insert(unit.seed, v);
                     }

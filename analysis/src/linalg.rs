@@ -83,8 +83,16 @@ pub fn a_bt(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
 fn lower_self_product(m: MatRef<'_, f64>, par: Par) -> Array2<f64> {
     let n = m.nrows();
     let mut out = Array2::zeros((n, n));
+    lower_self_product_into(m, out.as_slice_mut().expect("fresh array"), par);
+    out
+}
+
+/// The lower triangle of `m m^T` into `out` (`[n, n]`, row-major); the strict upper triangle is
+/// not written.
+fn lower_self_product_into(m: MatRef<'_, f64>, out: &mut [f64], par: Par) {
+    let n = m.nrows();
     faer::linalg::matmul::triangular::matmul(
-        out_mut(&mut out),
+        MatMut::from_row_major_slice_mut(out, n, n),
         BlockStructure::TriangularLower,
         Accum::Replace,
         m,
@@ -94,7 +102,30 @@ fn lower_self_product(m: MatRef<'_, f64>, par: Par) -> Array2<f64> {
         1.0,
         par,
     );
-    out
+}
+
+/// The largest `n x n` scratch triangle a thread keeps between calls of [`packed_gram_on`].
+const KEPT_SCRATCH_BYTES: usize = 256 << 20;
+
+/// [`pack_symmetric`] of the Gram `a a^T` (`[n, d]`), on `par` threads. The triangle goes into
+/// a scratch buffer that the thread keeps for the next call (no fresh `n x n` buffer to fault
+/// in and zero each time: on the development VM first-touch memory cost more than packing).
+pub(crate) fn packed_gram_on(a: ArrayView2<f64>, par: Par) -> Vec<f64> {
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let n = a.nrows();
+    // Taken out while in use: a product on several threads may run another call on this one.
+    let mut buf = SCRATCH.take();
+    if buf.len() < n * n {
+        buf = vec![0.0; n * n];
+    }
+    with_view(a, |m| lower_self_product_into(m, &mut buf[..n * n], par));
+    let packed = pack_lower(&buf[..n * n], n);
+    if buf.len() * 8 <= KEPT_SCRATCH_BYTES {
+        SCRATCH.set(buf);
+    }
+    packed
 }
 
 /// Copies the lower triangle onto the upper one.
@@ -194,11 +225,19 @@ pub fn dots(rows: &[&[f64]], col: &[f64]) -> Vec<f64> {
 /// Packs the lower triangle of a symmetric matrix into `n (n + 1) / 2` values, off-diagonal
 /// entries scaled by sqrt(2), so that `pack(K) . pack(L) = <K, L>_F`.
 pub fn pack_symmetric(lower: &Array2<f64>) -> Vec<f64> {
-    let n = lower.nrows();
+    let lower = lower.as_standard_layout();
+    pack_lower(lower.as_slice().expect("standard layout"), lower.nrows())
+}
+
+/// [`pack_symmetric`] of a row-major `[n, n]` slice.
+fn pack_lower(lower: &[f64], n: usize) -> Vec<f64> {
     let r2 = std::f64::consts::SQRT_2;
     let mut out = Vec::with_capacity(n * (n + 1) / 2);
-    for (i, row) in lower.rows().into_iter().enumerate() {
-        out.extend(row.iter().take(i).map(|v| v * r2));
+    if n == 0 {
+        return out;
+    }
+    for (i, row) in lower.chunks_exact(n).enumerate() {
+        out.extend(row[..i].iter().map(|v| v * r2));
         out.push(row[i]);
     }
     out
