@@ -39,7 +39,7 @@ impl<B: Backend> ModuleMapper<B> for EmaUpdate<B> {
         let (id, tensor, mapper) = param.consume();
         let updated = match self.current.remove(&id) {
             Some(cur) => {
-                tensor * self.decay + Tensor::<B, D>::from_primitive(cur) * (1.0 - self.decay)
+                crate::nn::fused::ops::ema::ema(tensor, Tensor::from_primitive(cur), self.decay)
             }
             None => tensor,
         };

@@ -169,6 +169,31 @@ fn linear_matches_composed() {
 }
 
 #[test]
+fn ema_is_the_composed_update_bit_for_bit() {
+    use super::ops::ema::{composed_ema, ema};
+    let device = Default::default();
+    let a = Tensor::<Flex, 2>::from_data(
+        TensorData::new(values(70_000, 60, 3.0), [70, 1000]),
+        &device,
+    );
+    let b = Tensor::<Flex, 2>::from_data(
+        TensorData::new(values(70_000, 61, 3.0), [70, 1000]),
+        &device,
+    );
+    for decay in [0.99, 0.999, 0.9999] {
+        let fused = host(ema(a.clone(), b.clone(), decay));
+        let composed = host(composed_ema(a.clone(), b.clone(), decay));
+        assert!(
+            fused
+                .iter()
+                .zip(&composed)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "decay {decay}"
+        );
+    }
+}
+
+#[test]
 fn activations_match_composed() {
     let x = leaf([4, 1037], 7, 5.0);
     let u = leaf([4, 1037], 8, 2.0);

@@ -3,6 +3,7 @@
 pub mod act;
 pub mod attention;
 pub mod conv;
+pub mod ema;
 pub mod linear;
 pub mod norm;
 pub mod rope;
