@@ -10,7 +10,11 @@ use super::{CpuOp, FusedKernels, In, Out};
 /// `t` itself when its elements are one contiguous run in row-major order (at any offset of
 /// a larger buffer: the q/k/v slices of a fused projection, a prefix view); else a copy.
 fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.is_contiguous() { t } else { t.to_contiguous() }
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
 }
 
 /// The elements of a [`contiguous`] tensor.
