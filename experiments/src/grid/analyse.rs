@@ -143,3 +143,108 @@ fn results(store: &FeatureStore, grid: SeedGrid, seeds: &[u64]) -> Result<Result
         se,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use flowlens_core::checkpoint::Weights;
+    use flowlens_core::flow::TapPooling;
+    use flowlens_core::store::{
+        ProbeDtype, SeedRows, StoreHeader, StoreMode, StoreName, StorePaths, StoreWriter,
+    };
+
+    use super::*;
+
+    /// A store of `taps` (width 6) over 8 prompts, 3 steps, seeds 0 and 1.
+    fn store(dir: &std::path::Path, taps: &[&str]) -> FeatureStore {
+        let paths = StorePaths::new(dir, StoreName::new("probes-test").unwrap());
+        let mut w = StoreWriter::new(
+            paths.clone(),
+            StoreHeader {
+                mode: StoreMode::Sampler,
+                prompts: (0..8).map(|i| format!("p{i}")).collect(),
+                times: vec![0.0, 0.4, 0.8],
+                cfg: 1.0,
+                pooling: TapPooling::Mean,
+                dtype: ProbeDtype::F32,
+                checkpoint_step: 0,
+                weights: Weights::Ema,
+                tap_steps: None,
+            },
+        );
+        let mut state = 1u32;
+        for seed in [0, 1] {
+            let mut rows = SeedRows::new(seed, 8);
+            for step in 0..3 {
+                for tap in taps {
+                    let v: Vec<f32> = (0..48)
+                        .map(|_| {
+                            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                        })
+                        .collect();
+                    rows.add(tap, step, 0, &v, 6);
+                }
+            }
+            w.write_seed(rows).unwrap();
+        }
+        FeatureStore::open(dir, paths.name()).unwrap()
+    }
+
+    const TAPS: [&str; 5] = [
+        "enc.noise",
+        "enc.text",
+        "llm.h01.image",
+        "llm.h02.image",
+        "dec.input",
+    ];
+
+    #[test]
+    fn row_taps_take_a_list_or_a_pattern_and_name_an_unknown_tap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), &TAPS);
+        assert_eq!(row_taps(&s, "enc.noise").unwrap(), ["enc.noise"]);
+        assert_eq!(
+            row_taps(&s, "enc.text, enc.noise").unwrap(),
+            ["enc.text", "enc.noise"],
+            "a list keeps its order"
+        );
+        assert_eq!(row_taps(&s, "enc.*").unwrap(), ["enc.noise", "enc.text"]);
+        assert_eq!(
+            row_taps(&s, "dec.input,enc.*,enc.text").unwrap(),
+            ["dec.input", "enc.noise", "enc.text"],
+            "each tap once"
+        );
+        let err = row_taps(&s, "enc.noise,enc.nosie").unwrap_err().to_string();
+        assert!(
+            err.contains("enc.nosie") && err.contains("enc.text"),
+            "{err}"
+        );
+        let err = row_taps(&s, "vae.*").unwrap_err().to_string();
+        assert!(err.contains("vae.*"), "{err}");
+        assert!(row_taps(&s, " , ").is_err());
+    }
+
+    #[test]
+    fn several_row_taps_give_the_single_row_grids_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), &TAPS);
+        let est = Estimator::Debiased;
+        let both = analyse(&s, "enc.noise,enc.text", "llm.h*.image", est, &[0, 1]).unwrap();
+        assert_eq!(both.len(), 2);
+        for (r, a) in both.iter().zip(["enc.noise", "enc.text"]) {
+            let single = analyse(&s, a, "llm.h*.image", est, &[0, 1]).unwrap();
+            assert_eq!(single.len(), 1);
+            assert_eq!(r, &single[0], "{a}: the multi-row grid differs");
+            assert_eq!(r.a, a);
+            assert_eq!(r.taps, ["llm.h01.image", "llm.h02.image"]);
+            assert_eq!(r.format, "flowlens.grid.v1");
+        }
+        // A tap that is a row and a column is left out of its own grid only.
+        let enc = analyse(&s, "enc.*", "enc.*", est, &[0]).unwrap();
+        assert_eq!(enc[0].taps, ["enc.text"]);
+        assert_eq!(enc[1].taps, ["enc.noise"]);
+        for (x, y) in enc[0].mean[0].iter().zip(&enc[1].mean[0]) {
+            assert!((x - y).abs() < 1e-12, "CKA is symmetric: {x} vs {y}");
+        }
+    }
+}
