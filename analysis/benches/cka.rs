@@ -99,7 +99,7 @@ fn gram_lower(x: &Array2<f64>, out: &mut [f64], par: Par) {
     );
 }
 
-/// 1. GEMM peak and the symmetric Gram product on one thread, side by side, on every thread.
+/// Part 1: GEMM peak and the symmetric Gram product on one thread, side by side, on every thread.
 fn gram_rates(rng: &mut ChaCha8Rng) {
     let a = random(rng, 2048, 2048);
     let b = random(rng, 2048, 2048);
@@ -156,7 +156,7 @@ fn gram_rates(rng: &mut ChaCha8Rng) {
     );
 }
 
-/// 2. One pair through `cka::terms` (the route of `flowlens cka`).
+/// Part 2: one pair through `cka::terms` (the route of `flowlens cka`).
 fn one_pair(rng: &mut ChaCha8Rng) {
     let (n, d) = (2000, 2048);
     let x = random(rng, n, d);
@@ -179,9 +179,9 @@ fn one_pair(rng: &mut ChaCha8Rng) {
     );
 }
 
-/// 3. The grid through `SeedGrid::compute_many`, two row taps against 23 column taps at each
-/// step. The 25 arrays are generated once; each read returns a copy (as a file read would), and
-/// every step recomputes every Gram.
+/// Part 3, the grid through `SeedGrid::compute_many`: two row taps against 23 column taps at
+/// each step. The 25 arrays are generated once; each read returns a copy (as a file read would),
+/// and every step recomputes every Gram.
 fn grid(rng: &mut ChaCha8Rng) {
     let steps: usize = std::env::var("FLOWLENS_BENCH_STEPS")
         .ok()
