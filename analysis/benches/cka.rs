@@ -17,10 +17,10 @@
 
 use std::time::Instant;
 
-use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par};
 use flowlens_analysis::cka::{self, Estimator};
 use flowlens_analysis::grid::{GridSpec, SeedGrid};
+use flowlens_analysis::linalg;
 use flowlens_analysis::streaming::StreamingCka;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -84,19 +84,7 @@ fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 /// The lower triangle of `x x^T` into `out`, as the grid computes each tap's Gram.
 fn gram_lower(x: &Array2<f64>, out: &mut [f64], par: Par) {
-    let (n, d) = x.dim();
-    let m = MatRef::from_row_major_slice(x.as_slice().unwrap(), n, d);
-    faer::linalg::matmul::triangular::matmul(
-        MatMut::from_row_major_slice_mut(out, n, n),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        m,
-        BlockStructure::Rectangular,
-        m.transpose(),
-        BlockStructure::Rectangular,
-        1.0,
-        par,
-    );
+    linalg::gram_lower_into(x.view(), out, par);
 }
 
 /// Part 1: GEMM peak and the symmetric Gram product on one thread, side by side, on every thread.

@@ -87,6 +87,12 @@ fn lower_self_product(m: MatRef<'_, f64>, par: Par) -> Array2<f64> {
     out
 }
 
+/// The lower triangle of `a a^T` (`[n, d]`) into `out` (`[n, n]`, row-major) on `par` threads;
+/// the strict upper triangle is not written. The grid's Gram product (`Par::Seq`: one thread).
+pub fn gram_lower_into(a: ArrayView2<f64>, out: &mut [f64], par: Par) {
+    with_view(a, |m| lower_self_product_into(m, out, par));
+}
+
 /// The lower triangle of `m m^T` into `out` (`[n, n]`, row-major); the strict upper triangle is
 /// not written.
 fn lower_self_product_into(m: MatRef<'_, f64>, out: &mut [f64], par: Par) {
@@ -120,7 +126,7 @@ pub(crate) fn packed_gram_on(a: ArrayView2<f64>, par: Par) -> Vec<f64> {
     if buf.len() < n * n {
         buf = vec![0.0; n * n];
     }
-    with_view(a, |m| lower_self_product_into(m, &mut buf[..n * n], par));
+    gram_lower_into(a, &mut buf[..n * n], par);
     let packed = pack_lower(&buf[..n * n], n);
     if buf.len() * 8 <= KEPT_SCRATCH_BYTES {
         SCRATCH.set(buf);

@@ -146,48 +146,23 @@ fn results(store: &FeatureStore, grid: SeedGrid, seeds: &[u64]) -> Result<Result
 
 #[cfg(test)]
 mod tests {
-    use flowlens_core::checkpoint::Weights;
-    use flowlens_core::flow::TapPooling;
-    use flowlens_core::store::{
-        ProbeDtype, SeedRows, StoreHeader, StoreMode, StoreName, StorePaths, StoreWriter,
-    };
+    use flowlens_core::store::StoreName;
 
     use super::*;
+    use crate::grid::synthetic::{SyntheticStore, write_run};
 
     /// A store of `taps` (width 6) over 8 prompts, 3 steps, seeds 0 and 1.
     fn store(dir: &std::path::Path, taps: &[&str]) -> FeatureStore {
-        let paths = StorePaths::new(dir, StoreName::new("probes-test").unwrap());
-        let mut w = StoreWriter::new(
-            paths.clone(),
-            StoreHeader {
-                mode: StoreMode::Sampler,
-                prompts: (0..8).map(|i| format!("p{i}")).collect(),
-                times: vec![0.0, 0.4, 0.8],
-                cfg: 1.0,
-                pooling: TapPooling::Mean,
-                dtype: ProbeDtype::F32,
-                checkpoint_step: 0,
-                weights: Weights::Ema,
-                tap_steps: None,
-            },
-        );
-        let mut state = 1u32;
-        for seed in [0, 1] {
-            let mut rows = SeedRows::new(seed, 8);
-            for step in 0..3 {
-                for tap in taps {
-                    let v: Vec<f32> = (0..48)
-                        .map(|_| {
-                            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                        })
-                        .collect();
-                    rows.add(tap, step, 0, &v, 6);
-                }
-            }
-            w.write_seed(rows).unwrap();
-        }
-        FeatureStore::open(dir, paths.name()).unwrap()
+        let s = SyntheticStore {
+            store: "probes-test".into(),
+            taps: taps.iter().map(|t| t.to_string()).collect(),
+            steps: 3,
+            seeds: vec![0, 1],
+            prompts: 8,
+            width: 6,
+        };
+        write_run(dir, &s).unwrap();
+        FeatureStore::open(dir, &StoreName::new(&s.store).unwrap()).unwrap()
     }
 
     const TAPS: [&str; 5] = [

@@ -6,3 +6,4 @@ pub mod analyse;
 pub mod config;
 pub mod report;
 pub mod run;
+pub mod synthetic;
