@@ -70,13 +70,14 @@ fn value(kind: Kind, x: f32) -> f32 {
     }
 }
 
-/// `out_i = f(x_i)` with the activation chosen outside the loop, so that each loop vectorises.
+/// `out_i = f(kind, x_i, out_i)` with the activation chosen outside the loop, so that each loop
+/// vectorises.
 #[inline(always)]
-fn map_kind(kind: Kind, xs: &[f32], out: &mut [f32], f: impl Fn(Kind, f32) -> f32) {
+fn map_kind(kind: Kind, xs: &[f32], out: &mut [f32], f: impl Fn(Kind, f32, f32) -> f32) {
     macro_rules! each {
         ($k:expr) => {
             for (o, &v) in out.iter_mut().zip(xs) {
-                *o = f($k, v);
+                *o = f($k, v, *o);
             }
         };
     }
@@ -90,26 +91,14 @@ fn map_kind(kind: Kind, xs: &[f32], out: &mut [f32], f: impl Fn(Kind, f32) -> f3
 
 simd_kernel! {
     fn activation_forward(kind: Kind, xs: &[f32], out: &mut [f32]) {
-        map_kind(kind, xs, out, value);
+        map_kind(kind, xs, out, |k, v, _| value(k, v));
     }
 }
 
 simd_kernel! {
     /// `out = grad * f'(x)`; `out` holds the gradient on entry.
     fn activation_backward(kind: Kind, xs: &[f32], out: &mut [f32]) {
-        macro_rules! each {
-            ($k:expr) => {
-                for (o, &v) in out.iter_mut().zip(xs) {
-                    *o *= value_and_slope($k, v).1;
-                }
-            };
-        }
-        match kind {
-            Kind::GeluErf => each!(Kind::GeluErf),
-            Kind::GeluTanh => each!(Kind::GeluTanh),
-            Kind::QuickGelu => each!(Kind::QuickGelu),
-            Kind::Silu => each!(Kind::Silu),
-        }
+        map_kind(kind, xs, out, |k, v, g| g * value_and_slope(k, v).1);
     }
 }
 
