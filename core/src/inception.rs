@@ -16,16 +16,18 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use burn::module::{Initializer, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, interpolate, max_pool2d};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, TensorData};
 
+use crate::nn::fused::ops::cnn::{ConvWeights, Nhwc, cat_channels, conv_relu, pool_3x3};
 use crate::weights::{VarBuilder, WeightError, WeightStore};
 
 /// The weights file name that `tools/convert_fid_inception.py` writes.
@@ -44,6 +46,10 @@ const BN_EPS: f64 = 1e-3;
 #[derive(Debug)]
 pub struct BasicConv2d<B: Backend> {
     pub conv: Conv2d<B>,
+    stride: usize,
+    padding: [usize; 2],
+    /// The weights packed for the channels-last CPU path, on its first use.
+    packed: OnceLock<ConvWeights>,
 }
 
 impl<B: Backend> BasicConv2d<B> {
@@ -84,6 +90,25 @@ impl<B: Backend> BasicConv2d<B> {
                 padding: PaddingConfig2d::Explicit(padding[0], padding[1], padding[0], padding[1]),
                 groups: 1,
             },
+            stride,
+            padding,
+            packed: OnceLock::new(),
+        })
+    }
+
+    fn packed(&self) -> &ConvWeights {
+        self.packed.get_or_init(|| {
+            let weight = self.conv.weight.val();
+            let dims = weight.dims();
+            let host = |t: Tensor<B, 1>| -> Vec<f32> {
+                t.into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .expect("f32 weights")
+            };
+            let bias = self.conv.bias.as_ref().expect("folded bias").val();
+            let flat = weight.reshape([dims.iter().product::<usize>()]);
+            ConvWeights::new(&host(flat), host(bias), dims, self.stride, self.padding)
         })
     }
 
@@ -105,6 +130,63 @@ fn avg_pool_3x3<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 fn max_pool_3x3<B: Backend>(x: Tensor<B, 4>, stride: usize) -> Tensor<B, 4> {
     let pad = if stride == 1 { 1 } else { 0 };
     max_pool2d(x, [3, 3], [stride, stride], [pad, pad], [1, 1], false)
+}
+
+/// What the blocks are written in, once: burn tensors `[b, c, h, w]` on any backend
+/// ([`Tensors`]), or channels-last host maps on the CPU ([`HostMaps`]: one layout from the first
+/// layer to pool3, no per-layer layout conversions).
+pub trait Maps<B: Backend> {
+    type X;
+    fn conv(&self, conv: &BasicConv2d<B>, x: &Self::X) -> Self::X;
+    fn cat(&self, parts: Vec<Self::X>) -> Self::X;
+    /// 3x3, stride 1, padding 1, padding excluded from the count.
+    fn avg_pool(&self, x: &Self::X) -> Self::X;
+    /// 3x3 with `stride`, padding 1 when the stride is 1.
+    fn max_pool(&self, x: &Self::X, stride: usize) -> Self::X;
+    /// `x` through `convs` in order.
+    fn chain(&self, convs: &[&BasicConv2d<B>], x: &Self::X) -> Self::X {
+        let (first, rest) = convs.split_first().expect("a chain has a convolution");
+        rest.iter()
+            .fold(self.conv(first, x), |h, conv| self.conv(conv, &h))
+    }
+}
+
+/// The blocks on burn tensors.
+pub struct Tensors;
+
+impl<B: Backend> Maps<B> for Tensors {
+    type X = Tensor<B, 4>;
+    fn conv(&self, conv: &BasicConv2d<B>, x: &Self::X) -> Self::X {
+        conv.forward(x.clone())
+    }
+    fn cat(&self, parts: Vec<Self::X>) -> Self::X {
+        Tensor::cat(parts, 1)
+    }
+    fn avg_pool(&self, x: &Self::X) -> Self::X {
+        avg_pool_3x3(x.clone())
+    }
+    fn max_pool(&self, x: &Self::X, stride: usize) -> Self::X {
+        max_pool_3x3(x.clone(), stride)
+    }
+}
+
+/// The blocks on channels-last host maps (the fused CPU kernels of `nn::fused::ops::cnn`).
+pub struct HostMaps;
+
+impl<B: Backend> Maps<B> for HostMaps {
+    type X = Nhwc;
+    fn conv(&self, conv: &BasicConv2d<B>, x: &Nhwc) -> Nhwc {
+        conv_relu(x, conv.packed())
+    }
+    fn cat(&self, parts: Vec<Nhwc>) -> Nhwc {
+        cat_channels(&parts)
+    }
+    fn avg_pool(&self, x: &Nhwc) -> Nhwc {
+        pool_3x3(x, 1, false)
+    }
+    fn max_pool(&self, x: &Nhwc, stride: usize) -> Nhwc {
+        pool_3x3(x, stride, true)
+    }
 }
 
 /// `FIDInceptionA(in, pool_features)`: 64 + 64 + 96 + pool_features channels.
@@ -134,13 +216,15 @@ impl<B: Backend> InceptionA<B> {
 
     /// `[b, c, h, w] -> [b, 224 + pool_features, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let a = self.b1x1.forward(x.clone());
-        let b = self.b5x5_2.forward(self.b5x5_1.forward(x.clone()));
-        let c = self
-            .b3x3dbl_3
-            .forward(self.b3x3dbl_2.forward(self.b3x3dbl_1.forward(x.clone())));
-        let d = self.pool.forward(avg_pool_3x3(x));
-        Tensor::cat(vec![a, b, c, d], 1)
+        self.run(&Tensors, &x)
+    }
+
+    pub fn run<M: Maps<B>>(&self, m: &M, x: &M::X) -> M::X {
+        let a = m.conv(&self.b1x1, x);
+        let b = m.chain(&[&self.b5x5_1, &self.b5x5_2], x);
+        let c = m.chain(&[&self.b3x3dbl_1, &self.b3x3dbl_2, &self.b3x3dbl_3], x);
+        let d = m.conv(&self.pool, &m.avg_pool(x));
+        m.cat(vec![a, b, c, d])
     }
 }
 
@@ -165,12 +249,14 @@ impl<B: Backend> InceptionB<B> {
 
     /// `[b, c, h, w] -> [b, 480 + c, (h - 3) / 2 + 1, (w - 3) / 2 + 1]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let a = self.b3x3.forward(x.clone());
-        let b = self
-            .b3x3dbl_3
-            .forward(self.b3x3dbl_2.forward(self.b3x3dbl_1.forward(x.clone())));
-        let c = max_pool_3x3(x, 2);
-        Tensor::cat(vec![a, b, c], 1)
+        self.run(&Tensors, &x)
+    }
+
+    pub fn run<M: Maps<B>>(&self, m: &M, x: &M::X) -> M::X {
+        let a = m.conv(&self.b3x3, x);
+        let b = m.chain(&[&self.b3x3dbl_1, &self.b3x3dbl_2, &self.b3x3dbl_3], x);
+        let c = m.max_pool(x, 2);
+        m.cat(vec![a, b, c])
     }
 }
 
@@ -207,14 +293,15 @@ impl<B: Backend> InceptionC<B> {
 
     /// `[b, c, h, w] -> [b, 768, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let a = self.b1x1.forward(x.clone());
-        let b = self.b7x7.iter().fold(x.clone(), |h, conv| conv.forward(h));
-        let c = self
-            .b7x7dbl
-            .iter()
-            .fold(x.clone(), |h, conv| conv.forward(h));
-        let d = self.pool.forward(avg_pool_3x3(x));
-        Tensor::cat(vec![a, b, c, d], 1)
+        self.run(&Tensors, &x)
+    }
+
+    pub fn run<M: Maps<B>>(&self, m: &M, x: &M::X) -> M::X {
+        let a = m.conv(&self.b1x1, x);
+        let b = m.chain(&self.b7x7.iter().collect::<Vec<_>>(), x);
+        let c = m.chain(&self.b7x7dbl.iter().collect::<Vec<_>>(), x);
+        let d = m.conv(&self.pool, &m.avg_pool(x));
+        m.cat(vec![a, b, c, d])
     }
 }
 
@@ -243,13 +330,14 @@ impl<B: Backend> InceptionD<B> {
 
     /// `[b, c, h, w] -> [b, 512 + c, (h - 3) / 2 + 1, (w - 3) / 2 + 1]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let a = self.b3x3.iter().fold(x.clone(), |h, conv| conv.forward(h));
-        let b = self
-            .b7x7x3
-            .iter()
-            .fold(x.clone(), |h, conv| conv.forward(h));
-        let c = max_pool_3x3(x, 2);
-        Tensor::cat(vec![a, b, c], 1)
+        self.run(&Tensors, &x)
+    }
+
+    pub fn run<M: Maps<B>>(&self, m: &M, x: &M::X) -> M::X {
+        let a = m.chain(&self.b3x3.iter().collect::<Vec<_>>(), x);
+        let b = m.chain(&self.b7x7x3.iter().collect::<Vec<_>>(), x);
+        let c = m.max_pool(x, 2);
+        m.cat(vec![a, b, c])
     }
 }
 
@@ -295,26 +383,22 @@ impl<B: Backend> InceptionE<B> {
 
     /// `[b, c, h, w] -> [b, 2048, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let a = self.b1x1.forward(x.clone());
-        let h = self.b3x3_1.forward(x.clone());
-        let b = Tensor::cat(
-            vec![self.b3x3_2a.forward(h.clone()), self.b3x3_2b.forward(h)],
-            1,
-        );
-        let h = self.b3x3dbl_2.forward(self.b3x3dbl_1.forward(x.clone()));
-        let c = Tensor::cat(
-            vec![
-                self.b3x3dbl_3a.forward(h.clone()),
-                self.b3x3dbl_3b.forward(h),
-            ],
-            1,
-        );
+        self.run(&Tensors, &x)
+    }
+
+    /// The two split branches concatenated in place: `[a, b 2a, b 2b, c 3a, c 3b, d]`.
+    pub fn run<M: Maps<B>>(&self, m: &M, x: &M::X) -> M::X {
+        let a = m.conv(&self.b1x1, x);
+        let h = m.conv(&self.b3x3_1, x);
+        let (b1, b2) = (m.conv(&self.b3x3_2a, &h), m.conv(&self.b3x3_2b, &h));
+        let h = m.chain(&[&self.b3x3dbl_1, &self.b3x3dbl_2], x);
+        let (c1, c2) = (m.conv(&self.b3x3dbl_3a, &h), m.conv(&self.b3x3dbl_3b, &h));
         let pooled = match self.pool_kind {
-            PoolKind::Average => avg_pool_3x3(x),
-            PoolKind::Max => max_pool_3x3(x, 1),
+            PoolKind::Average => m.avg_pool(x),
+            PoolKind::Max => m.max_pool(x, 1),
         };
-        let d = self.pool.forward(pooled);
-        Tensor::cat(vec![a, b, c, d], 1)
+        let d = m.conv(&self.pool, &pooled);
+        m.cat(vec![a, b1, b2, c1, c2, d])
     }
 }
 
@@ -391,6 +475,7 @@ impl<B: Backend> FidInception<B> {
     /// `resize_input=True, normalize_input=True`).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let [b, _, h, w] = images.dims();
+        let device = images.device();
         let x = if [h, w] == [INPUT_SIZE, INPUT_SIZE] {
             images
         } else {
@@ -400,25 +485,39 @@ impl<B: Backend> FidInception<B> {
                 InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
             )
         };
-        let mut x = x * 2.0 - 1.0;
-        for (i, conv) in self.stem.iter().enumerate() {
-            x = conv.forward(x);
+        let x = x * 2.0 - 1.0;
+        if crate::nn::fused::available::<B>() {
+            let dims = x.dims();
+            let values: Vec<f32> = x.into_data().convert::<f32>().to_vec().expect("f32 images");
+            let pooled = self
+                .run(&HostMaps, &Nhwc::from_nchw(&values, dims))
+                .global_mean();
+            return Tensor::from_data(TensorData::new(pooled, [b, FEATURES]), &device);
+        }
+        let x = self.run(&Tensors, &x);
+        let [_, c, hh, ww] = x.dims();
+        x.reshape([b, c, hh * ww]).mean_dim(2).reshape([b, c])
+    }
+
+    /// The stem and the eleven blocks, up to the last map before pool3.
+    fn run<M: Maps<B>>(&self, m: &M, x: &M::X) -> M::X {
+        let mut x = m.conv(&self.stem[0], x);
+        for (i, conv) in self.stem.iter().enumerate().skip(1) {
+            x = m.conv(conv, &x);
             if i == 2 || i == 4 {
-                x = max_pool_3x3(x, 2);
+                x = m.max_pool(&x, 2);
             }
         }
         for block in &self.mixed_5 {
-            x = block.forward(x);
+            x = block.run(m, &x);
         }
-        x = self.mixed_6a.forward(x);
+        x = self.mixed_6a.run(m, &x);
         for block in &self.mixed_6 {
-            x = block.forward(x);
+            x = block.run(m, &x);
         }
-        x = self.mixed_7a.forward(x);
-        x = self.mixed_7b.forward(x);
-        x = self.mixed_7c.forward(x);
-        let [_, c, hh, ww] = x.dims();
-        x.reshape([b, c, hh * ww]).mean_dim(2).reshape([b, c])
+        x = self.mixed_7a.run(m, &x);
+        x = self.mixed_7b.run(m, &x);
+        self.mixed_7c.run(m, &x)
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod cnn;
 pub mod conv;
 pub mod ema;
 pub mod linear;
