@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14's side-by-side figures in one run (docs/PERFORMANCE.md): training and sampling of the
 # tiny preset and the CLIP / FID Inception networks, flowlens and PyTorch alternating (ROUNDS,
-# default 2), 2 threads each. Needs a release build and the PyTorch venv of tools/fixtures:
+# default 2), 2 threads each. Needs a release build and the PyTorch venv of tools/fixtures (torch,
+# transformers, diffusers, torchvision, pytorch-fid: see the pip lines of tools/fixtures/make_*.py):
 #   cargo build --release -p flowlens-experiments
 #   cargo bench -p flowlens-core --bench real_networks --no-run
 #   PY=/tmp/pyref/bin/python bash tools/bench/side_by_side.sh > side_by_side.md
