@@ -55,6 +55,9 @@ simd_kernel! {
 /// Elements per task.
 const PIECE: usize = 1 << 13;
 
+/// One task's pieces of the new parameter, first and second moment.
+type Pieces<'a> = ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]);
+
 /// Inputs: parameter, gradient, first moment, second moment (all `[n]`). Output `[3, n]`: the
 /// new parameter, first and second moment.
 impl CpuOp<4> for AdamStep {
@@ -71,7 +74,7 @@ impl CpuOp<4> for AdamStep {
         let mut data = vec![0.0f32; 3 * n];
         let (po, rest) = data.split_at_mut(n);
         let (mo, vo) = rest.split_at_mut(n);
-        let one = |(i, ((po, mo), vo)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
+        let one = |(i, ((po, mo), vo)): (usize, Pieces<'_>)| {
             let r = i * PIECE..i * PIECE + po.len();
             let (m0, v0) = if self.first {
                 (&g.data[r.clone()], &g.data[r.clone()])
