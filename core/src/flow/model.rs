@@ -277,7 +277,7 @@ impl<B: Backend> FlowModel<B> {
                 "enc.text".into(),
                 Tap {
                     value: text_in.clone(),
-                    mask: mask.clone(),
+                    mask: Some(mask.clone()),
                 },
             );
         }
@@ -286,7 +286,7 @@ impl<B: Backend> FlowModel<B> {
                 "enc.noise".into(),
                 Tap {
                     value: enc.image_tokens.clone(),
-                    mask: ones(n),
+                    mask: None,
                 },
             );
         }
@@ -311,9 +311,10 @@ impl<B: Backend> FlowModel<B> {
         };
         let out = self.llm.forward_embeds(seq, Some(&llm_mask), &request)?;
         for (l, hs) in out.hidden_states {
-            for (part, start, len, m) in
-                [("text", 0, tl, mask.clone()), ("image", tl + 1, n, ones(n))]
-            {
+            for (part, start, len, m) in [
+                ("text", 0, tl, Some(mask.clone())),
+                ("image", tl + 1, n, None),
+            ] {
                 let name = llm_tap_name(l, part);
                 if taps.wants(&name) {
                     out_taps.insert(
@@ -336,7 +337,7 @@ impl<B: Backend> FlowModel<B> {
                         "dec.input".into(),
                         Tap {
                             value: input,
-                            mask: ones(n),
+                            mask: None,
                         },
                     );
                 }
@@ -351,7 +352,7 @@ impl<B: Backend> FlowModel<B> {
                         "dec.input".into(),
                         Tap {
                             value: input,
-                            mask: ones(n),
+                            mask: None,
                         },
                     );
                 }

@@ -216,7 +216,7 @@ pub fn sample_euler<B: Backend>(
                 .map(|(name, tap)| {
                     let tap = super::taps::Tap {
                         value: tap.value.narrow(0, 0, b),
-                        mask: tap.mask.narrow(0, 0, b),
+                        mask: tap.mask.map(|m| m.narrow(0, 0, b)),
                     };
                     (name, tap.pool(config.pooling))
                 })

@@ -79,7 +79,9 @@ impl TapRequest {
 #[derive(Debug, Clone)]
 pub struct Tap<B: Backend> {
     pub value: Tensor<B, 3>,
-    pub mask: Tensor<B, 2, Int>,
+    /// `[b, s]`, 1 where a token counts; `None`: every token does (image tokens, the decoder
+    /// input), pooled without the masked product.
+    pub mask: Option<Tensor<B, 2, Int>>,
 }
 
 /// How a tap is reduced to one vector per sample (named as in a store's manifest).
@@ -117,7 +119,12 @@ impl<B: Backend> Tap<B> {
             TapPooling::LayerNormMean => layer_norm(self.value.clone(), 1e-5),
         };
         let [b, s, d] = x.dims();
-        let m = self.mask.clone().float().reshape([b, s, 1]);
+        let Some(mask) = &self.mask else {
+            // The same values as the masked form with an all-ones mask (x * 1 = x; the same
+            // division by s), without the broadcast product.
+            return x.sum_dim(1).reshape([b, d]) / s.max(1) as f32;
+        };
+        let m = mask.clone().float().reshape([b, s, 1]);
         let count = m.clone().sum_dim(1).reshape([b, 1]).clamp_min(1.0);
         (x * m).sum_dim(1).reshape([b, d]) / count
     }
