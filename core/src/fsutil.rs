@@ -59,10 +59,13 @@ impl AtomicBatch {
                 .map_err(|e| named(first, e))?;
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
-        while let Some((tmp, path)) = self.files.first().cloned() {
-            // On failure the rest (this one included) are still listed: `Drop` removes them.
-            std::fs::rename(&tmp, &path).map_err(|e| named(&path, e))?;
-            self.files.remove(0);
+        let files = std::mem::take(&mut self.files);
+        for (i, (tmp, path)) in files.iter().enumerate() {
+            if let Err(e) = std::fs::rename(tmp, path) {
+                // The rest (this one included) go back to the list: `Drop` removes them.
+                self.files = files[i..].to_vec();
+                return Err(named(path, e));
+            }
             if let Some(dir) = path.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
                 dirs.push(dir.to_path_buf());
             }

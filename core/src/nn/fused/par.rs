@@ -8,6 +8,39 @@ use rayon::prelude::*;
 /// Below this many output elements a kernel runs on the calling thread.
 pub const PAR_MIN: usize = 1 << 15;
 
+/// Elements per task of an elementwise kernel.
+pub const PIECE: usize = 8192;
+
+/// `f(offset, piece)` over pieces of `out`, in parallel when large.
+pub fn elementwise(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let run = |(i, piece): (usize, &mut [f32])| f(i * PIECE, piece);
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(PIECE).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(PIECE).enumerate().for_each(run);
+    }
+}
+
+/// `f(offset, piece of a, same piece of b)` for two equally long buffers.
+pub fn elementwise_pair(
+    a: &mut [f32],
+    b: &mut [f32],
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+) {
+    let run = |(i, (pa, pb)): (usize, (&mut [f32], &mut [f32]))| f(i * PIECE, pa, pb);
+    if a.len() >= PAR_MIN {
+        a.par_chunks_mut(PIECE)
+            .zip(b.par_chunks_mut(PIECE))
+            .enumerate()
+            .for_each(run);
+    } else {
+        a.chunks_mut(PIECE)
+            .zip(b.chunks_mut(PIECE))
+            .enumerate()
+            .for_each(run);
+    }
+}
+
 /// Row ranges of about `chunk` rows covering `0..rows`.
 pub fn ranges(rows: usize, chunk: usize) -> Vec<Range<usize>> {
     super::chunks(rows, chunk).collect()

@@ -6,9 +6,8 @@ use burn::tensor::activation::{gelu, gelu_approximate, silu};
 use burn::tensor::backend::Backend;
 
 use crate::nn::fused::math::{erf, exp, tanh};
-use rayon::prelude::*;
 
-use crate::nn::fused::par::PAR_MIN;
+use crate::nn::fused::par::{elementwise, elementwise_pair};
 use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
 
@@ -124,39 +123,6 @@ simd_kernel! {
 /// Elementwise `f(x)` for one of [`Kind`]. Input: x.
 #[derive(Debug, Clone)]
 pub struct Activation(pub Kind);
-
-/// Elements per task of an elementwise kernel.
-const PIECE: usize = 8192;
-
-/// `f(offset, piece)` over pieces of `out`, in parallel when large.
-fn elementwise(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let run = |(i, piece): (usize, &mut [f32])| f(i * PIECE, piece);
-    if out.len() >= PAR_MIN {
-        out.par_chunks_mut(PIECE).enumerate().for_each(run);
-    } else {
-        out.chunks_mut(PIECE).enumerate().for_each(run);
-    }
-}
-
-/// `f(offset, piece of a, same piece of b)` for two equally long buffers.
-fn elementwise_pair(
-    a: &mut [f32],
-    b: &mut [f32],
-    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
-) {
-    let run = |(i, (pa, pb)): (usize, (&mut [f32], &mut [f32]))| f(i * PIECE, pa, pb);
-    if a.len() >= PAR_MIN {
-        a.par_chunks_mut(PIECE)
-            .zip(b.par_chunks_mut(PIECE))
-            .enumerate()
-            .for_each(run);
-    } else {
-        a.chunks_mut(PIECE)
-            .zip(b.chunks_mut(PIECE))
-            .enumerate()
-            .for_each(run);
-    }
-}
 
 impl CpuOp<1> for Activation {
     fn forward(&self, [x]: [In<'_>; 1], _train: bool) -> (Out, Option<Out>) {

@@ -2,13 +2,11 @@
 //! (two scalar products and a sum, each a full read and write of the tensor). The same f32
 //! operations in the same order as the composed form, so the values are identical.
 
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
-use rayon::prelude::*;
-
-use crate::nn::fused::par::PAR_MIN;
+use crate::nn::fused::par::elementwise;
 use crate::nn::fused::simd::simd_kernel;
 use crate::nn::fused::{CpuOp, In, Out, run};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 /// `a * decay + b * keep` with both factors already rounded to f32 (as burn's scalar ops round
 /// them). Inputs: a (the running average), b (the weight).
@@ -26,9 +24,6 @@ simd_kernel! {
     }
 }
 
-/// Elements per task.
-const PIECE: usize = 1 << 14;
-
 impl CpuOp<2> for Ema {
     fn forward(&self, [a, b]: [In<'_>; 2], _train: bool) -> (Out, Option<Out>) {
         assert_eq!(
@@ -37,8 +32,7 @@ impl CpuOp<2> for Ema {
             a.shape, b.shape
         );
         let mut out = vec![0.0f32; a.data.len()];
-        let run = |(i, piece): (usize, &mut [f32])| {
-            let at = i * PIECE;
+        elementwise(&mut out, |at, piece| {
             let n = piece.len();
             ema_rows(
                 &a.data[at..at + n],
@@ -47,12 +41,7 @@ impl CpuOp<2> for Ema {
                 self.keep,
                 piece,
             )
-        };
-        if out.len() >= PAR_MIN {
-            out.par_chunks_mut(PIECE).enumerate().for_each(run);
-        } else {
-            out.chunks_mut(PIECE).enumerate().for_each(run);
-        }
+        });
         (Out::new(out, a.shape.to_vec()), None)
     }
 
