@@ -167,6 +167,8 @@ pub struct Heatmap {
     pub colorbar_label: String,
     /// Fixed colour range; default: the data range (symmetric for diverging).
     pub range: Option<(f64, f64)>,
+    /// Cells crossed out (`true`): e.g. not distinguishable from the null.
+    pub crossed: Option<Array2<bool>>,
 }
 
 /// The colour range of heatmap values: the finite data range (symmetric around 0 when
@@ -275,6 +277,26 @@ impl Figure for Heatmap {
                 )
             }))
             .map_err(plot_err)?;
+        if let Some(crossed) = &self.crossed {
+            if crossed.dim() != (rows, cols) {
+                return Err(AnalysisError::Shape {
+                    what: format!("crossed cells of heatmap `{}`", self.title),
+                    reason: format!("{:?} marks for {rows}x{cols} cells", crossed.dim()),
+                });
+            }
+            let style = RGBColor(110, 110, 110).stroke_width((1.5 * s).max(1.0) as u32);
+            chart
+                .draw_series(cells().filter(|&(r, c)| crossed[[r, c]]).map(|(r, c)| {
+                    PathElement::new(
+                        vec![
+                            (SegmentValue::Exact(c), SegmentValue::Exact(r)),
+                            (SegmentValue::Exact(c + 1), SegmentValue::Exact(r + 1)),
+                        ],
+                        style,
+                    )
+                }))
+                .map_err(plot_err)?;
+        }
         if self.annotate {
             let area = chart.plotting_area().dim_in_pixel();
             let cell_w = area.0 as f64 / cols as f64;
@@ -339,14 +361,42 @@ impl Figure for Heatmap {
     }
 }
 
-/// One line, with an optional +-error band.
+/// One line, with an optional error band and optional point markers.
 #[derive(Debug, Clone)]
 pub struct Line {
     pub name: String,
     pub xs: Vec<f64>,
     pub ys: Vec<f64>,
-    /// Half-width of the band around `ys` (e.g. the SE over seeds).
-    pub band: Option<Vec<f64>>,
+    pub band: Option<Band>,
+    /// A marker at every point: filled where `true` (e.g. above the null), hollow where `false`
+    /// (not distinguishable from it).
+    pub points: Option<Vec<bool>>,
+}
+
+/// The error band of a [`Line`].
+#[derive(Debug, Clone)]
+pub enum Band {
+    /// `ys ± half-width` (e.g. the SE over seeds).
+    PlusMinus(Vec<f64>),
+    /// Lower and upper limits (e.g. a bootstrap interval).
+    Between(Vec<f64>, Vec<f64>),
+}
+
+impl Band {
+    fn len_ok(&self, n: usize) -> bool {
+        match self {
+            Band::PlusMinus(e) => e.len() == n,
+            Band::Between(lo, hi) => lo.len() == n && hi.len() == n,
+        }
+    }
+
+    /// The band's limits at point `i` of a line whose value there is `y`.
+    fn limits(&self, i: usize, y: f64) -> (f64, f64) {
+        match self {
+            Band::PlusMinus(e) => (y - e[i], y + e[i]),
+            Band::Between(lo, hi) => (lo[i], hi[i]),
+        }
+    }
 }
 
 /// Curves over a shared x axis.
@@ -366,7 +416,8 @@ impl Figure for LinePlot {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, s: f64) -> Result<()> {
         for l in &self.lines {
             if l.xs.len() != l.ys.len()
-                || l.band.as_ref().is_some_and(|b| b.len() != l.ys.len())
+                || l.band.as_ref().is_some_and(|b| !b.len_ok(l.ys.len()))
+                || l.points.as_ref().is_some_and(|p| p.len() != l.ys.len())
                 || l.xs.is_empty()
             {
                 return Err(AnalysisError::Shape {
@@ -383,10 +434,10 @@ impl Figure for LinePlot {
             let mut lo = f64::INFINITY;
             let mut hi = f64::NEG_INFINITY;
             for l in &self.lines {
-                for (i, y) in l.ys.iter().enumerate() {
-                    let e = l.band.as_ref().map_or(0.0, |b| b[i]);
-                    lo = lo.min(y - e);
-                    hi = hi.max(y + e);
+                for (i, &y) in l.ys.iter().enumerate() {
+                    let (a, b) = l.band.as_ref().map_or((y, y), |b| b.limits(i, y));
+                    lo = lo.min(a.min(y));
+                    hi = hi.max(b.max(y));
                 }
             }
             if let Some((r, _)) = &self.reference {
@@ -421,17 +472,10 @@ impl Figure for LinePlot {
         for (i, l) in self.lines.iter().enumerate() {
             let colour = PALETTE[i % PALETTE.len()];
             if let Some(band) = &l.band {
-                let upper =
-                    l.xs.iter()
-                        .zip(&l.ys)
-                        .zip(band)
-                        .map(|((x, y), e)| (*x, y + e));
-                let lower =
-                    l.xs.iter()
-                        .zip(&l.ys)
-                        .zip(band)
-                        .map(|((x, y), e)| (*x, y - e))
-                        .rev();
+                let limits: Vec<(f64, f64)> =
+                    (0..l.ys.len()).map(|i| band.limits(i, l.ys[i])).collect();
+                let upper = l.xs.iter().zip(&limits).map(|(x, b)| (*x, b.1));
+                let lower = l.xs.iter().zip(&limits).map(|(x, b)| (*x, b.0)).rev();
                 let poly: Vec<(f64, f64)> = upper.chain(lower).collect();
                 chart
                     .draw_series(std::iter::once(Polygon::new(
@@ -453,6 +497,24 @@ impl Figure for LinePlot {
                         colour.stroke_width((3.0 * s) as u32),
                     )
                 });
+            if let Some(points) = &l.points {
+                let r = (4.0 * s) as i32;
+                chart
+                    .draw_series(l.xs.iter().zip(&l.ys).zip(points).map(|((x, y), &filled)| {
+                        let style = if filled {
+                            colour.filled()
+                        } else {
+                            WHITE.filled()
+                        };
+                        Circle::new((*x, *y), r, style)
+                    }))
+                    .map_err(plot_err)?;
+                chart
+                    .draw_series(l.xs.iter().zip(&l.ys).map(|(x, y)| {
+                        Circle::new((*x, *y), r, colour.stroke_width((1.5 * s).max(1.0) as u32))
+                    }))
+                    .map_err(plot_err)?;
+            }
         }
         if let Some((r, label)) = &self.reference {
             let style = RGBColor(90, 90, 90).stroke_width((1.5 * s).max(1.0) as u32);

@@ -6,7 +6,8 @@
 //! - [`streaming`]: the exact streaming accumulator (Chan/Welford merges of centred moments);
 //! - [`grid`]: many pairs at once (taps x solver steps) with per-tap work done once;
 //! - [`knn`]: mutual k-NN alignment; minibatch CKA lives in [`cka`];
-//! - [`stats`]: seeds, bootstrap intervals, permutation nulls; [`curves`]: AUC and
+//! - [`stats`]: seeds, bootstrap intervals, permutation nulls; [`inference`]: the same over
+//!   prompts for statistics made of many CKA values (paired, swap test); [`curves`]: AUC and
 //!   time-to-threshold over solver steps;
 //! - [`fid`] and [`clip`]: FID (as pytorch-fid) and CLIP score.
 //!
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fid;
 pub mod figures;
 pub mod grid;
+pub mod inference;
 pub mod knn;
 pub mod linalg;
 pub mod stats;
@@ -31,3 +33,5 @@ pub use error::AnalysisError;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_inference;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cka::{self, CkaTerms, Estimator};
 use crate::error::{AnalysisError, Result};
-use crate::linalg;
+use crate::{inference, linalg};
 
 /// Mean, sample standard deviation and standard error of a set of values (e.g. over seeds).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -60,17 +60,7 @@ impl Summary {
     }
 }
 
-/// The q-quantile (linear interpolation between order statistics, NumPy's default).
-pub fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
+pub use crate::inference::quantile;
 
 /// The centred Gram matrices of a pair, for resampling.
 pub struct GramPair {
@@ -99,60 +89,12 @@ impl GramPair {
 
     /// Terms of the full sample.
     pub fn terms(&self) -> CkaTerms {
-        let idx: Vec<usize> = (0..self.n()).collect();
-        self.resampled_terms(&idx, &idx, false)
-    }
-
-    /// Terms for rows `ix` of X paired with rows `iy` of Y (the same length), re-centred when
-    /// `recentre` (bootstrap), as is (permutation: centring is permutation-invariant).
-    fn resampled_terms(&self, ix: &[usize], iy: &[usize], recentre: bool) -> CkaTerms {
-        let m = ix.len();
-        let row_means = |g: &Array2<f64>, idx: &[usize]| -> (Vec<f64>, f64) {
-            if !recentre {
-                return (vec![0.0; m], 0.0);
-            }
-            let r: Vec<f64> = idx
-                .iter()
-                .map(|&i| idx.iter().map(|&j| g[[i, j]]).sum::<f64>() / m as f64)
-                .collect();
-            let grand = r.iter().sum::<f64>() / m as f64;
-            (r, grand)
-        };
-        let (rk, gk) = row_means(&self.k, ix);
-        let (rl, gl) = row_means(&self.l, iy);
-        let (mut kl, mut kk, mut ll) = (0.0, 0.0, 0.0);
-        let mut a = vec![0.0; m];
-        let mut b = vec![0.0; m];
-        for p in 0..m {
-            let (i, u) = (ix[p], iy[p]);
-            for q in 0..m {
-                let kv = self.k[[i, ix[q]]] - rk[p] - rk[q] + gk;
-                let lv = self.l[[u, iy[q]]] - rl[p] - rl[q] + gl;
-                kl += kv * lv;
-                kk += kv * kv;
-                ll += lv * lv;
-                if p == q {
-                    a[p] = kv;
-                    b[p] = lv;
-                }
-            }
-        }
-        CkaTerms {
-            n: m,
-            kl,
-            kk,
-            ll,
-            sum_a: a.iter().sum(),
-            sum_b: b.iter().sum(),
-            sum_ab: a.iter().zip(&b).map(|(x, y)| x * y).sum(),
-            sum_aa: a.iter().map(|x| x * x).sum(),
-            sum_bb: b.iter().map(|x| x * x).sum(),
-        }
+        inference::weighted_terms(self.k.view(), self.l.view(), &vec![1.0; self.n()])
     }
 }
 
 /// A bootstrap percentile interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
     pub estimate: f64,
     pub lower: f64,
@@ -186,7 +128,8 @@ pub fn bootstrap_ci(
         .map(|r| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(r as u64));
             let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-            pair.resampled_terms(&idx, &idx, true).value(
+            let counts = inference::Resamples::counts_of(n, &idx);
+            inference::weighted_terms(pair.k.view(), pair.l.view(), &counts).value(
                 estimator,
                 "X (bootstrap)",
                 "Y (bootstrap)",
@@ -241,17 +184,20 @@ pub fn permutation_null(
             reason: "needs at least one permutation".into(),
         });
     }
-    let observed = pair.terms().value(estimator, "X", "Y")?;
+    let full = pair.terms();
+    let observed = full.value(estimator, "X", "Y")?;
     let n = pair.n();
-    let ix: Vec<usize> = (0..n).collect();
     let null: Vec<f64> = (0..permutations)
         .into_par_iter()
         .map(|r| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(r as u64));
-            let mut iy = ix.clone();
+            let mut iy: Vec<usize> = (0..n).collect();
             iy.shuffle(&mut rng);
-            pair.resampled_terms(&ix, &iy, false)
-                .value(estimator, "X", "Y (permuted)")
+            inference::permuted_terms(pair.k.view(), pair.l.view(), &iy, &full).value(
+                estimator,
+                "X",
+                "Y (permuted)",
+            )
         })
         .collect::<Result<_>>()?;
     let exceed = null.iter().filter(|&&v| v >= observed).count();

@@ -617,6 +617,7 @@ fn figures_render_as_png_and_svg() {
         annotate: true,
         colorbar_label: "ΔCKA".into(),
         range: None,
+        crossed: None,
     };
     let (png, svg) = figures::save(&heat, dir.path(), "heat").unwrap();
     let ts: Vec<f64> = (0..30).map(|k| k as f64 / 30.0).collect();
@@ -624,7 +625,8 @@ fn figures_render_as_png_and_svg() {
         name: name.into(),
         xs: ts.clone(),
         ys: ts.iter().map(|t| (t * f).min(1.0)).collect(),
-        band: Some(vec![0.03; 30]),
+        band: Some(crate::figures::Band::PlusMinus(vec![0.03; 30])),
+        points: None,
     };
     let curves = LinePlot {
         title: "text-noise CKA over solver steps".into(),

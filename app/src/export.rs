@@ -56,6 +56,7 @@ pub fn heatmap(grid: &Grid, delta: bool, dir: &Path, name: &str) -> Result<Vec<P
         annotate: grid.total_cells() <= 120,
         colorbar_label: if delta { "Δ CKA".into() } else { "CKA".into() },
         range: None,
+        crossed: None,
     };
     let (png, svg) = figures::save(&fig, dir, name)?;
     Ok(vec![png, svg])
@@ -88,7 +89,8 @@ pub fn curve(
             name: grid.rows()[row].clone(),
             xs,
             ys,
-            band: Some(band),
+            band: Some(flowlens_analysis::figures::Band::PlusMinus(band)),
+            points: None,
         }],
         reference,
         y_range: None,
@@ -151,6 +153,7 @@ pub fn training_curves(
         xs: pts.iter().map(|p| p[0]).collect(),
         ys: pts.iter().map(|p| p[1]).collect(),
         band: None,
+        points: None,
     };
     let mut lines = vec![line("loss", &loss)];
     if smoothing > 0.0 {

@@ -189,14 +189,22 @@ pub struct LiveCka {
     pub rows: Vec<String>,
     pub steps: Vec<usize>,
     pub values: flowlens_analysis::cka::PerEstimator<Array2<f64>>,
-    /// Rows seen per cell.
+    /// SE over seeds per cell (NaN below two seeds).
+    pub se: flowlens_analysis::cka::PerEstimator<Array2<f64>>,
+    /// Rows (prompts) of the fullest seed per cell.
     pub n: Array2<f64>,
+    /// Seeds per cell.
+    pub seeds: Array2<f64>,
     pub updates: u64,
 }
 
 impl LiveCka {
     pub fn values(&self, estimator: Estimator) -> &Array2<f64> {
         self.values.get(estimator)
+    }
+
+    pub fn se(&self, estimator: Estimator) -> &Array2<f64> {
+        self.se.get(estimator)
     }
 }
 
@@ -228,7 +236,16 @@ pub fn read_live(path: &Path) -> Result<LiveCka> {
             Array2::from_shape_fn(shape, |(r, c)| at(r, c, |s| s.biased.unwrap_or(f64::NAN))),
             Array2::from_shape_fn(shape, |(r, c)| at(r, c, |s| s.debiased.unwrap_or(f64::NAN))),
         ),
+        se: flowlens_analysis::cka::PerEstimator::new(
+            Array2::from_shape_fn(shape, |(r, c)| {
+                at(r, c, |s| s.biased_se.unwrap_or(f64::NAN))
+            }),
+            Array2::from_shape_fn(shape, |(r, c)| {
+                at(r, c, |s| s.debiased_se.unwrap_or(f64::NAN))
+            }),
+        ),
         n: Array2::from_shape_fn(shape, |(r, c)| at(r, c, |s| s.n as f64)),
+        seeds: Array2::from_shape_fn(shape, |(r, c)| at(r, c, |s| s.seeds.len() as f64)),
         rows,
         steps,
         updates: snapshot.updates as u64,

@@ -222,6 +222,15 @@ pub fn best(run: &Path) -> Option<(Best, PathBuf)> {
     dir.is_dir().then_some((best, dir))
 }
 
+/// The checkpoint `choice` names in `run` (step, folder), if it is there.
+pub fn resolve(run: &Path, choice: CheckpointChoice) -> Option<(usize, PathBuf)> {
+    match choice {
+        CheckpointChoice::Latest => list(run).pop(),
+        CheckpointChoice::Best => best(run).map(|(b, dir)| (b.step, dir)),
+        CheckpointChoice::Step(s) => list(run).into_iter().find(|(k, _)| *k == s),
+    }
+}
+
 /// A run loaded for sampling.
 pub struct LoadedRun<B: Backend> {
     pub run: RunDir,
@@ -243,13 +252,8 @@ pub fn load_run_model<B: Backend>(
     let run = RunDir::open(run_dir)?;
     let config: TrainConfig = run.config()?;
     let flow = FlowConfig::of(config.preset, config.variant);
-    let all = list(run_dir);
-    let found = match checkpoint {
-        CheckpointChoice::Latest => all.last().cloned(),
-        CheckpointChoice::Best => best(run_dir).map(|(b, dir)| (b.step, dir)),
-        CheckpointChoice::Step(s) => all.iter().find(|(k, _)| *k == s).cloned(),
-    };
-    let Some((step, ckpt)) = found else {
+    let Some((step, ckpt)) = resolve(run_dir, checkpoint) else {
+        let all = list(run_dir);
         let have: Vec<String> = all.iter().map(|(s, _)| s.to_string()).collect();
         return Err(CheckpointError::Missing {
             run: run_dir.to_path_buf(),

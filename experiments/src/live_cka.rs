@@ -1,9 +1,10 @@
 //! Live CKA while sampling: exact streaming accumulators (the analysis crate's
-//! [`StreamingCka`]) for configured tap pairs, one per pair and solver step, updated as each
-//! batch's pooled rows arrive, and written to `cka_live.json` next to the feature store after
-//! every batch (write-then-rename), so a reader (the app) can show the partial grid while the
-//! sampler works. Values pool every seed seen so far; the final per-seed analysis reads the
-//! stored features.
+//! [`StreamingCka`]) for configured tap pairs, one per pair, solver step and sampling seed,
+//! updated as each batch's pooled rows arrive, and written to `cka_live.json` next to the feature
+//! store after every batch (write-then-rename), so a reader (the app) can show the partial grid
+//! while the sampler works. Each seed's CKA is over its own prompts; a step shows the mean and SE
+//! over seeds. Seeds are never pooled into one accumulator: every prompt would enter once per
+//! seed, and repeated rows void the debiased estimator.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use flowlens_analysis::Estimator;
 use flowlens_analysis::streaming::StreamingCka;
-use flowlens_core::store::{LIVE_FORMAT, LiveCkaSnapshot, LivePair, LiveStep, ProbeObserver};
+use flowlens_core::store::{
+    LIVE_FORMAT, LiveCkaSnapshot, LivePair, LiveSeed, LiveStep, ProbeObserver,
+};
 use ndarray::ArrayView2;
 
 /// Parses `A:B,C:D` into tap pairs.
@@ -36,8 +39,8 @@ pub struct LiveCka {
     path: PathBuf,
     /// Rows of the current batch per (seed, step, offset) and tap, as f64 with their width.
     pending: HashMap<(u64, usize, usize), BatchRows>,
-    /// Accumulators per (pair index, step).
-    acc: BTreeMap<(usize, usize), StreamingCka>,
+    /// Accumulators per (pair index, step, seed).
+    acc: BTreeMap<(usize, usize, u64), StreamingCka>,
     /// Time spent in accumulator updates, and their count.
     update_seconds: f64,
     updates: usize,
@@ -76,21 +79,26 @@ impl LiveCka {
             .map(|(i, (a, b))| LivePair {
                 a: a.clone(),
                 b: b.clone(),
-                steps: self
-                    .acc
-                    .range((i, 0)..(i + 1, 0))
-                    .map(|(&(_, step), acc)| LiveStep {
-                        step,
-                        n: acc.n(),
-                        biased: value(acc, Estimator::Biased),
-                        debiased: value(acc, Estimator::Debiased),
-                    })
-                    .collect(),
+                steps: {
+                    let mut steps: BTreeMap<usize, Vec<LiveSeed>> = BTreeMap::new();
+                    for (&(_, step, seed), acc) in self.acc.range((i, 0, 0)..(i + 1, 0, 0)) {
+                        steps.entry(step).or_default().push(LiveSeed {
+                            biased: value(acc, Estimator::Biased),
+                            debiased: value(acc, Estimator::Debiased),
+                            n: acc.n(),
+                            seed,
+                        });
+                    }
+                    steps
+                        .into_iter()
+                        .map(|(step, seeds)| LiveStep::of_seeds(step, seeds))
+                        .collect()
+                },
             })
             .collect();
         LiveCkaSnapshot {
             format: LIVE_FORMAT.into(),
-            pooled_over: "all seeds so far".into(),
+            over: "mean and SE over sampling seeds; each seed's CKA over its own prompts".into(),
             pairs,
             updates: self.updates,
             mean_update_seconds: self.mean_update_seconds(),
@@ -127,7 +135,7 @@ impl LiveCka {
         let Some(rows) = self.pending.get(&key) else {
             return Ok(());
         };
-        let step = key.1;
+        let (seed, step) = (key.0, key.1);
         for (i, (a, b)) in self.pairs.iter().enumerate() {
             let (Some((x, dx)), Some((y, dy))) = (rows.get(a), rows.get(b)) else {
                 continue;
@@ -138,7 +146,7 @@ impl LiveCka {
             let start = Instant::now();
             let acc = self
                 .acc
-                .entry((i, step))
+                .entry((i, step, seed))
                 .or_insert_with(|| StreamingCka::new(*dx, *dy, None));
             acc.update(xv, yv)?;
             self.update_seconds += start.elapsed().as_secs_f64();
@@ -235,5 +243,55 @@ mod tests {
         let on_disk = LiveCkaSnapshot::read(&path).unwrap();
         assert_eq!(on_disk.pairs[0].steps[0].n, 24);
         assert!(parse_pairs("enc.text").is_err());
+    }
+
+    /// Features that depend on the prompt only (as the text stream does), independent between
+    /// the two taps: every seed repeats the same rows. Pooled over seeds, each prompt entered
+    /// three times and the debiased CKA read about 0.8; per seed it is about 0 (sd ~0.06 at
+    /// n = 24).
+    #[test]
+    fn seeds_are_not_pooled_so_repeated_prompts_do_not_inflate_the_debiased_cka() {
+        let (n, d) = (24, 128);
+        // splitmix64: uniform values in [-0.5, 0.5).
+        let mut state = 7u64;
+        let mut draw = |k: usize| -> Vec<f32> {
+            (0..k)
+                .map(|_| {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let (x, y) = (draw(n * d), draw(n * d));
+        let dir = tempfile::tempdir().unwrap();
+        let path = flowlens_core::store::StorePaths::new(
+            dir.path(),
+            flowlens_core::store::StoreName::sample(),
+        )
+        .live_cka();
+        let mut live = LiveCka::new(parse_pairs("a:b").unwrap(), path, false);
+        for seed in 0..3 {
+            for start in (0..n).step_by(8) {
+                live.on_rows(seed, 5, "a", start, &x[start * d..(start + 8) * d], d);
+                live.on_rows(seed, 5, "b", start, &y[start * d..(start + 8) * d], d);
+            }
+            live.on_seed_done(seed);
+        }
+        let step = &live.snapshot().pairs[0].steps[0];
+        assert_eq!(step.seeds.len(), 3);
+        assert_eq!(step.n, 24, "rows per seed, not pooled");
+        for s in &step.seeds {
+            assert_eq!(s.n, 24);
+            assert_eq!(
+                s.debiased, step.seeds[0].debiased,
+                "identical rows per seed"
+            );
+        }
+        let v = step.debiased.unwrap();
+        assert!(v.abs() < 0.25, "debiased CKA of independent features: {v}");
+        assert_eq!(step.debiased_se, Some(0.0));
     }
 }

@@ -119,11 +119,12 @@ pub fn warn_truncated(run: &Path, prompts: &[String], text_len: usize) -> Result
     Ok(())
 }
 
-/// Samples `run` into the feature store `store` (unless the store already holds exactly this
-/// request, every seed included) and opens it.
+/// Samples `run` at `checkpoint` into the feature store `store` (unless the store already holds
+/// exactly this request, every seed included) and opens it.
 #[allow(clippy::too_many_arguments)]
 pub fn ensure_sampled<B: Backend>(
     run: &Path,
+    checkpoint: CheckpointChoice,
     store: &str,
     probing: &Probing,
     taps: &[String],
@@ -132,6 +133,26 @@ pub fn ensure_sampled<B: Backend>(
     device: &B::Device,
     log: &Log,
 ) -> Result<FeatureStore> {
+    let Some((checkpoint_step, _)) = checkpoint::resolve(run, checkpoint) else {
+        let have: Vec<String> = checkpoint::list(run)
+            .iter()
+            .map(|(s, _)| s.to_string())
+            .collect();
+        bail!(
+            "{}: no checkpoint {} to sample (checkpoints: {})",
+            run.display(),
+            match checkpoint {
+                CheckpointChoice::Step(s) => format!("at step {s}"),
+                CheckpointChoice::Best => "recorded as best".into(),
+                CheckpointChoice::Latest => "at all".into(),
+            },
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        );
+    };
     let prompts = prompts_for(probing, run)?;
     let config: TrainConfig = RunDir::open(run)?.config()?;
     warn_truncated(
@@ -147,7 +168,7 @@ pub fn ensure_sampled<B: Backend>(
             && m.steps == probing.solver_steps
             && m.cfg == probing.cfg
             && m.pooling == pooling
-            && m.checkpoint_step == checkpoint::latest_step(run)
+            && m.checkpoint_step == checkpoint_step
             && m.tap_steps == tap_steps
             && probing.seeds.iter().all(|s| m.seeds.contains(s))
             && taps.iter().all(|t| !existing.taps_matching(t).is_empty());
@@ -159,7 +180,7 @@ pub fn ensure_sampled<B: Backend>(
             .with_context(|| format!("cannot clear the stale store {}", dir.display()))?;
     }
     log.say(format!(
-        "sampling {} prompts x {} seeds, {} Euler steps, {} taps, into {}",
+        "sampling step {checkpoint_step}: {} prompts x {} seeds, {} Euler steps, {} taps, into {}",
         prompts.len(),
         probing.seeds.len(),
         probing.solver_steps,
@@ -179,7 +200,7 @@ pub fn ensure_sampled<B: Backend>(
         },
         batch_size: probing.batch_size,
         weights: Weights::Ema,
-        checkpoint: CheckpointChoice::Latest,
+        checkpoint: CheckpointChoice::Step(checkpoint_step),
         probe_dtype: ProbeDtype::F32,
         previews: false,
         store: name.clone(),

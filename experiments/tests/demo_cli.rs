@@ -275,6 +275,37 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         before,
         "the report changed between identical runs"
     );
+
+    // Experiment 2 samples `ours` at the transfer step, whose encoder it checked, even when
+    // `ours` has a newer checkpoint since (here: step 2's weights filed as step 6).
+    let ckpts = out.join("ablation/both/seed0/checkpoints");
+    let (from, to) = (ckpts.join("step-00000002"), ckpts.join("step-00000006"));
+    std::fs::create_dir(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    let quick = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/experiments/quick.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_flowlens"))
+        .args(["exp2", "--config"])
+        .arg(&quick)
+        .arg("--out")
+        .arg(&out)
+        .env("FLOWLENS_CACHE", &cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "exp2 after a newer checkpoint:\n{stderr}"
+    );
+    let r2 = json(&out.join("exp2/results.json"));
+    let single = &r2["conditions"][0];
+    assert_eq!(single["name"], "single-stream decoder");
+    assert_eq!(
+        single["checkpoint_step"], 4,
+        "`ours` sampled at the transfer step, not at its newer checkpoint"
+    );
 }
 
 #[test]

@@ -67,3 +67,98 @@ fn fid_matches_pytorch_fid() {
         );
     }
 }
+
+/// tools/fixtures/make_inference_fixtures.py: bootstrap, pairing-permutation and swap
+/// replicates computed explicitly with Kornblith's CKA on resampled features, and the interval
+/// and p-values made of them.
+#[test]
+fn inference_over_prompts_matches_the_explicit_numpy_computation() {
+    use flowlens_analysis::inference::{NullTest, PairedGrams, PromptInterval, Resamples, Tail};
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("inference.json")).unwrap())
+            .unwrap();
+    let [xa, ya, xb, yb] = ["xa", "ya", "xb", "yb"].map(|m| load(&format!("inference_{m}")));
+    let grams = PairedGrams::new(xa.view(), ya.view(), xb.view(), yb.view()).unwrap();
+    let n = doc["n"].as_u64().unwrap() as usize;
+    let list = |key: &str| -> Vec<Vec<serde_json::Value>> {
+        doc[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_array().unwrap().clone())
+            .collect()
+    };
+    let draw = Resamples {
+        n,
+        counts: list("bootstrap_indices")
+            .iter()
+            .map(|v| {
+                let idx: Vec<usize> = v.iter().map(|i| i.as_u64().unwrap() as usize).collect();
+                Resamples::counts_of(n, &idx)
+            })
+            .collect(),
+        permutations: list("permutations")
+            .iter()
+            .map(|v| v.iter().map(|i| i.as_u64().unwrap() as usize).collect())
+            .collect(),
+        swaps: list("swap_masks")
+            .iter()
+            .map(|v| v.iter().map(|b| b.as_bool().unwrap()).collect())
+            .collect(),
+    };
+    let reps = grams.replicates(&draw);
+    let check = |got: &[flowlens_analysis::CkaTerms; 2], want: &serde_json::Value, what: &str| {
+        for (m, side) in [(0, "a"), (1, "b")] {
+            for est in [Estimator::Biased, Estimator::Debiased] {
+                let w = want[side][est.name()].as_f64().unwrap();
+                let g = got[m].value(est, "X", "Y").unwrap();
+                assert!((g - w).abs() < 1e-10, "{what} {side} {est:?}: {g} vs {w}");
+            }
+        }
+    };
+    check(&reps.full, &doc["full"], "full sample");
+    for (kind, got) in [
+        ("bootstrap", &reps.bootstrap),
+        ("permuted", &reps.permuted),
+        ("swapped", reps.swapped.as_ref().unwrap()),
+    ] {
+        for (r, g) in got.iter().enumerate() {
+            check(g, &doc[kind][r], &format!("{kind} {r}"));
+        }
+    }
+    for est in [Estimator::Biased, Estimator::Debiased] {
+        let want = &doc["stats"][est.name()];
+        let delta_of = |t: &[flowlens_analysis::CkaTerms; 2]| {
+            Some(t[0].value(est, "X", "Y").ok()? - t[1].value(est, "X", "Y").ok()?)
+        };
+        let observed = delta_of(&reps.full).unwrap();
+        let boot: Vec<_> = reps.bootstrap.iter().map(delta_of).collect();
+        let ci = PromptInterval::of(&boot, 0.95).unwrap();
+        let f = |k: &str, i: usize| want[k][i].as_f64().unwrap();
+        assert!(
+            (ci.lower - f("delta_ci95", 0)).abs() < 1e-10,
+            "{est:?} {ci:?}"
+        );
+        assert!(
+            (ci.upper - f("delta_ci95", 1)).abs() < 1e-10,
+            "{est:?} {ci:?}"
+        );
+        let null: Vec<_> = reps
+            .swapped
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(delta_of)
+            .collect();
+        let swap = NullTest::of(observed, &null, Tail::TwoSided).unwrap();
+        assert_eq!(swap.p, want["delta_swap_p"].as_f64().unwrap(), "{est:?}");
+        let pair_null: Vec<_> = reps
+            .permuted
+            .iter()
+            .map(|t| t[0].value(est, "X", "Y").ok())
+            .collect();
+        let own = reps.full[0].value(est, "X", "Y").unwrap();
+        let pairing = NullTest::of(own, &pair_null, Tail::Upper).unwrap();
+        assert_eq!(pairing.p, want["a_pairing_p"].as_f64().unwrap(), "{est:?}");
+    }
+}

@@ -237,7 +237,7 @@ fn live_cka_ui(
             }
             Some(Ok(live)) => {
                 ui.weak(format!(
-                    "{} updates · {} estimate · all seeds so far",
+                    "{} updates · {} estimate · mean ± SE over sampling seeds, each seed's CKA over its own prompts",
                     live.updates,
                     est.name()
                 ));
@@ -250,11 +250,18 @@ fn live_cka_ui(
                     false,
                     None,
                     |r, c| {
+                        let se = live.se(est)[[r, c]];
                         format!(
-                            "{} · step {}: {:.4} over {} rows",
+                            "{} · step {}: {:.4}{} over {} seed(s), {} prompts per seed",
                             live.rows[r],
                             live.steps[c],
                             live.values(est)[[r, c]],
+                            if se.is_finite() {
+                                format!(" ± {se:.4} (SE)")
+                            } else {
+                                String::new()
+                            },
+                            live.seeds[[r, c]],
                             live.n[[r, c]]
                         )
                     },

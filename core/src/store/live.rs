@@ -8,18 +8,20 @@ use serde::{Deserialize, Serialize};
 use crate::store::error::{StoreError, io};
 
 /// The live snapshot's `format`.
-pub const LIVE_FORMAT: &str = "flowlens.cka_live.v1";
+pub const LIVE_FORMAT: &str = "flowlens.cka_live.v2";
 
-/// `<store>/cka_live.json`: exact streaming CKA per tap pair and solver step over the rows seen
-/// so far (fields in file order).
+/// `<store>/cka_live.json`: exact streaming CKA per tap pair, solver step and sampling seed over
+/// the rows seen so far, and per step the mean and SE over seeds (fields in file order). Seeds
+/// are never pooled: a prompt enters each seed's accumulator once, so the debiased estimator
+/// stays unbiased (pooling the seeds would repeat every prompt once per seed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveCkaSnapshot {
     pub format: String,
     /// Mean seconds per accumulator update.
     pub mean_update_seconds: f64,
     pub pairs: Vec<LivePair>,
-    /// What the accumulators pool (`all seeds so far`).
-    pub pooled_over: String,
+    /// What the step values are (`mean and SE over sampling seeds ...`).
+    pub over: String,
     pub updates: usize,
 }
 
@@ -31,13 +33,57 @@ pub struct LivePair {
     pub steps: Vec<LiveStep>,
 }
 
-/// One solver step of a [`LivePair`]: both estimators (`None` while undefined) over `n` rows.
+/// One solver step of a [`LivePair`]: both estimators as the mean over the seeds where they are
+/// defined (`None` while undefined), their SE over seeds (`None` below two seeds), the rows of
+/// the fullest seed (`n`), and each seed's own values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveStep {
     pub biased: Option<f64>,
+    pub biased_se: Option<f64>,
+    pub debiased: Option<f64>,
+    pub debiased_se: Option<f64>,
+    pub n: usize,
+    pub seeds: Vec<LiveSeed>,
+    pub step: usize,
+}
+
+/// One sampling seed of a [`LiveStep`]: both estimators over its `n` rows (prompts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveSeed {
+    pub biased: Option<f64>,
     pub debiased: Option<f64>,
     pub n: usize,
-    pub step: usize,
+    pub seed: u64,
+}
+
+impl LiveStep {
+    /// The step's summary of its seeds' values.
+    pub fn of_seeds(step: usize, seeds: Vec<LiveSeed>) -> Self {
+        let summary = |f: fn(&LiveSeed) -> Option<f64>| -> (Option<f64>, Option<f64>) {
+            let v: Vec<f64> = seeds.iter().filter_map(f).collect();
+            if v.is_empty() {
+                return (None, None);
+            }
+            let k = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / k;
+            let se = (v.len() > 1).then(|| {
+                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1.0);
+                (var / k).sqrt()
+            });
+            (Some(mean), se)
+        };
+        let (biased, biased_se) = summary(|s| s.biased);
+        let (debiased, debiased_se) = summary(|s| s.debiased);
+        Self {
+            biased,
+            biased_se,
+            debiased,
+            debiased_se,
+            n: seeds.iter().map(|s| s.n).max().unwrap_or(0),
+            seeds,
+            step,
+        }
+    }
 }
 
 impl LiveCkaSnapshot {

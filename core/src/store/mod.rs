@@ -23,7 +23,7 @@ pub mod reader;
 pub mod writer;
 
 pub use error::StoreError;
-pub use live::{LIVE_FORMAT, LiveCkaSnapshot, LivePair, LiveStep};
+pub use live::{LIVE_FORMAT, LiveCkaSnapshot, LivePair, LiveSeed, LiveStep};
 pub use manifest::{Branch, FORMAT, ProbeDtype, StoreManifest, StoreMode};
 pub use paths::{StoreName, StorePaths};
 pub use reader::{FeatureStore, Features, Seeds, read_array};
@@ -112,16 +112,34 @@ mod tests {
             pairs: vec![LivePair {
                 a: "enc.text".into(),
                 b: "llm.h01.text".into(),
-                steps: vec![LiveStep {
-                    biased: Some(0.5),
-                    debiased: None,
-                    n: 8,
-                    step: 0,
-                }],
+                steps: vec![LiveStep::of_seeds(
+                    0,
+                    vec![
+                        LiveSeed {
+                            biased: Some(0.5),
+                            debiased: None,
+                            n: 8,
+                            seed: 0,
+                        },
+                        LiveSeed {
+                            biased: Some(0.7),
+                            debiased: Some(0.1),
+                            n: 4,
+                            seed: 1,
+                        },
+                    ],
+                )],
             }],
-            pooled_over: "all seeds so far".into(),
+            over: "mean and SE over seeds".into(),
             updates: 1,
         };
+        let step = &snapshot.pairs[0].steps[0];
+        assert!((step.biased.unwrap() - 0.6).abs() < 1e-12);
+        assert!((step.biased_se.unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(
+            (step.debiased, step.debiased_se, step.n),
+            (Some(0.1), None, 8)
+        );
         snapshot.write(&path).unwrap();
         assert_eq!(LiveCkaSnapshot::read(&path).unwrap(), snapshot);
         // serde_json's maps are key-sorted: the typed file reads as the untyped one did.

@@ -11,8 +11,8 @@
 //! - [`transfer`]: experiment 2's second system around a trained run's frozen encoder.
 //!
 //! A resumed run continues bit for bit: every step draws its randomness from a generator seeded
-//! by (seed, step) and its data from the step's position, so nothing but the model, optimiser
-//! and EMA state needs saving.
+//! by (seed, step) and its data from the step's position in the seed's data order (a shuffle
+//! per epoch), so nothing but the model, optimiser and EMA state needs saving.
 
 pub mod config;
 pub mod error;

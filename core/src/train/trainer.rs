@@ -2,7 +2,8 @@
 //! `z_t = t x + (1 - t) z0` with logit-normal `t`, text dropout in the CFG-row form, stage 1
 //! without LLM updates, gradient accumulation, global gradient-norm clipping, AdamW for the heads
 //! and (stage 2) the LLM, and the EMA update. Every step draws its randomness from a generator
-//! seeded by (seed, step, item) and its data by position, so a resumed run repeats it exactly.
+//! seeded by (seed, step, item) and its data by position in the seed's data order, so a resumed
+//! run repeats it exactly.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -51,6 +52,31 @@ pub struct Trainer<B: AutodiffBackend> {
     pub(crate) _lock: crate::run::RunLock,
 }
 
+/// The data items at global positions `positions` of a run with training seed `seed` over `n`
+/// items: position `p` is item `order_e[p % n]` of epoch `e = p / n`, each epoch's order a
+/// Fisher-Yates shuffle seeded by (seed, epoch). Every item once per epoch; the same seed gives
+/// the same order (exact resume), another seed another one.
+pub fn data_order(seed: u64, n: usize, positions: std::ops::Range<usize>) -> Vec<usize> {
+    let mut epochs: Vec<(usize, Vec<usize>)> = Vec::new();
+    positions
+        .map(|p| {
+            let epoch = p / n;
+            let order = match epochs.iter().position(|(e, _)| *e == epoch) {
+                Some(i) => &epochs[i].1,
+                None => {
+                    let key = (epoch as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ key);
+                    let mut order: Vec<usize> = (0..n).collect();
+                    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+                    epochs.push((epoch, order));
+                    &epochs[epochs.len() - 1].1
+                }
+            };
+            order[p % n]
+        })
+        .collect()
+}
+
 impl<B: AutodiffBackend> Trainer<B> {
     pub fn run_dir(&self) -> &RunDir {
         &self.run
@@ -60,13 +86,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         &self.device
     }
 
-    /// Micro-batch `micro` of `step`: latents `[b, c, h, w]` and captions, by position in the
-    /// data (deterministic, so a resumed run sees the same batches).
+    /// Micro-batch `micro` of `step`: latents `[b, c, h, w]` and captions. The items are
+    /// positions in the run's data order ([`data_order`]: a shuffle per epoch seeded by the
+    /// training seed), so a resumed run sees the same batches and another seed other ones.
     fn batch(&self, step: usize, micro: usize) -> (Tensor<B, 4>, Vec<String>) {
         let b = self.config.batch_size;
         let first = (step * self.config.grad_accum + micro) * b;
-        let n = self.data.len();
-        let indices: Vec<usize> = (first..first + b).map(|i| i % n).collect();
+        let indices = data_order(self.config.seed, self.data.len(), first..first + b);
         let (latents, captions) = self.data.batch(&indices);
         let [c, h, w] = self.data.meta.shape;
         (
@@ -251,5 +277,27 @@ impl<B: AutodiffBackend> Trainer<B> {
             #[allow(unreachable_patterns)]
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_order;
+
+    #[test]
+    fn each_epoch_visits_every_item_once_and_the_seed_changes_the_order() {
+        let n = 10;
+        let a = data_order(0, n, 0..30);
+        for epoch in a.chunks(n) {
+            let mut e = epoch.to_vec();
+            e.sort_unstable();
+            assert_eq!(e, (0..n).collect::<Vec<_>>());
+        }
+        assert_ne!(a[..n], a[n..2 * n], "epochs are shuffled anew");
+        // Any window of positions reads the same items (batches, resume).
+        assert_eq!(data_order(0, n, 7..23), a[7..23]);
+        let b = data_order(1, n, 0..30);
+        assert_ne!(a, b, "another training seed, another data order");
+        assert_eq!(data_order(1, n, 0..30), b);
     }
 }

@@ -189,6 +189,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                 xs: steps[..ys.len()].to_vec(),
                 ys,
                 band,
+                points: None,
             });
         }
         chance.extend(runs.iter().flat_map(|x| x.evals.iter().map(|e| e.chance)));
@@ -203,6 +204,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             xs: lx[..ys.len()].to_vec(),
             ys,
             band,
+            points: None,
         });
         for x in &runs {
             for e in &x.evals {
@@ -296,6 +298,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                         xs: steps[..ys.len()].to_vec(),
                         ys,
                         band,
+                        points: None,
                     });
                 }
             }

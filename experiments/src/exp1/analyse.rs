@@ -2,17 +2,28 @@
 //! state at text positions and the noise stream vs the LLM's hidden state at image positions, per
 //! layer and solver step, for "ours" and the baseline (whose text stream is the LLM's input
 //! embeddings); Delta CKA = ours - baseline per sampling seed, mean +- sd and +- SE over seeds,
-//! biased and debiased, with the permutation-null floor of each model's CKA.
+//! biased and debiased; and over prompts, per cell: a bootstrap interval (prompts resampled, the
+//! same resample for every seed and both models, so the ΔCKA interval is paired), the
+//! permutation null of each model's CKA (the pairing of the two feature sets shuffled, the same
+//! permutation for every seed) and the swap test of ΔCKA (each prompt's features of the two
+//! models exchanged). Layer 0 is an identity: the encoder's streams are the LLM's layer-0 input
+//! (`by_construction`).
 
 use anyhow::{Context, Result, bail};
-use flowlens_analysis::cka::{PerEstimator, terms};
-use flowlens_analysis::stats::{GramPair, Summary, permutation_null};
+use flowlens_analysis::cka::{Estimator, PerEstimator};
+use flowlens_analysis::inference::{
+    Inferred, NullKind, PairedGrams, Replicates, Resamples, infer, mean_of,
+};
+use flowlens_analysis::stats::Summary;
 use flowlens_core::flow::taps::llm_tap_name;
 use flowlens_core::store::{FeatureStore, Seeds};
 use serde::{Deserialize, Serialize};
 
 use crate::exp1::config::Exp1;
 use crate::io::matrix;
+
+/// The level of every interval over prompts.
+pub const LEVEL: f64 = 0.95;
 
 /// The two streams compared with the LLM.
 pub const STREAMS: [(&str, &str, &str); 2] = [
@@ -68,10 +79,20 @@ pub struct Cell {
     pub baseline: PerEstimator<Values>,
     #[serde(flatten, with = "delta_")]
     pub delta: PerEstimator<Values>,
-    /// Upper 95 % quantile of the permutation null of ours' / the baseline's CKA (first seed,
-    /// the headline estimator); `None` without permutations.
-    pub null95_ours: Option<f64>,
-    pub null95_baseline: Option<f64>,
+    /// Over prompts, per estimator: intervals and nulls of ours, the baseline and ΔCKA.
+    pub inference: PerEstimator<CellInference>,
+    /// Layer 0: the encoder's streams are the LLM's layer-0 input, so CKA = 1 and ΔCKA = 0 by
+    /// construction (not evidence of anything).
+    pub by_construction: bool,
+}
+
+/// One cell's statistics over prompts (means over seeds): ours' and the baseline's CKA against
+/// their pairing nulls, ΔCKA against the swap null.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellInference {
+    pub ours: Inferred,
+    pub baseline: Inferred,
+    pub delta: Inferred,
 }
 
 /// `exp1/results.json`.
@@ -90,7 +111,11 @@ pub struct Results {
     pub cfg: f32,
     pub pooling: String,
     pub estimator: String,
+    /// Permutations of each null and bootstrap resamples over prompts (0 = not computed), the
+    /// intervals' level.
     pub permutations: usize,
+    pub bootstrap: usize,
+    pub level: f64,
     pub cells: Vec<Cell>,
 }
 
@@ -112,24 +137,65 @@ pub(crate) fn features(
     Ok(matrix(store.read(tap, seed, step, Seeds::Complete)?))
 }
 
-/// Both estimators of CKA(x, y) for one seed and step.
-pub(crate) fn cka_pair(
-    store: &FeatureStore,
-    a: &str,
-    b: &str,
+/// The Grams of (a, b) of two stores at one seed and step (model A = `sa`, B = `sb`).
+pub(crate) fn paired_grams(
+    (sa, a_x, a_y): (&FeatureStore, &str, &str),
+    (sb, b_x, b_y): (&FeatureStore, &str, &str),
     seed: u64,
     step: usize,
-) -> Result<PerEstimator<f64>> {
-    let x = features(store, a, seed, step)?;
-    let y = features(store, b, seed, step)?;
-    let v = terms(x.view(), y.view())?.values(a, b)?;
-    let debiased = v.debiased.with_context(|| {
+) -> Result<PairedGrams> {
+    let (xa, ya) = (
+        features(sa, a_x, seed, step)?,
+        features(sa, a_y, seed, step)?,
+    );
+    let (xb, yb) = (
+        features(sb, b_x, seed, step)?,
+        features(sb, b_y, seed, step)?,
+    );
+    if xa.nrows() < 4 {
+        bail!(
+            "{}: the debiased estimator needs at least 4 prompts, the store has {}",
+            sa.dir().display(),
+            xa.nrows()
+        );
+    }
+    PairedGrams::new(xa.view(), ya.view(), xb.view(), yb.view()).with_context(|| {
         format!(
-            "{}: the debiased estimator needs at least 4 prompts",
-            store.dir().display()
+            "CKA of {a_x} vs {a_y} ({}) and {b_x} vs {b_y} ({}), seed {seed}, step {step}",
+            sa.dir().display(),
+            sb.dir().display()
         )
-    })?;
-    Ok(PerEstimator::new(v.biased, debiased))
+    })
+}
+
+/// Model `m`'s CKA under `e` of one unit's terms, with an error naming the pair.
+pub(crate) fn unit_value(
+    t: &[flowlens_analysis::CkaTerms; 2],
+    m: usize,
+    e: Estimator,
+    what: &str,
+) -> Result<f64> {
+    Ok(t[m].value(e, what, "its pair")?)
+}
+
+/// Ours, the baseline and ΔCKA (means over the units) under `e`, over prompts.
+pub(crate) fn paired_inference(
+    reps: &[Replicates],
+    e: Estimator,
+    level: f64,
+) -> Result<CellInference> {
+    let v = |t: &flowlens_analysis::CkaTerms| flowlens_analysis::inference::value(t, e);
+    let of = |m: usize| {
+        move |u: &[[flowlens_analysis::CkaTerms; 2]]| mean_of(u.iter().map(|p| v(&p[m])))
+    };
+    let delta = |u: &[[flowlens_analysis::CkaTerms; 2]]| {
+        mean_of(u.iter().map(|p| Some(v(&p[0])? - v(&p[1])?)))
+    };
+    Ok(CellInference {
+        ours: infer(reps, of(0), NullKind::Pairing, level)?,
+        baseline: infer(reps, of(1), NullKind::Pairing, level)?,
+        delta: infer(reps, delta, NullKind::Swap, level)?,
+    })
 }
 
 /// Computes the experiment from the two runs' feature stores.
@@ -150,42 +216,42 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
             }
         }
     }
+    let n = mo.prompts.len();
+    let draw = Resamples::draw(
+        n,
+        config.bootstrap,
+        config.permutations,
+        config.resample_seed,
+    );
     let mut cells = Vec::new();
     for (stream, enc_tap, part) in STREAMS {
         for &layer in &config.layers {
             let llm_tap = llm_tap_name(layer, part);
             for &step in &config.steps {
+                let mut reps = Vec::new();
                 let mut o = PerEstimator::<Vec<f64>>::default();
                 let mut b = PerEstimator::<Vec<f64>>::default();
                 for &seed in seeds {
-                    let (vo, vb) = (
-                        cka_pair(ours, enc_tap, &llm_tap, seed, step)?,
-                        cka_pair(baseline, enc_tap, &llm_tap, seed, step)?,
-                    );
-                    o.biased.push(vo.biased);
-                    o.debiased.push(vo.debiased);
-                    b.biased.push(vb.biased);
-                    b.debiased.push(vb.debiased);
+                    let unit = paired_grams(
+                        (ours, enc_tap, &llm_tap),
+                        (baseline, enc_tap, &llm_tap),
+                        seed,
+                        step,
+                    )?;
+                    let t = unit.terms();
+                    for e in Estimator::BOTH {
+                        o.get_mut(e).push(unit_value(&t, 0, e, enc_tap)?);
+                        b.get_mut(e).push(unit_value(&t, 1, e, enc_tap)?);
+                    }
+                    reps.push(unit.replicates(&draw));
                 }
                 let delta = |x: &[f64], y: &[f64]| -> Vec<f64> {
                     x.iter().zip(y).map(|(a, b)| a - b).collect()
                 };
-                let null = |store: &FeatureStore| -> Result<Option<f64>> {
-                    if config.permutations == 0 {
-                        return Ok(None);
-                    }
-                    let x = features(store, enc_tap, seeds[0], step)?;
-                    let y = features(store, &llm_tap, seeds[0], step)?;
-                    let pair = GramPair::new(x.view(), y.view())?;
-                    let null = permutation_null(
-                        &pair,
-                        config.estimator,
-                        config.permutations,
-                        0.95,
-                        seeds[0],
-                    )?;
-                    Ok(Some(null.null_upper))
-                };
+                let inference = PerEstimator::new(
+                    paired_inference(&reps, Estimator::Biased, LEVEL)?,
+                    paired_inference(&reps, Estimator::Debiased, LEVEL)?,
+                );
                 cells.push(Cell {
                     stream: stream.into(),
                     layer,
@@ -195,8 +261,8 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
                         Values::of(delta(&o.biased, &b.biased))?,
                         Values::of(delta(&o.debiased, &b.debiased))?,
                     ),
-                    null95_ours: null(ours)?,
-                    null95_baseline: null(baseline)?,
+                    inference,
+                    by_construction: layer == 0,
                     ours: PerEstimator::new(Values::of(o.biased)?, Values::of(o.debiased)?),
                     baseline: PerEstimator::new(Values::of(b.biased)?, Values::of(b.debiased)?),
                 });
@@ -204,7 +270,7 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
         }
     }
     Ok(Results {
-        format: "flowlens.exp1.v1".into(),
+        format: "flowlens.exp1.v2".into(),
         ours: ours.dir().display().to_string(),
         baseline: baseline.dir().display().to_string(),
         ours_checkpoint_step: mo.checkpoint_step,
@@ -218,6 +284,8 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
         pooling: mo.pooling.name().into(),
         estimator: config.estimator.name().into(),
         permutations: config.permutations,
+        bootstrap: config.bootstrap,
+        level: LEVEL,
         cells,
     })
 }

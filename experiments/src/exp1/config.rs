@@ -22,8 +22,13 @@ pub struct Exp1 {
     /// The estimator of the headline table and figures (both are always computed and written).
     #[serde(with = "crate::probing::estimator_serde")]
     pub estimator: Estimator,
-    /// Row permutations for the null floor (0 = none).
+    /// Permutations of each null (the pairing null of each model's CKA, the swap test of
+    /// ΔCKA; 0 = none).
     pub permutations: usize,
+    /// Bootstrap resamples of the prompts for the intervals (0 = none).
+    pub bootstrap: usize,
+    /// Seed of the permutations and resamples.
+    pub resample_seed: u64,
     #[serde(flatten)]
     pub probing: Probing,
 }
@@ -37,7 +42,9 @@ impl Default for Exp1 {
             steps: vec![9, 18, 27],
             pooling: TapPooling::Mean,
             estimator: Estimator::Debiased,
-            permutations: 100,
+            permutations: 1000,
+            bootstrap: 1000,
+            resample_seed: 0,
             probing: Probing::default(),
         }
     }

@@ -1,14 +1,50 @@
-//! Experiment 1's section of the report: ΔCKA tables and heatmaps per stream (both estimators),
-//! absolute CKA curves of both models with the permutation-null floor, the long-form CSV.
+//! Experiment 1's section of the report: ΔCKA per stream, layer and step with its interval over
+//! prompts and the swap test's verdict, each model's CKA against its pairing null, heatmaps
+//! (cells not distinguishable from the null crossed out), CKA curves with their intervals, and
+//! the long-form CSV.
 
 use anyhow::{Context, Result};
 use flowlens_analysis::cka::{Estimator, PerEstimator};
-use flowlens_analysis::figures::{Heatmap, Line, LinePlot};
+use flowlens_analysis::figures::{Band, Heatmap, Line, LinePlot};
+use flowlens_analysis::inference::Inferred;
 use flowlens_analysis::tables::{Better, Column, SummaryTable};
 use ndarray::Array2;
 
-use crate::exp1::analyse::{Cell, Results, STREAMS, Values};
-use crate::report::blocks::{Block, Section, layer_label, num, opt, pm};
+use crate::exp1::analyse::{Cell, CellInference, Results, STREAMS};
+use crate::report::blocks::{Block, Section, inferred, layer_label, num, resolution};
+
+/// What each interval and test covers, for the captions.
+fn coverage(r: &Results) -> String {
+    if r.bootstrap == 0 && r.permutations == 0 {
+        return "No intervals over prompts or nulls were computed (bootstrap = permutations = 0)."
+            .into();
+    }
+    format!(
+        "Brackets: the {:.0} % bootstrap interval over prompts ({} resamples of the {} prompts,          the same resample for both models and every seed, so the ΔCKA interval is paired; it          covers the choice of prompts, with the trained models and the sampling seeds held          fixed). Verdicts at the 5 % level: ΔCKA by the swap test (each prompt's features of the          two models exchanged, {} permutations, two-sided); each model's CKA by its pairing null          (the two feature sets of different prompts paired, the same permutations).",
+        r.level * 100.0,
+        r.bootstrap,
+        r.n_prompts,
+        r.permutations
+    )
+}
+
+/// A cell's text: layer 0 is an identity.
+fn cell_text(c: &Cell, i: &Inferred, signed: bool) -> String {
+    if c.by_construction {
+        if signed {
+            "0 by construction".into()
+        } else {
+            "1 by construction".into()
+        }
+    } else {
+        inferred(i, signed)
+    }
+}
+
+/// Whether a cell is evidence of anything: not layer 0, and its null rejected.
+fn above_null(c: &Cell, i: &Inferred) -> bool {
+    !c.by_construction && i.null.is_some_and(|n| n.significant())
+}
 
 pub fn section(r: &Results, prefix: &str) -> Result<Section> {
     let mut out = Section::new(prefix);
@@ -20,9 +56,9 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
              (step {}); {} prompts, sampling seeds {:?}, Euler {} steps, CFG {}, pooling `{}`, \
              conditional branch. Text stream vs the LLM's hidden state at text positions; noise \
              stream vs the hidden state at image positions (the baseline's text stream is the \
-             LLM's input embeddings). Cells: mean ± sd over seeds (SE in brackets), debiased \
-             and biased estimators side by side. The permutation-null floor is the 95 % quantile \
-             of the {} CKA under {} row permutations (first seed).",
+             LLM's input embeddings). Each value is the mean over the sampling seeds; tables \
+             show the {} estimator (both estimators are in the heatmaps and the CSV, with the \
+             ± SE and sd over seeds). {}",
             r.ours,
             r.ours_checkpoint_step,
             r.baseline,
@@ -33,31 +69,63 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             r.cfg,
             r.pooling,
             r.estimator,
-            r.permutations
+            coverage(r)
         )),
+        Block::Para(
+            "What is measured, plainly: the encoder's text and noise streams are the LLM's \
+             layer-0 input, so CKA(enc.*, ℓ = 0) = 1 and ΔCKA = 0 at layer 0 by construction \
+             (shown as such, not as evidence). The baseline's text stream is the LLM's input \
+             embeddings and, under causal attention, its hidden states at text positions do not \
+             see the image tokens: the baseline's text-stream CKA is the same at every t and \
+             seed. Each model is compared with its own LLM (docs/EXPERIMENTS.md)."
+                .into(),
+        ),
     ];
     let t_label = |step: usize| format!("t = {:.2}", step as f64 / r.solver_steps as f64);
     for (stream, _, _) in STREAMS {
+        let cells: Vec<&Cell> = r.cells.iter().filter(|c| c.stream == stream).collect();
+        let inf = |c: &Cell| c.inference.get(headline).clone();
         blocks.push(Block::Heading(
             3,
             format!("{} stream vs LLM layer: ΔCKA", capitalise(stream)),
         ));
+        let null95: Vec<f64> = cells
+            .iter()
+            .filter(|c| !c.by_construction)
+            .filter_map(|c| inf(c).delta.null.map(|n| n.null95))
+            .collect();
+        blocks.extend(resolution(r.n_prompts, &null95, "|ΔCKA| (swap test)"));
         let mut header = vec!["Layer".to_string()];
-        for &s in &r.steps {
-            header.push(format!("{} debiased", t_label(s)));
-            header.push(format!("{} biased", t_label(s)));
-        }
+        header.extend(r.steps.iter().map(|&s| t_label(s)));
         let mut rows = Vec::new();
+        let mut absolute = Vec::new();
         for &l in &r.layers {
             let mut row = vec![layer_label(l)];
+            let mut ours_row = vec![format!("{}, ours", layer_label(l))];
+            let mut base_row = vec![format!("{}, baseline", layer_label(l))];
             for &s in &r.steps {
                 let c = r.cell(stream, l, s).context("exp1 results miss a cell")?;
-                row.push(pm(&c.delta.debiased.summary(), true));
-                row.push(pm(&c.delta.biased.summary(), true));
+                let i: CellInference = inf(c);
+                row.push(cell_text(c, &i.delta, true));
+                ours_row.push(cell_text(c, &i.ours, false));
+                base_row.push(cell_text(c, &i.baseline, false));
             }
             rows.push(row);
+            absolute.push(ours_row);
+            absolute.push(base_row);
         }
-        blocks.push(Block::Table { header, rows });
+        blocks.push(Block::Table {
+            header: header.clone(),
+            rows,
+        });
+        blocks.push(Block::Para(format!(
+            "CKA of each model ({}), against its pairing null:",
+            r.estimator
+        )));
+        blocks.push(Block::Table {
+            header,
+            rows: absolute,
+        });
         let mut files = Vec::new();
         for e in [Estimator::Debiased, Estimator::Biased] {
             let table = SummaryTable {
@@ -88,15 +156,22 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                 table,
                 &format!("exp1_delta_{stream}_{}", e.name()),
                 &format!(
-                    "Delta CKA (ours - baseline), {stream} stream vs LLM layer, {} estimator, mean +- sd over {} seeds.",
+                    "Delta CKA (ours - baseline), {stream} stream vs LLM layer, {} estimator, \
+                     mean +- sd over {} sampling seeds (intervals over prompts and null tests: \
+                     exp1_cells.csv).",
                     e.name(),
                     r.seeds.len()
                 ),
             ));
-            let values = Array2::from_shape_fn((r.layers.len(), r.steps.len()), |(i, j)| {
-                r.cell(stream, r.layers[i], r.steps[j])
-                    .map_or(f64::NAN, |c| c.delta.get(e).mean)
-            });
+            let grid = |f: &dyn Fn(&Cell) -> f64| {
+                Array2::from_shape_fn((r.layers.len(), r.steps.len()), |(i, j)| {
+                    r.cell(stream, r.layers[i], r.steps[j]).map_or(f64::NAN, f)
+                })
+            };
+            let values = grid(&|c| c.delta.get(e).mean);
+            let crossed = grid(&|c| f64::from(u8::from(!above_null(c, &c.inference.get(e).delta))))
+                .mapv(|v| v > 0.5);
+            let tested = r.permutations > 0;
             let stem = out.figure(
                 Heatmap {
                     title: format!("ΔCKA, {stream} stream vs LLM ({})", e.name()),
@@ -109,24 +184,30 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                     annotate: true,
                     colorbar_label: "ΔCKA (ours − baseline)".into(),
                     range: None,
+                    crossed: tested.then_some(crossed),
                 },
                 &format!("exp1_delta_{stream}_{}", e.name()),
             );
             blocks.push(Block::Figure {
                 stem,
                 caption: format!(
-                    "ΔCKA of the {stream} stream, {} estimator (mean over seeds).",
-                    e.name()
+                    "ΔCKA of the {stream} stream, {} estimator (mean over seeds){}.",
+                    e.name(),
+                    if tested {
+                        "; crossed-out cells are not distinguishable from the swap null at the \
+                         5 % level (or are layer 0, an identity)"
+                    } else {
+                        "; no null computed"
+                    }
                 ),
             });
         }
         blocks.push(Block::Files(files));
-        // Absolute CKA of both models over the probed steps, per layer, with the null floor.
+        // Absolute CKA of both models over the probed steps, per layer, with intervals.
         let mut lines = Vec::new();
-        let mut floor: Option<f64> = None;
         for &l in &r.layers {
             for (who, pick) in [
-                ("ours", (|c| &c.ours) as fn(&Cell) -> &PerEstimator<Values>),
+                ("ours", (|c| &c.ours) as fn(&CellInference) -> &Inferred),
                 ("baseline", |c| &c.baseline),
             ] {
                 let cells: Vec<&Cell> = r
@@ -134,18 +215,30 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                     .iter()
                     .filter_map(|&s| r.cell(stream, l, s))
                     .collect();
+                let inf: Vec<CellInference> = cells.iter().map(|c| inf(c)).collect();
+                let band = inf.iter().all(|i| pick(i).ci.is_some()).then(|| {
+                    Band::Between(
+                        inf.iter()
+                            .map(|i| pick(i).ci.map_or(f64::NAN, |c| c.lower))
+                            .collect(),
+                        inf.iter()
+                            .map(|i| pick(i).ci.map_or(f64::NAN, |c| c.upper))
+                            .collect(),
+                    )
+                });
                 lines.push(Line {
                     name: format!("{who}, ℓ = {l}"),
                     xs: cells.iter().map(|c| c.t).collect(),
-                    ys: cells.iter().map(|c| pick(c).get(headline).mean).collect(),
-                    band: (r.seeds.len() > 1)
-                        .then(|| cells.iter().map(|c| pick(c).get(headline).se).collect()),
+                    ys: inf.iter().map(|i| pick(i).estimate).collect(),
+                    band,
+                    points: (r.permutations > 0).then(|| {
+                        cells
+                            .iter()
+                            .zip(&inf)
+                            .map(|(c, i)| above_null(c, pick(i)))
+                            .collect()
+                    }),
                 });
-                for c in &cells {
-                    for v in [c.null95_ours, c.null95_baseline].into_iter().flatten() {
-                        floor = Some(floor.map_or(v, |f: f64| f.max(v)));
-                    }
-                }
             }
         }
         let stem = out.figure(
@@ -154,7 +247,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                 x_label: "solver time t".into(),
                 y_label: "linear CKA".into(),
                 lines,
-                reference: floor.map(|f| (f, "permutation null, 95 % (max over cells)".into())),
+                reference: None,
                 y_range: None,
             },
             &format!("exp1_cka_{stream}"),
@@ -162,56 +255,50 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
         blocks.push(Block::Figure {
             stem,
             caption: format!(
-                "CKA of the {stream} stream with each LLM layer, ours and baseline, mean ± 1 SE \
-                 over seeds; the dashed line is the highest permutation-null floor."
+                "CKA of the {stream} stream with each LLM layer, ours and baseline (mean over \
+                 seeds); bands: {:.0} % bootstrap intervals over prompts; filled points are above \
+                 the pairing null at the 5 % level, hollow points are not distinguishable from it.",
+                r.level * 100.0
             ),
         });
     }
     let mut long = Vec::new();
+    let mut header: Vec<String> = ["stream", "layer", "step", "t", "by_construction", "n_seeds"]
+        .map(String::from)
+        .to_vec();
+    for e in Estimator::BOTH {
+        for who in ["ours", "baseline", "delta"] {
+            for col in ["mean", "sd", "se", "ci_lower", "ci_upper", "null95", "p"] {
+                header.push(format!("{who}_{}_{col}", e.name()));
+            }
+        }
+    }
     for c in &r.cells {
-        long.push(vec![
+        let mut row = vec![
             c.stream.clone(),
             c.layer.to_string(),
             c.step.to_string(),
             num(c.t),
-            num(c.ours.debiased.mean),
-            num(c.baseline.debiased.mean),
-            num(c.delta.debiased.mean),
-            num(c.delta.debiased.sd),
-            num(c.delta.debiased.se),
-            num(c.ours.biased.mean),
-            num(c.baseline.biased.mean),
-            num(c.delta.biased.mean),
-            num(c.delta.biased.sd),
-            num(c.delta.biased.se),
-            opt(c.null95_ours),
-            opt(c.null95_baseline),
+            c.by_construction.to_string(),
             c.delta.debiased.per_seed.len().to_string(),
-        ]);
+        ];
+        for e in Estimator::BOTH {
+            let i = c.inference.get(e);
+            let seeds: [&PerEstimator<crate::exp1::analyse::Values>; 3] =
+                [&c.ours, &c.baseline, &c.delta];
+            for (v, inf) in seeds.iter().zip([&i.ours, &i.baseline, &i.delta]) {
+                let v = v.get(e);
+                row.extend([num(v.mean), num(v.sd), num(v.se)]);
+                row.push(inf.ci.map(|c| num(c.lower)).unwrap_or_default());
+                row.push(inf.ci.map(|c| num(c.upper)).unwrap_or_default());
+                row.push(inf.null.map(|n| num(n.null95)).unwrap_or_default());
+                row.push(inf.null.map(|n| num(n.p)).unwrap_or_default());
+            }
+        }
+        long.push(row);
     }
-    let csv = out.csv(
-        "exp1_cells",
-        &[
-            "stream",
-            "layer",
-            "step",
-            "t",
-            "ours_debiased",
-            "baseline_debiased",
-            "delta_debiased_mean",
-            "delta_debiased_sd",
-            "delta_debiased_se",
-            "ours_biased",
-            "baseline_biased",
-            "delta_biased_mean",
-            "delta_biased_sd",
-            "delta_biased_se",
-            "null95_ours",
-            "null95_baseline",
-            "n_seeds",
-        ],
-        &long,
-    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let csv = out.csv("exp1_cells", &header, &long);
     blocks.push(Block::Files(vec![csv]));
     Ok(out.with(blocks))
 }

@@ -43,6 +43,7 @@ pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> 
     for run in [&ours, &baseline] {
         stores.push(ensure_sampled::<B>(
             run,
+            flowlens_core::checkpoint::CheckpointChoice::Latest,
             "probes-exp1",
             &c.probing,
             &taps,

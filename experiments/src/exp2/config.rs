@@ -21,6 +21,13 @@ pub struct Exp2 {
     pub pooling: TapPooling,
     #[serde(with = "crate::probing::estimator_serde")]
     pub estimator: Estimator,
+    /// Permutations of each null (pairing null of each curve point and AUC, swap test of the
+    /// AUC difference; 0 = none).
+    pub permutations: usize,
+    /// Bootstrap resamples of the prompts for the intervals (0 = none).
+    pub bootstrap: usize,
+    /// Seed of the permutations and resamples.
+    pub resample_seed: u64,
     #[serde(flatten)]
     pub probing: Probing,
 }
@@ -33,6 +40,9 @@ impl Default for Exp2 {
             threshold: 0.5,
             pooling: TapPooling::LayerNormMean,
             estimator: Estimator::Debiased,
+            permutations: 1000,
+            bootstrap: 1000,
+            resample_seed: 0,
             probing: Probing::default(),
         }
     }

@@ -1,13 +1,14 @@
 //! Experiment 2's section of the report: the text-noise CKA curves of the shared encoder under
-//! each decoder, AUC and time-to-threshold bars and tables, the long-form CSV.
+//! each decoder with their intervals over prompts and pairing nulls, AUC and time-to-threshold
+//! bars and tables, the AUC difference against the swap null, the long-form CSV.
 
 use anyhow::Result;
 use flowlens_analysis::cka::Estimator;
-use flowlens_analysis::figures::{BarChart, Line, LinePlot};
+use flowlens_analysis::figures::{Band, BarChart, Line, LinePlot};
 use flowlens_analysis::tables::{Better, Column, SummaryTable};
 
 use crate::exp2::analyse::{Condition, Results};
-use crate::report::blocks::{Block, Section, mean_se, num, pm};
+use crate::report::blocks::{Block, Section, inferred, num, pm, resolution, with_ci};
 
 pub fn section(r: &Results, prefix: &str) -> Result<Section> {
     let mut out = Section::new(prefix);
@@ -23,8 +24,14 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
              layer-normalised pooled text and noise streams across {} prompts; curves are the \
              mean over sampling seeds {:?} (band ±1 SE); AUC over normalised time and the first \
              time the interpolated curve reaches {} (mean ± SE over seeds; seeds that never \
-             reach it are counted, not averaged). CFG {}, pooling `{}`.",
-            r.encoder_tensors_identical, r.n_prompts, r.seeds, r.threshold, r.cfg, r.pooling
+             reach it are counted, not averaged). CFG {}, pooling `{}`. {}",
+            r.encoder_tensors_identical,
+            r.n_prompts,
+            r.seeds,
+            r.threshold,
+            r.cfg,
+            r.pooling,
+            coverage(r)
         )),
     ];
     for e in [headline, headline.other()] {
@@ -32,12 +39,30 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             .conditions
             .iter()
             .map(|c| {
-                let (ys, band) = mean_se(c.curves.get(e));
+                let curve = &c.inference.get(e).curve;
+                let band = curve.iter().all(|i| i.ci.is_some()).then(|| {
+                    Band::Between(
+                        curve
+                            .iter()
+                            .map(|i| i.ci.map_or(f64::NAN, |c| c.lower))
+                            .collect(),
+                        curve
+                            .iter()
+                            .map(|i| i.ci.map_or(f64::NAN, |c| c.upper))
+                            .collect(),
+                    )
+                });
                 Line {
                     name: c.name.clone(),
                     xs: r.ts.clone(),
-                    ys,
+                    ys: curve.iter().map(|i| i.estimate).collect(),
                     band,
+                    points: (r.permutations > 0).then(|| {
+                        curve
+                            .iter()
+                            .map(|i| i.null.is_some_and(|n| n.significant()))
+                            .collect()
+                    }),
                 }
             })
             .collect();
@@ -56,8 +81,11 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             stem,
             caption: format!(
                 "Text–noise alignment of the shared encoder vs solver time under each decoder, \
-                 {} estimator.",
-                e.name()
+                 {} estimator, mean over seeds; bands: {:.0} % bootstrap intervals over prompts; \
+                 filled points are above the pairing null at the 5 % level, hollow points are \
+                 not distinguishable from it.",
+                e.name(),
+                r.level * 100.0
             ),
         });
     }
@@ -166,7 +194,8 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
     }
     let mut header = vec!["Decoder".to_string()];
     for e in series {
-        header.push(format!("AUC ({})", e.name()));
+        header.push(format!("AUC ({}), over prompts", e.name()));
+        header.push(format!("AUC ({}), over seeds", e.name()));
         header.push(format!("time to ≥ {} ({})", r.threshold, e.name()));
     }
     let mut rows = Vec::new();
@@ -176,12 +205,23 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
         let mut crow = Vec::new();
         for e in series {
             let s = c.summary.get(e);
+            let inf = c.inference.get(e);
+            row.push(inferred(&inf.auc, false));
             row.push(pm(&s.auc, true));
             let reached = s
                 .crossing
                 .reached
                 .as_ref()
-                .map_or("not reached".into(), |x| pm(x, true));
+                .map_or("not reached".into(), |x| {
+                    let prompts = inf.time_to_threshold.as_ref().map(|t| with_ci(t, false));
+                    format!(
+                        "{}{}",
+                        pm(x, true),
+                        prompts
+                            .map(|p| format!("; over prompts {p}"))
+                            .unwrap_or_default()
+                    )
+                });
             row.push(if s.crossing.n_not_reached > 0 {
                 format!(
                     "{reached} ({} of {} seeds not reached)",
@@ -198,6 +238,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
         cells.push(crow);
     }
     blocks.push(Block::Table { header, rows });
+    blocks.extend(comparisons(r, headline));
     let mut columns = Vec::new();
     for e in series {
         columns.push(Column {
@@ -245,4 +286,63 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
     ));
     blocks.push(Block::Files(files));
     Ok(out.with(blocks))
+}
+
+/// What each interval and test covers, for the captions.
+fn coverage(r: &Results) -> String {
+    if r.bootstrap == 0 && r.permutations == 0 {
+        return "No intervals over prompts or nulls were computed (bootstrap = permutations = 0)."
+            .into();
+    }
+    format!(
+        "Intervals over prompts: {:.0} % bootstrap ({} resamples of the {} prompts, one resample \
+         for every step, seed and decoder; they cover the choice of prompts, with the trained \
+         systems and sampling seeds held fixed). Nulls at the 5 % level, {} permutations: each \
+         curve point and AUC against the pairing null (text and noise streams of different \
+         prompts paired), the AUC difference against the swap null (each prompt's features of \
+         the two systems exchanged at every step and seed, two-sided).",
+        r.level * 100.0,
+        r.bootstrap,
+        r.n_prompts,
+        r.permutations
+    )
+}
+
+/// The first system against each other one: ΔAUC and Δ time with intervals and the swap test.
+fn comparisons(r: &Results, headline: Estimator) -> Vec<Block> {
+    if r.comparisons.is_empty() {
+        return Vec::new();
+    }
+    let mut blocks = Vec::new();
+    let null95: Vec<f64> = r
+        .comparisons
+        .iter()
+        .filter_map(|c| c.get(headline).delta_auc.null.map(|n| n.null95))
+        .collect();
+    blocks.extend(resolution(r.n_prompts, &null95, "|ΔAUC| (swap test)"));
+    let mut rows = Vec::new();
+    for c in &r.comparisons {
+        for e in [headline, headline.other()] {
+            let x = c.get(e);
+            rows.push(vec![
+                format!("{} − {}", x.first, x.other),
+                e.name().to_string(),
+                inferred(&x.delta_auc, true),
+                x.delta_time.as_ref().map_or(
+                    "undefined (a curve does not reach the threshold)".into(),
+                    |t| inferred(t, true),
+                ),
+            ]);
+        }
+    }
+    blocks.push(Block::Table {
+        header: vec![
+            "Difference".into(),
+            "Estimator".into(),
+            "ΔAUC".into(),
+            format!("Δ time to ≥ {}", r.threshold),
+        ],
+        rows,
+    });
+    blocks
 }

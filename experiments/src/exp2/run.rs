@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
-use flowlens_core::checkpoint;
+use flowlens_core::checkpoint::{self, CheckpointChoice};
 use flowlens_core::flow::Variant;
 use flowlens_core::run::RunDir;
 use flowlens_core::train::{LlmInit, TrainConfig, Transfer};
@@ -42,19 +42,27 @@ pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> 
     // The same data and budget as the source, with the ConvNeXt decoder and the source's
     // encoder, time embedding and LLM copied in; encoder, time embedding and token embeddings
     // frozen.
+    // A system trained before keeps the transfer step it was trained from: `ours` may have been
+    // trained on since.
+    let dir = exp2_run(file, run_seed);
+    let transfer_step = match RunDir::open(&dir).and_then(|r| r.config::<TrainConfig>()) {
+        Ok(TrainConfig {
+            transfer: Some(t), ..
+        }) if t.from == ours => t.step,
+        _ => checkpoint::latest_step(&ours),
+    };
     let mut config = TrainConfig {
         variant: Variant::EncoderOnly,
         llm_init: LlmInit::Random,
         transfer: Some(Transfer {
             from: ours.clone(),
-            step: checkpoint::latest_step(&ours),
+            step: transfer_step,
         }),
         ..source.clone()
     };
     if let Some(steps) = c.steps {
         config.steps = steps;
     }
-    let dir = exp2_run(file, run_seed);
     ensure_trained::<B>(
         config,
         &dir,
@@ -80,9 +88,16 @@ pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> 
     ));
     let taps = vec!["enc.text".to_string(), "enc.noise".to_string()];
     let mut stores = Vec::new();
-    for run in [&ours, &dir] {
+    // `ours` is sampled at the transfer step, whose encoder was checked identical (its latest
+    // checkpoint may have been trained further); the ConvNeXt-decoder system at its latest.
+    let at = [
+        CheckpointChoice::Step(transfer_step),
+        CheckpointChoice::Latest,
+    ];
+    for (run, checkpoint) in [&ours, &dir].into_iter().zip(at) {
         stores.push(ensure_sampled::<B>(
             run,
+            checkpoint,
             "probes-exp2",
             &c.probing,
             &taps,

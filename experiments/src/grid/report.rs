@@ -41,6 +41,7 @@ pub fn section(r: &Results, prefix: &str, name: &str) -> Result<Section> {
             annotate: r.steps.len() <= 12,
             colorbar_label: format!("linear CKA ({})", r.estimator),
             range: None,
+            crossed: None,
         },
         &format!("grid_{name}"),
     );

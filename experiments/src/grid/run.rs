@@ -28,6 +28,7 @@ pub fn run<B: Backend>(
             require_trained(run, "the grid's")?;
             ensure_sampled::<B>(
                 run,
+                flowlens_core::checkpoint::CheckpointChoice::Latest,
                 "probes-grid",
                 &g.probing,
                 &split_taps(&g.a)

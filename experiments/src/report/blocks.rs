@@ -2,7 +2,8 @@
 //! [`Artifact`]s (figures, tables, CSV, images) that the report writer writes, so that a section
 //! computes and renders without touching the disk; plus the number formats every section shares.
 
-use flowlens_analysis::figures::AnyFigure;
+use flowlens_analysis::figures::{AnyFigure, Band};
+use flowlens_analysis::inference::Inferred;
 use flowlens_analysis::stats::Summary;
 use flowlens_analysis::tables::SummaryTable;
 
@@ -126,11 +127,11 @@ pub fn layer_label(l: usize) -> String {
     format!("ℓ = {l}")
 }
 
-/// `mean ± sd` (and the SE when asked), 3 decimals; just the mean for one value.
+/// `mean ± sd`, or with `se` `mean ± SE (sd ...)`: the ± always says which spread it is.
 pub fn pm(s: &Summary, se: bool) -> String {
     if s.n > 1 {
         if se {
-            format!("{:.3} ± {:.3} (SE {:.3})", s.mean, s.sd, s.se)
+            format!("{:.3} ± {:.3} SE (sd {:.3})", s.mean, s.se, s.sd)
         } else {
             format!("{:.3} ± {:.3}", s.mean, s.sd)
         }
@@ -152,7 +153,7 @@ pub fn opt(v: Option<f64>) -> String {
 }
 
 /// Mean over seeds (and SE) of values at matching positions; `None` where no seed has one.
-pub fn mean_se(columns: &[Vec<f64>]) -> (Vec<f64>, Option<Vec<f64>>) {
+pub fn mean_se(columns: &[Vec<f64>]) -> (Vec<f64>, Option<Band>) {
     let len = columns.iter().map(Vec::len).min().unwrap_or(0);
     let summaries: Vec<Summary> = (0..len)
         .map(|i| {
@@ -165,6 +166,68 @@ pub fn mean_se(columns: &[Vec<f64>]) -> (Vec<f64>, Option<Vec<f64>>) {
             })
         })
         .collect();
-    let band = (columns.len() > 1).then(|| summaries.iter().map(|s| s.se).collect());
+    let band =
+        (columns.len() > 1).then(|| Band::PlusMinus(summaries.iter().map(|s| s.se).collect()));
     (summaries.iter().map(|s| s.mean).collect(), band)
+}
+
+/// The smallest and largest ΔCKA the paper reports (section 7): the effects at stake.
+pub const PAPER_EFFECTS: (f64, f64) = (0.012, 0.081);
+
+/// `+0.041 [+0.020, +0.063]`: an estimate with its interval over prompts.
+pub fn with_ci(i: &Inferred, signed: bool) -> String {
+    let f = |v: f64| {
+        if signed {
+            format!("{v:+.3}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    match &i.ci {
+        Some(ci) => format!("{} [{}, {}]", f(i.estimate), f(ci.lower), f(ci.upper)),
+        None => f(i.estimate),
+    }
+}
+
+/// `+0.041 [+0.020, +0.063], above the null (p ≤ 0.001)`.
+pub fn inferred(i: &Inferred, signed: bool) -> String {
+    match &i.null {
+        Some(n) => format!("{}, {}", with_ci(i, signed), n.verdict()),
+        None => with_ci(i, signed),
+    }
+}
+
+/// What the null's spread says about the effects at stake at `n` prompts: a note, or a warning
+/// when the smallest effect this n resolves (the null's 95 % quantile; `null95` over cells) is
+/// larger than the paper's smallest effect.
+pub fn resolution(n: usize, null95: &[f64], what: &str) -> Option<Block> {
+    let lo = null95.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = null95.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() {
+        return None;
+    }
+    let (small, large) = PAPER_EFFECTS;
+    let range = if hi - lo < 5e-4 {
+        format!("{hi:.3}")
+    } else {
+        format!("{lo:.3}–{hi:.3} over cells")
+    };
+    Some(Block::Para(if hi > small {
+        format!(
+            "**Warning: too few prompts for the effects at stake.** At n = {n} prompts the \
+             null's 95 % quantile of {what} is {range}, {} the paper's effects \
+             ({small}–{large}): a smaller effect cannot be told from noise here. The null's \
+             spread shrinks about as 1/n; sample more prompts (`prompts = {{ held_out = N }}`).",
+            if lo > large {
+                "larger than all of"
+            } else {
+                "not below"
+            }
+        )
+    } else {
+        format!(
+            "Resolution: at n = {n} prompts the null's 95 % quantile of {what} is {range}, below \
+             the paper's smallest effect ({small}): effects of the paper's size can be resolved."
+        )
+    }))
 }
