@@ -436,6 +436,9 @@ pub enum Event {
         step: usize,
         adherence: crate::data::Adherence,
         chance: crate::data::Adherence,
+        /// Adherence above chance per image, with its SE (absent in runs before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        margin: Option<crate::data::Margin>,
         seconds: f64,
     },
     /// A sample grid was written.

@@ -212,6 +212,28 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         assert_eq!(row["stream"], stream);
     }
 
+    // Every cell carries its interval over prompts and its nulls; n = 8 is flagged as too few.
+    for cell in cells {
+        for who in ["ours", "baseline", "delta"] {
+            let i = &cell["inference"]["debiased"][who];
+            let (lo, hi) = (
+                i["ci"]["lower"].as_f64().unwrap(),
+                i["ci"]["upper"].as_f64().unwrap(),
+            );
+            assert!(lo <= hi, "{who}: {i}");
+            let p = i["null"]["p"].as_f64().unwrap();
+            assert!(p > 0.0 && p <= 1.0, "{who}: {i}");
+        }
+    }
+    assert!(
+        index.contains("Warning: too few prompts"),
+        "n = 8 is flagged"
+    );
+    assert!(
+        index.contains("not distinguishable from the null") || index.contains("above the null"),
+        "verdicts in the report"
+    );
+
     // Experiment 2: the encoder is the same tensors, and the AUCs come from the stored curves.
     let r2 = json(&out.join("exp2/results.json"));
     assert!(r2["encoder_tensors_identical"].as_u64().unwrap() > 10);
@@ -222,6 +244,11 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         .map(|v| v.as_f64().unwrap())
         .collect();
     let summary = csv(&report.join("tables/exp2_summary.csv"));
+    let delta_auc = &r2["comparisons"][0]["debiased"]["delta_auc"];
+    assert!(
+        delta_auc["null"]["tail"] == "two_sided" && delta_auc["ci"].is_object(),
+        "{delta_auc}"
+    );
     for (c, row) in r2["conditions"].as_array().unwrap().iter().zip(&summary) {
         let store = StorePaths::of_dir(Path::new(c["run"].as_str().unwrap())).unwrap();
         let mut aucs = Vec::new();

@@ -20,6 +20,11 @@ fn run(variant: &str, seed: u64, fid: f64, clip: f64, mjhq: bool) -> RunResult {
             size: 0.3,
             relation: None,
             chance: 0.1,
+            margin: Some(flowlens_core::data::Margin {
+                mean: if variant == "both" { 0.3 } else { 0.02 },
+                se: if variant == "both" { 0.03 } else { 0.02 },
+                n: 64,
+            }),
         }],
         loss_curve: vec![(200, 0.7), (400, 0.5)],
         mjhq: if mjhq {
@@ -84,4 +89,15 @@ fn ablation_report_has_fid_and_clip_columns_only_with_mjhq_evaluations() {
     let (md, tmp) = report(false);
     assert!(!md.contains("CLIP x100"), "{md}");
     assert!(!tmp.path().join("report/figures/ablation_fid.png").exists());
+}
+
+#[test]
+fn adherence_above_chance_carries_its_se_over_images_and_a_verdict() {
+    let (md, _tmp) = report(false);
+    // both: margins 0.3 (SE 0.03) on two runs of 64 images: SE sqrt(2) * 0.03 / 2.
+    assert!(
+        md.contains("| both | 0.300 ± 0.021 SE | [0.258, 0.342] | 128 | above chance (14.1 SE) |"),
+        "{md}"
+    );
+    assert!(md.contains("| baseline | 0.020 ± 0.014 SE | [-0.008, 0.048] | 128 | not distinguishable from chance (1.4 SE) |"), "{md}");
 }

@@ -24,7 +24,7 @@ pub use dataset::{DataError, Dataset, Example};
 pub use folder::ImageFolder;
 pub use parquet::ParquetSource;
 pub use preprocess::decode_image;
-pub use shapes::{Adherence, Scene, ShapesDataset};
+pub use shapes::{Adherence, Margin, Scene, ShapesDataset};
 pub use webdataset::WebDataset;
 
 impl Dataset for ShapesDataset {

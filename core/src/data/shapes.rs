@@ -293,6 +293,34 @@ pub struct Adherence {
     pub overall: f64,
 }
 
+/// The per-image difference `adherence - chance` (each image scored against its own prompt and
+/// against another scene's), summarised over the images: the uncertainty of an evaluation over
+/// its prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Margin {
+    pub mean: f64,
+    /// Standard error over images (sample sd / sqrt(n)); 0 for one image.
+    pub se: f64,
+    pub n: usize,
+}
+
+impl Margin {
+    pub fn of(diffs: &[f64]) -> Self {
+        let n = diffs.len();
+        let mean = diffs.iter().sum::<f64>() / n.max(1) as f64;
+        let var = if n > 1 {
+            diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            se: (var / n.max(1) as f64).sqrt(),
+            n,
+        }
+    }
+}
+
 /// A colour blob found in an image.
 #[derive(Debug, Clone, Copy)]
 struct Blob {

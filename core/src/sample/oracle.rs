@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{CheckpointChoice, LoadedRun, Weights, load_run_model};
 use crate::data::shapes::{mean_adherence, score};
-use crate::data::{Adherence, DataSource, Scene, ShapesDataset};
+use crate::data::{Adherence, DataSource, Margin, Scene, ShapesDataset};
 use crate::flow::rectified::SamplerConfig;
 use crate::sample::error::SampleError;
 use crate::sample::generate::Generator;
@@ -20,6 +20,8 @@ use crate::sample::generate::Generator;
 pub struct ShapesEval {
     pub adherence: Adherence,
     pub chance: Adherence,
+    /// Adherence above chance, paired per image: its mean, SE and number of images.
+    pub margin: Margin,
 }
 
 /// Oracle prompt adherence of a generator on shapes `scenes` (one seed, batches of
@@ -45,9 +47,15 @@ pub fn shapes_adherence<B: Backend>(
     let chance: Vec<_> = (0..n)
         .map(|i| score(&scenes[(i + 1) % n], images[i], size))
         .collect();
+    let diffs: Vec<f64> = scores
+        .iter()
+        .zip(&chance)
+        .map(|(own, other)| own.overall - other.overall)
+        .collect();
     Ok(ShapesEval {
         adherence: mean_adherence(&scores),
         chance: mean_adherence(&chance),
+        margin: Margin::of(&diffs),
     })
 }
 

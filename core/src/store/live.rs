@@ -19,9 +19,9 @@ pub struct LiveCkaSnapshot {
     pub format: String,
     /// Mean seconds per accumulator update.
     pub mean_update_seconds: f64,
-    pub pairs: Vec<LivePair>,
     /// What the step values are (`mean and SE over sampling seeds ...`).
     pub over: String,
+    pub pairs: Vec<LivePair>,
     pub updates: usize,
 }
 

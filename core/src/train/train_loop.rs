@@ -51,6 +51,7 @@ pub fn train<B: AutodiffBackend>(
                     step,
                     adherence: eval.adherence,
                     chance: eval.chance,
+                    margin: Some(eval.margin),
                     seconds: started.elapsed().as_secs_f64(),
                 })?;
                 on_event(&TrainEvent::Eval(step, overall.0, overall.1));

@@ -20,6 +20,10 @@ pub struct EvalPoint {
     pub relation: Option<f64>,
     /// The same images scored against other scenes' prompts.
     pub chance: f64,
+    /// Adherence - chance paired per image: mean, SE over the images, images (absent in runs
+    /// evaluated before it was recorded).
+    #[serde(default)]
+    pub margin: Option<flowlens_core::data::Margin>,
 }
 
 /// One MJHQ-30k evaluation during training (`flowlens train --mjhq`, `eval_mjhq` records).
@@ -92,6 +96,7 @@ pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Resul
                 step,
                 adherence,
                 chance,
+                margin,
                 seconds,
             }) => {
                 let point = EvalPoint {
@@ -102,6 +107,7 @@ pub fn summarise_run(variant: &str, seed: u64, dir: &Path, bins: usize) -> Resul
                     size: adherence.size,
                     relation: adherence.relation,
                     chance: chance.overall,
+                    margin,
                 };
                 evals.insert(step, (point, seconds));
             }

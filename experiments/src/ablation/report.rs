@@ -136,6 +136,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
         rows: md_rows,
     });
     blocks.push(Block::Files(files));
+    blocks.extend(above_chance(r));
     let finals: Vec<&EvalPoint> = r.runs.iter().filter_map(|x| x.final_eval()).collect();
     if !finals.is_empty() && finals.iter().all(|e| e.adherence <= e.chance) {
         blocks.push(Block::Para(
@@ -371,4 +372,62 @@ fn upscaled_png(path: &Path, factor: u32) -> Result<Vec<u8>> {
     )
     .with_context(|| format!("encoding {}", path.display()))?;
     Ok(bytes)
+}
+
+/// Adherence above chance per variant, paired per image: the mean margin over the variant's
+/// runs, its SE over the evaluated images (runs pooled as independent image sets) and a verdict
+/// at 3 SE.
+fn above_chance(r: &Results) -> Vec<Block> {
+    let mut rows = Vec::new();
+    for v in &r.variants {
+        let margins: Vec<_> = r
+            .runs
+            .iter()
+            .filter(|x| &x.variant == v)
+            .filter_map(|x| x.final_eval().and_then(|e| e.margin))
+            .collect();
+        if margins.is_empty() {
+            continue;
+        }
+        let k = margins.len() as f64;
+        let mean = margins.iter().map(|m| m.mean).sum::<f64>() / k;
+        let se = margins.iter().map(|m| m.se * m.se).sum::<f64>().sqrt() / k;
+        let images: usize = margins.iter().map(|m| m.n).sum();
+        let z = if se > 0.0 { mean / se } else { f64::INFINITY };
+        let verdict = if z >= 3.0 {
+            format!("above chance ({z:.1} SE)")
+        } else {
+            format!("not distinguishable from chance ({z:.1} SE)")
+        };
+        rows.push(vec![
+            v.clone(),
+            format!("{mean:.3} ± {se:.3} SE"),
+            format!("[{:.3}, {:.3}]", mean - 1.96 * se, mean + 1.96 * se),
+            images.to_string(),
+            verdict,
+        ]);
+    }
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Block::Para(
+            "Adherence above chance, paired per image (each image scored against its own prompt \
+             minus against another scene's), at the last evaluation: mean over the variant's \
+             runs, ± SE and the normal 95 % interval over the evaluated images (they cover the \
+             choice of evaluation prompts and noise, not the training seed); a variant is above \
+             chance when the margin is at least 3 SE."
+                .into(),
+        ),
+        Block::Table {
+            header: vec![
+                "Model".into(),
+                "Adherence − chance".into(),
+                "95 % interval".into(),
+                "Images".into(),
+                "Verdict".into(),
+            ],
+            rows,
+        },
+    ]
 }
