@@ -123,6 +123,8 @@ pub struct CellDetail {
     pub step: usize,
     pub seed: u64,
     pub null: Option<PermutationNull>,
+    /// The 95 % bootstrap interval over prompts (as many resamples as permutations).
+    pub interval: Option<flowlens_analysis::stats::Interval>,
     pub knn: Option<MutualKnn>,
     pub prompts: Vec<String>,
     /// The sampled image of each prompt for this seed, when saved.
@@ -141,17 +143,20 @@ pub fn cell_detail(
     let x = read_tap(&store, &query.a, seed, step)?;
     let y = read_tap(&store, row, seed, step)?;
     let n = x.nrows();
-    let null = if permutations > 0 && n >= 4 {
+    let (null, interval) = if permutations > 0 && n >= 4 {
         let pair = GramPair::new(x.view(), y.view())?;
-        Some(permutation_null(
+        let null = permutation_null(&pair, query.estimator, permutations, 0.95, seed)?;
+        let interval = flowlens_analysis::stats::bootstrap_ci(
             &pair,
             query.estimator,
             permutations,
             0.95,
             seed,
-        )?)
+        )
+        .ok();
+        (Some(null), interval)
     } else {
-        None
+        (None, None)
     };
     let knn = if n >= 2 {
         Some(mutual_knn(x.view(), y.view(), k.clamp(1, n - 1))?)
@@ -166,6 +171,7 @@ pub fn cell_detail(
         step,
         seed,
         null,
+        interval,
         knn,
         prompts: store.manifest.prompts.clone(),
         images,

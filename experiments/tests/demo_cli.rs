@@ -233,6 +233,19 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         index.contains("not distinguishable from the null") || index.contains("above the null"),
         "verdicts in the report"
     );
+    // The frozen-prior reading: both runs start from the same stage-0 prior.
+    assert!(r1["prior"].is_string(), "{}", r1["prior"]);
+    for cell in cells {
+        let d = &cell["prior"]["debiased"]["delta"];
+        assert!(
+            d["ci"].is_object() && d["null"]["tail"] == "two_sided",
+            "{d}"
+        );
+    }
+    assert!(
+        index.contains("Against the frozen prior"),
+        "prior table in the report"
+    );
 
     // Experiment 2: the encoder is the same tensors, and the AUCs come from the stored curves.
     let r2 = json(&out.join("exp2/results.json"));

@@ -345,9 +345,28 @@ fn detail_ui(ui: &mut egui::Ui, lab: &Lab, cmds: &mut Vec<Command>) {
         detail.row, detail.step, detail.seed
     ));
     if let Some(n) = &detail.null {
+        let verdict = if n.p_value <= flowlens_analysis::inference::ALPHA {
+            "above the null"
+        } else {
+            "not distinguishable from the null"
+        };
         ui.label(format!(
-            "observed {:.4} · null mean {:.4} · 95 % floor {:.4} · p = {:.3} ({} permutations)",
-            n.observed, n.null_mean, n.null_upper, n.p_value, n.permutations
+            "observed {:.4} · {verdict} (p = {:.3}, {} permutations of the pairing) · null mean {:.4} · 95 % floor {:.4}",
+            n.observed, n.p_value, n.permutations, n.null_mean, n.null_upper
+        ));
+    }
+    if let Some(i) = &detail.interval {
+        ui.label(format!(
+            "95 % bootstrap interval over the {} prompts of this seed: [{:.4}, {:.4}] ({} resamples{})",
+            detail.prompts.len(),
+            i.lower,
+            i.upper,
+            i.replicates,
+            if i.dropped > 0 {
+                format!(", {} undefined dropped", i.dropped)
+            } else {
+                String::new()
+            }
         ));
     }
     let Some(knn) = &detail.knn else {

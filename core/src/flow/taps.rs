@@ -92,14 +92,47 @@ pub enum TapPooling {
     Mean,
     /// Layer norm over the width first (no affine), then the mean over valid tokens.
     LayerNormMean,
+    /// `Mean`, leaving the BOS token (text position 0) out of text taps: under causal attention
+    /// its state is the same for every prompt, so with it the mean carries a direction that
+    /// depends only on the prompt's length.
+    MeanWithoutBos,
+    /// `LayerNormMean` without the BOS token.
+    LayerNormMeanWithoutBos,
 }
 
 impl TapPooling {
-    /// `mean` or `layer_norm_mean`.
+    /// `mean`, `layer_norm_mean`, `mean_without_bos` or `layer_norm_mean_without_bos`.
     pub fn name(self) -> &'static str {
         match self {
             TapPooling::Mean => "mean",
             TapPooling::LayerNormMean => "layer_norm_mean",
+            TapPooling::MeanWithoutBos => "mean_without_bos",
+            TapPooling::LayerNormMeanWithoutBos => "layer_norm_mean_without_bos",
+        }
+    }
+
+    /// Whether tokens are layer-normalised before the mean.
+    pub fn layer_norm(self) -> bool {
+        matches!(
+            self,
+            TapPooling::LayerNormMean | TapPooling::LayerNormMeanWithoutBos
+        )
+    }
+
+    /// Whether text position 0 (BOS) is left out of masked (text) taps.
+    pub fn excludes_bos(self) -> bool {
+        matches!(
+            self,
+            TapPooling::MeanWithoutBos | TapPooling::LayerNormMeanWithoutBos
+        )
+    }
+
+    /// The same pooling without BOS (`exclude_bos`) or as it is.
+    pub fn without_bos(self, exclude_bos: bool) -> Self {
+        match (self, exclude_bos) {
+            (TapPooling::Mean, true) => TapPooling::MeanWithoutBos,
+            (TapPooling::LayerNormMean, true) => TapPooling::LayerNormMeanWithoutBos,
+            (p, _) => p,
         }
     }
 }
@@ -114,9 +147,10 @@ impl<B: Backend> Tap<B> {
     /// `[b, width]`: the mean over valid tokens (optionally of layer-normalised tokens), so that
     /// only small vectors leave the device.
     pub fn pool(&self, pooling: TapPooling) -> Tensor<B, 2> {
-        let x = match pooling {
-            TapPooling::Mean => self.value.clone(),
-            TapPooling::LayerNormMean => layer_norm(self.value.clone(), 1e-5),
+        let x = if pooling.layer_norm() {
+            layer_norm(self.value.clone(), 1e-5)
+        } else {
+            self.value.clone()
         };
         let [b, s, d] = x.dims();
         let Some(mask) = &self.mask else {
@@ -124,7 +158,13 @@ impl<B: Backend> Tap<B> {
             // division by s), without the broadcast product.
             return x.sum_dim(1).reshape([b, d]) / s.max(1) as f32;
         };
-        let m = mask.clone().float().reshape([b, s, 1]);
+        let mut mask = mask.clone();
+        if pooling.excludes_bos() && s > 0 {
+            // Right-padded rows: BOS is position 0 of every row.
+            let zeros = Tensor::<B, 2, Int>::zeros([b, 1], &mask.device());
+            mask = mask.slice_assign([0..b, 0..1], zeros);
+        }
+        let m = mask.float().reshape([b, s, 1]);
         let count = m.clone().sum_dim(1).reshape([b, 1]).clamp_min(1.0);
         (x * m).sum_dim(1).reshape([b, d]) / count
     }
@@ -164,4 +204,61 @@ pub fn describe_taps(names: &[String]) -> String {
 /// Layer number of an LLM tap name (`llm.h12.text` -> 12).
 pub fn llm_layer(tap: &str) -> Option<usize> {
     tap.strip_prefix("llm.h")?.split('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn pooling_without_bos_leaves_out_text_position_0_and_only_there() {
+        let device = Default::default();
+        // Two rows of three tokens, width 2; the second row has two valid tokens.
+        let value = Tensor::<B, 3>::from_data(
+            TensorData::new(
+                vec![
+                    10.0f32, 20.0, 1.0, 2.0, 3.0, 4.0, 50.0, 60.0, 5.0, 7.0, 9.0, 9.0,
+                ],
+                [2, 3, 2],
+            ),
+            &device,
+        );
+        let mask = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(vec![1i64, 1, 1, 1, 1, 0], [2, 3]),
+            &device,
+        );
+        let tap = Tap {
+            value: value.clone(),
+            mask: Some(mask),
+        };
+        let pooled = |p: TapPooling| tap.pool(p).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(
+            pooled(TapPooling::Mean),
+            vec![14.0 / 3.0, 26.0 / 3.0, 27.5, 33.5]
+        );
+        assert_eq!(pooled(TapPooling::MeanWithoutBos), vec![2.0, 3.0, 5.0, 7.0]);
+        // Image taps (no mask) are pooled over every token either way.
+        let image = Tap { value, mask: None };
+        assert_eq!(
+            image
+                .pool(TapPooling::MeanWithoutBos)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            image
+                .pool(TapPooling::Mean)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        );
+        assert_eq!(
+            TapPooling::LayerNormMean.without_bos(true).name(),
+            "layer_norm_mean_without_bos"
+        );
+        assert!(TapPooling::LayerNormMeanWithoutBos.layer_norm());
+    }
 }

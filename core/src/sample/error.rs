@@ -45,6 +45,10 @@ pub enum SampleError {
     NotShapes,
     #[error("the held-out data yields no usable example")]
     NoHeldOut,
+    #[error(
+        "pooling `{0}` leaves out the BOS token at position 0, but this run's tokenizer adds no BOS (add_bos_token = false); use `mean` or `layer_norm_mean`"
+    )]
+    NoBos(String),
 }
 
 /// An I/O error on `path`.

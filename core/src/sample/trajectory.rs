@@ -148,6 +148,9 @@ pub fn sample_run<B: Backend>(
     let shape = [flow.latent_channels, flow.latent_size, flow.latent_size];
     let config = &request.sampler;
     config.check()?;
+    if config.pooling.excludes_bos() && !tokenizer.add_bos {
+        return Err(SampleError::NoBos(config.pooling.name().into()));
+    }
     let paths = StorePaths::new(run.root(), request.store.clone());
     let mut store = StoreWriter::create(
         paths.clone(),

@@ -184,15 +184,20 @@ impl BackendTask for PipelineTask {
         if self.stages.exp1 {
             let r = crate::exp1::run::run::<B>(f, &device, &log)?;
             for c in &r.cells {
+                let i = &c.inference.debiased.delta;
                 log.say(format!(
-                    "exp1 {} stream, layer {}, t = {:.2}: delta CKA {:+.3} ± {:.3} (debiased), {:+.3} ± {:.3} (biased)",
+                    "exp1 {} stream, layer {}, t = {:.2}: delta CKA (debiased) {}{}",
                     c.stream,
                     c.layer,
                     c.t,
-                    c.delta.debiased.mean,
-                    c.delta.debiased.sd,
-                    c.delta.biased.mean,
-                    c.delta.biased.sd
+                    crate::report::blocks::with_ci(i, true),
+                    if c.by_construction {
+                        ", 0 by construction".to_string()
+                    } else {
+                        i.null
+                            .map(|n| format!(", {}", n.verdict()))
+                            .unwrap_or_default()
+                    }
                 ));
             }
         }

@@ -41,6 +41,10 @@ pub struct SampleArgs {
     /// Mean-pool after a layer norm over the width (the paper's Exp. 2 pooling).
     #[arg(long)]
     pub layer_norm: bool,
+    /// Leave the BOS token (text position 0) out of the text taps' mean (recorded in the store's
+    /// manifest as `mean_without_bos` / `layer_norm_mean_without_bos`).
+    #[arg(long)]
+    pub without_bos: bool,
     /// Prompts per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -121,7 +125,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
         TapPooling::LayerNormMean
     } else {
         TapPooling::Mean
-    };
+    }
+    .without_bos(a.without_bos);
     let probe_dtype = if a.f16 {
         ProbeDtype::F16
     } else {

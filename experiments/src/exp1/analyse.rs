@@ -20,6 +20,7 @@ use flowlens_core::store::{FeatureStore, Seeds};
 use serde::{Deserialize, Serialize};
 
 use crate::exp1::config::Exp1;
+use crate::exp1::prior::PriorFeatures;
 use crate::io::matrix;
 
 /// The level of every interval over prompts.
@@ -84,6 +85,10 @@ pub struct Cell {
     /// Layer 0: the encoder's streams are the LLM's layer-0 input, so CKA = 1 and ΔCKA = 0 by
     /// construction (not evidence of anything).
     pub by_construction: bool,
+    /// The frozen-prior reading: each model's stream vs the pre-trained prior's hidden state on
+    /// the caption alone (one common target), per estimator; `None` without a prior.
+    #[serde(default)]
+    pub prior: Option<PerEstimator<CellInference>>,
 }
 
 /// One cell's statistics over prompts (means over seeds): ours' and the baseline's CKA against
@@ -116,6 +121,10 @@ pub struct Results {
     pub permutations: usize,
     pub bootstrap: usize,
     pub level: f64,
+    /// The prior of the frozen-prior reading (`None`: the runs start from a random LLM, or they
+    /// started from different priors).
+    #[serde(default)]
+    pub prior: Option<String>,
     pub cells: Vec<Cell>,
 }
 
@@ -198,8 +207,22 @@ pub(crate) fn paired_inference(
     })
 }
 
-/// Computes the experiment from the two runs' feature stores.
-pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> Result<Results> {
+/// Both estimators' [`CellInference`] of one cell's units.
+fn cell_inference(reps: &[Replicates]) -> Result<PerEstimator<CellInference>> {
+    Ok(PerEstimator::new(
+        paired_inference(reps, Estimator::Biased, LEVEL)?,
+        paired_inference(reps, Estimator::Debiased, LEVEL)?,
+    ))
+}
+
+/// Computes the experiment from the two runs' feature stores (and, for the frozen-prior
+/// reading, the prior's features on the same prompts).
+pub fn analyse(
+    ours: &FeatureStore,
+    baseline: &FeatureStore,
+    config: &Exp1,
+    prior: Option<&PriorFeatures>,
+) -> Result<Results> {
     let (mo, mb) = (&ours.manifest, &baseline.manifest);
     if mo.prompts != mb.prompts {
         bail!(
@@ -248,10 +271,23 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
                 let delta = |x: &[f64], y: &[f64]| -> Vec<f64> {
                     x.iter().zip(y).map(|(a, b)| a - b).collect()
                 };
-                let inference = PerEstimator::new(
-                    paired_inference(&reps, Estimator::Biased, LEVEL)?,
-                    paired_inference(&reps, Estimator::Debiased, LEVEL)?,
-                );
+                let inference = cell_inference(&reps)?;
+                let prior = match prior.and_then(|p| p.layers.get(&layer)) {
+                    None => None,
+                    Some(y) => {
+                        let mut reps = Vec::new();
+                        for &seed in seeds {
+                            let xa = features(ours, enc_tap, seed, step)?;
+                            let xb = features(baseline, enc_tap, seed, step)?;
+                            let unit = PairedGrams::new(xa.view(), y.view(), xb.view(), y.view())
+                                .with_context(|| {
+                                format!("{enc_tap} vs the prior's layer {layer}")
+                            })?;
+                            reps.push(unit.replicates(&draw));
+                        }
+                        Some(cell_inference(&reps)?)
+                    }
+                };
                 cells.push(Cell {
                     stream: stream.into(),
                     layer,
@@ -262,6 +298,7 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
                         Values::of(delta(&o.debiased, &b.debiased))?,
                     ),
                     inference,
+                    prior,
                     by_construction: layer == 0,
                     ours: PerEstimator::new(Values::of(o.biased)?, Values::of(o.debiased)?),
                     baseline: PerEstimator::new(Values::of(b.biased)?, Values::of(b.debiased)?),
@@ -286,6 +323,7 @@ pub fn analyse(ours: &FeatureStore, baseline: &FeatureStore, config: &Exp1) -> R
         permutations: config.permutations,
         bootstrap: config.bootstrap,
         level: LEVEL,
+        prior: prior.map(|p| p.dir.display().to_string()),
         cells,
     })
 }

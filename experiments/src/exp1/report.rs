@@ -20,7 +20,14 @@ fn coverage(r: &Results) -> String {
             .into();
     }
     format!(
-        "Brackets: the {:.0} % bootstrap interval over prompts ({} resamples of the {} prompts,          the same resample for both models and every seed, so the ΔCKA interval is paired; it          covers the choice of prompts, with the trained models and the sampling seeds held          fixed). Verdicts at the 5 % level: ΔCKA by the swap test (each prompt's features of the          two models exchanged, {} permutations, two-sided); each model's CKA by its pairing null          (the two feature sets of different prompts paired, the same permutations).",
+        "Brackets: the {:.0} % bootstrap interval over prompts ({} resamples of the {} prompts, \
+         the same resample for both models and every seed, so the ΔCKA interval is paired; it \
+         covers the choice of prompts, with the trained models and the sampling seeds held \
+         fixed). Verdicts at the 5 % level: ΔCKA by the swap test (each prompt's features of the \
+         two models exchanged, {} permutations, two-sided); each model's CKA by its pairing null \
+         (the two feature sets of different prompts paired, the same permutations). The swap \
+         null mixes the two models' feature spaces, so it is wide and the test conservative: a \
+         ΔCKA whose interval excludes 0 can still be not distinguishable from it.",
         r.level * 100.0,
         r.bootstrap,
         r.n_prompts,
@@ -126,6 +133,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             header,
             rows: absolute,
         });
+        blocks.extend(prior_table(r, stream, headline, &t_label)?);
         let mut files = Vec::new();
         for e in [Estimator::Debiased, Estimator::Biased] {
             let table = SummaryTable {
@@ -308,4 +316,47 @@ fn capitalise(s: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
         .unwrap_or_default()
+}
+
+/// The frozen-prior reading of one stream: ΔCKA and each model's CKA against the prior's hidden
+/// state on the caption alone, beside the own-LLM tables.
+fn prior_table(
+    r: &Results,
+    stream: &str,
+    headline: Estimator,
+    t_label: &dyn Fn(usize) -> String,
+) -> Result<Vec<Block>> {
+    let Some(prior) = &r.prior else {
+        return Ok(Vec::new());
+    };
+    let mut header = vec!["Layer".to_string()];
+    header.extend(r.steps.iter().map(|&s| t_label(s)));
+    let mut rows = Vec::new();
+    for &l in &r.layers {
+        for (who, pick) in [
+            ("ΔCKA", (|c| &c.delta) as fn(&CellInference) -> &Inferred),
+            ("ours", |c| &c.ours),
+            ("baseline", |c| &c.baseline),
+        ] {
+            let mut row = vec![format!("{}, {who}", layer_label(l))];
+            for &s in &r.steps {
+                let c = r.cell(stream, l, s).context("exp1 results miss a cell")?;
+                row.push(match &c.prior {
+                    Some(p) => inferred(pick(p.get(headline)), who == "ΔCKA"),
+                    None => "–".into(),
+                });
+            }
+            rows.push(row);
+        }
+    }
+    Ok(vec![
+        Block::Para(format!(
+            "Against the frozen prior ({}): the {stream} stream of each model vs the hidden \
+             state of the pre-trained LLM both started from, run on the caption alone (no image \
+             tokens) and pooled over its text tokens as the stores pool theirs; one common target \
+             for both models ({} estimator; intervals and verdicts as above).",
+            prior, r.estimator
+        )),
+        Block::Table { header, rows },
+    ])
 }

@@ -9,6 +9,7 @@ use flowlens_core::run::RunDir;
 use flowlens_core::train::TrainConfig;
 
 use crate::exp1::analyse::{Results, analyse};
+use crate::exp1::prior::{prior_dir, prior_features};
 use crate::io::write_json;
 use crate::pipeline::{Log, ensure_sampled, require_trained};
 use crate::protocol::ExperimentFile;
@@ -53,8 +54,37 @@ pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> 
             log,
         )?);
     }
+    // The frozen-prior reading needs one prior both runs started from.
+    let prior = match (prior_dir(&ours)?, prior_dir(&baseline)?) {
+        (Some(a), Some(b)) if a == b => {
+            log.say(format!(
+                "experiment 1: the frozen prior's hidden states on the captions ({})",
+                a.display()
+            ));
+            Some(prior_features::<B>(
+                &ours,
+                &a,
+                &stores[0].manifest.prompts,
+                &c.layers,
+                c.pooling,
+                device,
+            )?)
+        }
+        (Some(a), Some(b)) => {
+            log.say(format!(
+                "experiment 1: no frozen-prior reading: the runs started from different priors ({} and {})",
+                a.display(),
+                b.display()
+            ));
+            None
+        }
+        _ => {
+            log.say("experiment 1: no frozen-prior reading: a run starts from a random LLM");
+            None
+        }
+    };
     log.say("experiment 1: CKA of the streams vs the LLM layers");
-    let results = analyse(&stores[0], &stores[1], c)?;
+    let results = analyse(&stores[0], &stores[1], c, prior.as_ref())?;
     write_json(&file.out.join("exp1/results.json"), &results)?;
     Ok(results)
 }

@@ -57,7 +57,9 @@ pub struct Comparison {
     pub other: String,
     /// ΔAUC against the swap null.
     pub delta_auc: Inferred,
-    /// Δ time-to-threshold against the swap null (`None`: undefined on the full sample).
+    /// Δ time-to-threshold with its interval (`None`: undefined on the full sample). No null:
+    /// the swap null of a crossing time is degenerate (mixed systems cross at the first step
+    /// or not at all).
     pub delta_time: Option<Inferred>,
 }
 
@@ -287,7 +289,7 @@ pub fn analyse(
                             let t = config.threshold;
                             Some(time_of(&ts, u, 0, k, e, t)? - time_of(&ts, u, 1, k, e, t)?)
                         },
-                        NullKind::Swap,
+                        NullKind::None,
                     )?,
                 })
             };

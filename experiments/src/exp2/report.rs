@@ -22,7 +22,7 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             "The same trained dual-stream encoder under two decoders ({} encoder tensors checked \
              bit-identical between the systems). At every solver step, CKA between the \
              layer-normalised pooled text and noise streams across {} prompts; curves are the \
-             mean over sampling seeds {:?} (band ±1 SE); AUC over normalised time and the first \
+             mean over sampling seeds {:?} (bands: intervals over prompts); AUC over normalised time and the first \
              time the interpolated curve reaches {} (mean ± SE over seeds; seeds that never \
              reach it are counted, not averaged). CFG {}, pooling `{}`. {}",
             r.encoder_tensors_identical,
@@ -300,7 +300,8 @@ fn coverage(r: &Results) -> String {
          systems and sampling seeds held fixed). Nulls at the 5 % level, {} permutations: each \
          curve point and AUC against the pairing null (text and noise streams of different \
          prompts paired), the AUC difference against the swap null (each prompt's features of \
-         the two systems exchanged at every step and seed, two-sided).",
+         the two systems exchanged at every step and seed, two-sided; conservative, since it mixes \
+         the systems' feature spaces). Times to threshold carry intervals only.",
         r.level * 100.0,
         r.bootstrap,
         r.n_prompts,
@@ -345,4 +346,83 @@ fn comparisons(r: &Results, headline: Estimator) -> Vec<Block> {
         rows,
     });
     blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use flowlens_analysis::cka::PerEstimator;
+    use flowlens_analysis::curves::summarise_curves;
+    use flowlens_analysis::inference::Inferred;
+
+    use super::*;
+    use crate::exp2::analyse::CurveInference;
+
+    fn condition(name: &str, ts: &[f64], curves: Vec<Vec<f64>>) -> Condition {
+        let summary = summarise_curves(ts, &curves, 0.5).unwrap();
+        let plain = |estimate| Inferred {
+            estimate,
+            ci: None,
+            null: None,
+        };
+        let inference = CurveInference {
+            curve: ts.iter().map(|_| plain(0.5)).collect(),
+            auc: plain(summary.auc.mean),
+            time_to_threshold: None,
+        };
+        Condition {
+            name: name.into(),
+            run: format!("/runs/{name}"),
+            checkpoint_step: 4,
+            curves: PerEstimator::new(curves.clone(), curves),
+            summary: PerEstimator::new(summary.clone(), summary),
+            inference: PerEstimator::new(inference.clone(), inference),
+        }
+    }
+
+    /// The paragraph says "mean ± SE over seeds": the table's ± is the SE, with the sd named.
+    #[test]
+    fn the_auc_over_seeds_is_printed_as_mean_plus_minus_se_with_the_sd_beside_it() {
+        let ts = [0.0, 0.5];
+        let curves = vec![vec![0.2, 0.4], vec![0.4, 0.6], vec![0.3, 0.8]];
+        let c = condition("single-stream decoder", &ts, curves);
+        let s = c.summary.debiased.auc;
+        assert!(s.sd > s.se * 1.5, "three seeds: the sd and the SE differ");
+        let r = Results {
+            format: "flowlens.exp2.v2".into(),
+            ts: ts.to_vec(),
+            seeds: vec![0, 1, 2],
+            n_prompts: 256,
+            threshold: 0.5,
+            estimator: "debiased".into(),
+            pooling: "layer_norm_mean".into(),
+            cfg: 2.0,
+            encoder_tensors_identical: 12,
+            conditions: vec![c],
+            comparisons: Vec::new(),
+            permutations: 0,
+            bootstrap: 0,
+            level: 0.95,
+        };
+        let section = section(&r, "").unwrap();
+        let want = format!("{:.3} ± {:.3} SE (sd {:.3})", s.mean, s.se, s.sd);
+        let table = section
+            .blocks
+            .iter()
+            .find_map(|b| match b {
+                Block::Table { header, rows } if header[0] == "Decoder" => Some((header, rows)),
+                _ => None,
+            })
+            .unwrap();
+        let col = table
+            .0
+            .iter()
+            .position(|h| h == "AUC (debiased), over seeds")
+            .unwrap();
+        assert_eq!(table.1[0][col], want);
+        let para = section.blocks.iter().find_map(|b| match b {
+            Block::Para(p) if p.contains("mean ± SE over seeds") => Some(p),
+            _ => None,
+        });
+        assert!(para.is_some(), "the paragraph says what the ± is");
+    }
 }
