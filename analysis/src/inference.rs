@@ -203,8 +203,8 @@ impl<'a> Recentring<'a> {
 pub fn weighted_terms(k: ArrayView2<f64>, l: ArrayView2<f64>, w: &[f64]) -> CkaTerms {
     let mut acc = Recentring::new(w);
     let (mut kr, mut lr) = (Vec::new(), Vec::new());
-    for i in 0..w.len() {
-        if w[i] == 0.0 {
+    for (i, &wi) in w.iter().enumerate() {
+        if wi == 0.0 {
             continue;
         }
         let (krow, lrow) = (row_of(k, i, &mut kr), row_of(l, i, &mut lr));

@@ -82,8 +82,8 @@ fn each_resampling_shortcut_equals_the_explicit_resample() {
         let (xac, yac, xbc, ybc) = (centre(&xa), centre(&ya), centre(&xb), centre(&yb));
         let mix = |a: &Array2<f64>, b: &Array2<f64>, side: bool| {
             let mut out = a.clone();
-            for i in 0..n {
-                if mask[i] != side {
+            for (i, &m) in mask.iter().enumerate() {
+                if m != side {
                     out.row_mut(i).assign(&b.row(i));
                 }
             }
