@@ -247,6 +247,8 @@ pub fn analyse(
     };
     for &o in &others {
         let reps = units(first, conditions[o].1, seeds, &draw)?;
+        // (model index in these units, condition): the first condition's curves come from its
+        // units with the second (or with itself when alone), every other from its own pair.
         let pair = if o == 0 {
             vec![(0, 0)]
         } else if o == 1 {
