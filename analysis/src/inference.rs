@@ -310,16 +310,16 @@ impl PairedGrams {
             }
         };
         let (k, l) = rayon::join(|| gram(xa, xb), || gram(ya, yb));
-        let mut out = Self {
+        let ones = vec![1.0; n];
+        let full = MODELS
+            .map(|m| weighted_terms(block(&k, n, stacked, m), block(&l, n, stacked, m), &ones));
+        Ok(Self {
             n,
             k,
             l,
             stacked,
-            full: [zero_terms(); 2],
-        };
-        let ones = vec![1.0; n];
-        out.full = MODELS.map(|m| weighted_terms(out.block_k(m), out.block_l(m), &ones));
-        Ok(out)
+            full,
+        })
     }
 
     pub fn n(&self) -> usize {
@@ -331,21 +331,12 @@ impl PairedGrams {
         self.stacked
     }
 
-    fn block<'s>(&'s self, g: &'s Array2<f64>, m: usize) -> ArrayView2<'s, f64> {
-        let n = self.n;
-        if self.stacked {
-            g.slice(s![m * n..(m + 1) * n, m * n..(m + 1) * n])
-        } else {
-            g.slice(s![.., m * n..(m + 1) * n])
-        }
-    }
-
     fn block_k(&self, m: usize) -> ArrayView2<'_, f64> {
-        self.block(&self.k, m)
+        block(&self.k, self.n, self.stacked, m)
     }
 
     fn block_l(&self, m: usize) -> ArrayView2<'_, f64> {
-        self.block(&self.l, m)
+        block(&self.l, self.n, self.stacked, m)
     }
 
     /// Both models' terms on the full sample.
@@ -413,17 +404,12 @@ impl PairedGrams {
     }
 }
 
-fn zero_terms() -> CkaTerms {
-    CkaTerms {
-        n: 0,
-        kl: 0.0,
-        kk: 0.0,
-        ll: 0.0,
-        sum_a: 0.0,
-        sum_b: 0.0,
-        sum_ab: 0.0,
-        sum_aa: 0.0,
-        sum_bb: 0.0,
+/// Model `m`'s `[n, n]` Gram in the stacked `[2n, 2n]` form or the side-by-side `[n, 2n]` one.
+fn block(g: &Array2<f64>, n: usize, stacked: bool, m: usize) -> ArrayView2<'_, f64> {
+    if stacked {
+        g.slice(s![m * n..(m + 1) * n, m * n..(m + 1) * n])
+    } else {
+        g.slice(s![.., m * n..(m + 1) * n])
     }
 }
 
@@ -468,7 +454,7 @@ impl PromptInterval {
             });
         }
         let ok: Vec<f64> = values.iter().flatten().copied().collect();
-        if ok.len() < 2 {
+        if ok.is_empty() {
             return Err(AnalysisError::Invalid {
                 what: "bootstrap interval".into(),
                 reason: format!(
@@ -479,7 +465,11 @@ impl PromptInterval {
             });
         }
         let mean = ok.iter().sum::<f64>() / ok.len() as f64;
-        let var = ok.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (ok.len() - 1) as f64;
+        let var = if ok.len() > 1 {
+            ok.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (ok.len() - 1) as f64
+        } else {
+            0.0
+        };
         let alpha = (1.0 - level) / 2.0;
         Ok(Self {
             lower: quantile(&ok, alpha),
@@ -489,11 +479,6 @@ impl PromptInterval {
             replicates: ok.len(),
             dropped: values.len() - ok.len(),
         })
-    }
-
-    /// `[lower, upper]`, 3 decimals.
-    pub fn text(&self) -> String {
-        format!("[{:.3}, {:.3}]", self.lower, self.upper)
     }
 }
 
@@ -620,13 +605,6 @@ impl Inferred {
                 Some(NullTest::of(estimate, null, tail)?)
             },
         })
-    }
-
-    /// The verdict, or "no null computed".
-    pub fn verdict(&self) -> String {
-        self.null
-            .map(|n| n.verdict())
-            .unwrap_or_else(|| "no null computed".into())
     }
 }
 

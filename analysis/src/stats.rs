@@ -136,9 +136,8 @@ pub fn bootstrap_ci(
             )
         })
         .collect();
-    let dropped = outcomes.iter().filter(|v| v.is_err()).count();
-    let values: Vec<f64> = outcomes.into_iter().filter_map(|v| v.ok()).collect();
-    if values.is_empty() {
+    let values: Vec<Option<f64>> = outcomes.into_iter().map(|v| v.ok()).collect();
+    if values.iter().all(Option::is_none) {
         return Err(AnalysisError::Invalid {
             what: "bootstrap".into(),
             reason: format!(
@@ -146,14 +145,14 @@ pub fn bootstrap_ci(
             ),
         });
     }
-    let alpha = (1.0 - level) / 2.0;
+    let i = inference::PromptInterval::of(&values, level)?;
     Ok(Interval {
         estimate,
-        lower: quantile(&values, alpha),
-        upper: quantile(&values, 1.0 - alpha),
+        lower: i.lower,
+        upper: i.upper,
         level,
-        replicates: values.len(),
-        dropped,
+        replicates: i.replicates,
+        dropped: i.dropped,
     })
 }
 

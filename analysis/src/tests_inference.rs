@@ -235,10 +235,15 @@ fn intervals_tests_and_their_wording() {
     let with_holes = [Some(1.0), None, Some(2.0), None];
     let ci = PromptInterval::of(&with_holes, 0.95).unwrap();
     assert_eq!((ci.replicates, ci.dropped), (2, 2));
-    let err = PromptInterval::of(&[None, Some(1.0)], 0.95)
+    let one = PromptInterval::of(&[None, Some(1.0)], 0.95).unwrap();
+    assert_eq!(
+        (one.lower, one.upper, one.se, one.dropped),
+        (1.0, 1.0, 0.0, 1)
+    );
+    let err = PromptInterval::of(&[None, None], 0.95)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("defined on 1 of 2 resamples"), "{err}");
+    assert!(err.contains("defined on 0 of 2 resamples"), "{err}");
 
     let null: Vec<Option<f64>> = (0..99).map(|i| Some(i as f64 / 1000.0 - 0.049)).collect();
     let t = NullTest::of(0.5, &null, Tail::Upper).unwrap();

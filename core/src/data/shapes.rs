@@ -293,9 +293,9 @@ pub struct Adherence {
     pub overall: f64,
 }
 
-/// The per-image difference `adherence - chance` (each image scored against its own prompt and
-/// against another scene's), summarised over the images: the uncertainty of an evaluation over
-/// its prompts.
+/// Mean, SE and count of values. The oracle summarises with it the per-image difference
+/// `adherence - chance` (each image scored against its own prompt and against another scene's):
+/// the uncertainty of an evaluation over its prompts; the live CKA its seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Margin {
     pub mean: f64,

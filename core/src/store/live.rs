@@ -64,13 +64,9 @@ impl LiveStep {
             if v.is_empty() {
                 return (None, None);
             }
-            let k = v.len() as f64;
-            let mean = v.iter().sum::<f64>() / k;
-            let se = (v.len() > 1).then(|| {
-                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1.0);
-                (var / k).sqrt()
-            });
-            (Some(mean), se)
+            // Mean and SE of values, as the oracle's per-image margin is summarised.
+            let s = crate::data::Margin::of(&v);
+            (Some(s.mean), (s.n > 1).then_some(s.se))
         };
         let (biased, biased_se) = summary(|s| s.biased);
         let (debiased, debiased_se) = summary(|s| s.debiased);

@@ -203,7 +203,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let ema = model.valid();
         let ema2 = config.ema_decay_2.map(|_| model.valid());
+        let order = super::trainer::DataOrder::new(config.seed, data.len());
         let mut trainer = Self {
+            order,
             data,
             config,
             flow,

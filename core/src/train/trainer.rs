@@ -42,6 +42,8 @@ pub struct Trainer<B: AutodiffBackend> {
     pub tokenizer: LlamaTokenizer,
     /// The encoded training data.
     pub data: LatentCache,
+    /// The order in which the data is visited (per training seed).
+    pub(crate) order: DataOrder,
     pub(crate) run: RunDir,
     pub(crate) device: B::Device,
     /// Best checkpoint so far.
@@ -57,24 +59,60 @@ pub struct Trainer<B: AutodiffBackend> {
 /// Fisher-Yates shuffle seeded by (seed, epoch). Every item once per epoch; the same seed gives
 /// the same order (exact resume), another seed another one.
 pub fn data_order(seed: u64, n: usize, positions: std::ops::Range<usize>) -> Vec<usize> {
-    let mut epochs: Vec<(usize, Vec<usize>)> = Vec::new();
-    positions
-        .map(|p| {
-            let epoch = p / n;
-            let order = match epochs.iter().position(|(e, _)| *e == epoch) {
-                Some(i) => &epochs[i].1,
-                None => {
-                    let key = (epoch as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ key);
-                    let mut order: Vec<usize> = (0..n).collect();
-                    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
-                    epochs.push((epoch, order));
-                    &epochs[epochs.len() - 1].1
+    DataOrder::new(seed, n).items(positions)
+}
+
+/// One epoch's order of [`data_order`].
+fn epoch_order(seed: u64, n: usize, epoch: usize) -> Vec<usize> {
+    let key = (epoch as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ key);
+    let mut order: Vec<usize> = (0..n).collect();
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+    order
+}
+
+/// [`data_order`] with each epoch's shuffle computed once and kept while it is in use (the
+/// current epoch and the one before: a batch may straddle the two), so a training step does
+/// not shuffle the whole data set again.
+pub(crate) struct DataOrder {
+    seed: u64,
+    n: usize,
+    epochs: std::sync::Mutex<Vec<(usize, std::sync::Arc<Vec<usize>>)>>,
+}
+
+impl DataOrder {
+    pub(crate) fn new(seed: u64, n: usize) -> Self {
+        Self {
+            seed,
+            n,
+            epochs: Default::default(),
+        }
+    }
+
+    fn epoch(&self, epoch: usize) -> std::sync::Arc<Vec<usize>> {
+        let mut kept = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, o)) = kept.iter().find(|(e, _)| *e == epoch) {
+            return o.clone();
+        }
+        let order = std::sync::Arc::new(epoch_order(self.seed, self.n, epoch));
+        kept.retain(|(e, _)| e + 1 >= epoch);
+        kept.push((epoch, order.clone()));
+        order
+    }
+
+    pub(crate) fn items(&self, positions: std::ops::Range<usize>) -> Vec<usize> {
+        let n = self.n;
+        let mut current: Option<(usize, std::sync::Arc<Vec<usize>>)> = None;
+        positions
+            .map(|p| {
+                let e = p / n;
+                if current.as_ref().is_none_or(|(c, _)| *c != e) {
+                    current = Some((e, self.epoch(e)));
                 }
-            };
-            order[p % n]
-        })
-        .collect()
+                current.as_ref().expect("set above").1[p % n]
+            })
+            .collect()
+    }
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -92,7 +130,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     fn batch(&self, step: usize, micro: usize) -> (Tensor<B, 4>, Vec<String>) {
         let b = self.config.batch_size;
         let first = (step * self.config.grad_accum + micro) * b;
-        let indices = data_order(self.config.seed, self.data.len(), first..first + b);
+        let indices = self.order.items(first..first + b);
         let (latents, captions) = self.data.batch(&indices);
         let [c, h, w] = self.data.meta.shape;
         (
@@ -296,6 +334,13 @@ mod tests {
         assert_ne!(a[..n], a[n..2 * n], "epochs are shuffled anew");
         // Any window of positions reads the same items (batches, resume).
         assert_eq!(data_order(0, n, 7..23), a[7..23]);
+        // The trainer's kept order, read batch by batch across epochs, is the same order.
+        let kept = super::DataOrder::new(0, n);
+        let batches: Vec<usize> = (0..30)
+            .step_by(3)
+            .flat_map(|p| kept.items(p..p + 3))
+            .collect();
+        assert_eq!(batches, a);
         let b = data_order(1, n, 0..30);
         assert_ne!(a, b, "another training seed, another data order");
         assert_eq!(data_order(1, n, 0..30), b);

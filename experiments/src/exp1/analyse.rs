@@ -17,6 +17,7 @@ use flowlens_analysis::inference::{
 use flowlens_analysis::stats::Summary;
 use flowlens_core::flow::taps::llm_tap_name;
 use flowlens_core::store::{FeatureStore, Seeds};
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::exp1::config::Exp1;
@@ -161,6 +162,22 @@ pub(crate) fn paired_grams(
         features(sb, b_x, seed, step)?,
         features(sb, b_y, seed, step)?,
     );
+    paired(sa, [&xa, &ya, &xb, &yb], || {
+        format!(
+            "CKA of {a_x} vs {a_y} ({}) and {b_x} vs {b_y} ({}), seed {seed}, step {step}",
+            sa.dir().display(),
+            sb.dir().display()
+        )
+    })
+}
+
+/// [`PairedGrams`] of features already read (`[xa, ya, xb, yb]`; `sa` names the store in the
+/// too-few-prompts error, `what` the pair in any other).
+fn paired(
+    sa: &FeatureStore,
+    [xa, ya, xb, yb]: [&Array2<f64>; 4],
+    what: impl FnOnce() -> String,
+) -> Result<PairedGrams> {
     if xa.nrows() < 4 {
         bail!(
             "{}: the debiased estimator needs at least 4 prompts, the store has {}",
@@ -168,13 +185,7 @@ pub(crate) fn paired_grams(
             xa.nrows()
         );
     }
-    PairedGrams::new(xa.view(), ya.view(), xb.view(), yb.view()).with_context(|| {
-        format!(
-            "CKA of {a_x} vs {a_y} ({}) and {b_x} vs {b_y} ({}), seed {seed}, step {step}",
-            sa.dir().display(),
-            sb.dir().display()
-        )
-    })
+    PairedGrams::new(xa.view(), ya.view(), xb.view(), yb.view()).with_context(what)
 }
 
 /// Model `m`'s CKA under `e` of one unit's terms, with an error naming the pair.
@@ -251,42 +262,39 @@ pub fn analyse(
         for &layer in &config.layers {
             let llm_tap = llm_tap_name(layer, part);
             for &step in &config.steps {
-                let mut reps = Vec::new();
+                let prior_y = prior.and_then(|p| p.layers.get(&layer));
+                let (mut reps, mut prior_reps) = (Vec::new(), Vec::new());
                 let mut o = PerEstimator::<Vec<f64>>::default();
                 let mut b = PerEstimator::<Vec<f64>>::default();
                 for &seed in seeds {
-                    let unit = paired_grams(
-                        (ours, enc_tap, &llm_tap),
-                        (baseline, enc_tap, &llm_tap),
-                        seed,
-                        step,
-                    )?;
+                    // Each stream is read once per seed and serves both readings.
+                    let xa = features(ours, enc_tap, seed, step)?;
+                    let xb = features(baseline, enc_tap, seed, step)?;
+                    let ya = features(ours, &llm_tap, seed, step)?;
+                    let yb = features(baseline, &llm_tap, seed, step)?;
+                    let unit = paired(ours, [&xa, &ya, &xb, &yb], || {
+                        format!("CKA of {enc_tap} vs {llm_tap}, seed {seed}, step {step}")
+                    })?;
                     let t = unit.terms();
                     for e in Estimator::BOTH {
                         o.get_mut(e).push(unit_value(&t, 0, e, enc_tap)?);
                         b.get_mut(e).push(unit_value(&t, 1, e, enc_tap)?);
                     }
                     reps.push(unit.replicates(&draw));
+                    if let Some(y) = prior_y {
+                        let unit = paired(ours, [&xa, y, &xb, y], || {
+                            format!("{enc_tap} vs the prior's layer {layer}, seed {seed}")
+                        })?;
+                        prior_reps.push(unit.replicates(&draw));
+                    }
                 }
                 let delta = |x: &[f64], y: &[f64]| -> Vec<f64> {
                     x.iter().zip(y).map(|(a, b)| a - b).collect()
                 };
                 let inference = cell_inference(&reps)?;
-                let prior = match prior.and_then(|p| p.layers.get(&layer)) {
+                let prior = match prior_y {
+                    Some(_) => Some(cell_inference(&prior_reps)?),
                     None => None,
-                    Some(y) => {
-                        let mut reps = Vec::new();
-                        for &seed in seeds {
-                            let xa = features(ours, enc_tap, seed, step)?;
-                            let xb = features(baseline, enc_tap, seed, step)?;
-                            let unit = PairedGrams::new(xa.view(), y.view(), xb.view(), y.view())
-                                .with_context(|| {
-                                format!("{enc_tap} vs the prior's layer {layer}")
-                            })?;
-                            reps.push(unit.replicates(&draw));
-                        }
-                        Some(cell_inference(&reps)?)
-                    }
                 };
                 cells.push(Cell {
                     stream: stream.into(),

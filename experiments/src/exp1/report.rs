@@ -5,13 +5,15 @@
 
 use anyhow::{Context, Result};
 use flowlens_analysis::cka::{Estimator, PerEstimator};
-use flowlens_analysis::figures::{Band, Heatmap, Line, LinePlot};
+use flowlens_analysis::figures::{Heatmap, LinePlot};
 use flowlens_analysis::inference::Inferred;
 use flowlens_analysis::tables::{Better, Column, SummaryTable};
 use ndarray::Array2;
 
 use crate::exp1::analyse::{Cell, CellInference, Results, STREAMS};
-use crate::report::blocks::{Block, Section, inferred, layer_label, num, resolution};
+use crate::report::blocks::{
+    Block, Section, inferred, inferred_line, layer_label, num, resolution,
+};
 
 /// What each interval and test covers, for the captions.
 fn coverage(r: &Results) -> String {
@@ -177,8 +179,10 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                 })
             };
             let values = grid(&|c| c.delta.get(e).mean);
-            let crossed = grid(&|c| f64::from(u8::from(!above_null(c, &c.inference.get(e).delta))))
-                .mapv(|v| v > 0.5);
+            let crossed = Array2::from_shape_fn((r.layers.len(), r.steps.len()), |(i, j)| {
+                r.cell(stream, r.layers[i], r.steps[j])
+                    .is_none_or(|c| !above_null(c, &c.inference.get(e).delta))
+            });
             let tested = r.permutations > 0;
             let stem = out.figure(
                 Heatmap {
@@ -224,29 +228,19 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
                     .filter_map(|&s| r.cell(stream, l, s))
                     .collect();
                 let inf: Vec<CellInference> = cells.iter().map(|c| inf(c)).collect();
-                let band = inf.iter().all(|i| pick(i).ci.is_some()).then(|| {
-                    Band::Between(
-                        inf.iter()
-                            .map(|i| pick(i).ci.map_or(f64::NAN, |c| c.lower))
-                            .collect(),
-                        inf.iter()
-                            .map(|i| pick(i).ci.map_or(f64::NAN, |c| c.upper))
-                            .collect(),
-                    )
-                });
-                lines.push(Line {
-                    name: format!("{who}, ℓ = {l}"),
-                    xs: cells.iter().map(|c| c.t).collect(),
-                    ys: inf.iter().map(|i| pick(i).estimate).collect(),
-                    band,
-                    points: (r.permutations > 0).then(|| {
+                let values: Vec<&Inferred> = inf.iter().map(pick).collect();
+                lines.push(inferred_line(
+                    format!("{who}, ℓ = {l}"),
+                    cells.iter().map(|c| c.t).collect(),
+                    &values,
+                    (r.permutations > 0).then(|| {
                         cells
                             .iter()
-                            .zip(&inf)
-                            .map(|(c, i)| above_null(c, pick(i)))
+                            .zip(&values)
+                            .map(|(c, i)| above_null(c, i))
                             .collect()
                     }),
-                });
+                ));
             }
         }
         let stem = out.figure(

@@ -12,7 +12,9 @@ use anyhow::{Result, bail};
 use flowlens_analysis::CkaTerms;
 use flowlens_analysis::cka::{Estimator, PerEstimator};
 use flowlens_analysis::curves::{self, CurveSummary, summarise_curves};
-use flowlens_analysis::inference::{Inferred, NullKind, Replicates, Resamples, infer, value};
+use flowlens_analysis::inference::{
+    Inferred, NullKind, Replicates, Resamples, infer, mean_of, value,
+};
 use flowlens_core::store::FeatureStore;
 use serde::{Deserialize, Serialize};
 
@@ -130,14 +132,10 @@ fn seed_curves(u: &[[CkaTerms; 2]], m: usize, seeds: usize, e: Estimator) -> Opt
     Some(c)
 }
 
-fn mean(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    flowlens_analysis::inference::mean_of(v)
-}
-
 /// Mean AUC and mean time-to-threshold of system `m`'s curves.
 fn auc_of(ts: &[f64], u: &[[CkaTerms; 2]], m: usize, seeds: usize, e: Estimator) -> Option<f64> {
     let c = seed_curves(u, m, seeds, e)?;
-    mean(c.iter().map(|c| curves::auc(ts, c).ok()))
+    mean_of(c.iter().map(|c| curves::auc(ts, c).ok()))
 }
 
 fn time_of(
@@ -149,7 +147,7 @@ fn time_of(
     threshold: f64,
 ) -> Option<f64> {
     let c = seed_curves(u, m, seeds, e)?;
-    mean(c.iter().map(|c| {
+    mean_of(c.iter().map(|c| {
         curves::time_to_threshold(ts, c, threshold)
             .ok()
             .and_then(|x| x.time())
@@ -184,7 +182,7 @@ fn curve_inference(
             let units = &reps[k * seeds..(k + 1) * seeds];
             infer(
                 units,
-                |u| mean(u.iter().map(|t| value(&t[m], e))),
+                |u| mean_of(u.iter().map(|t| value(&t[m], e))),
                 NullKind::Pairing,
                 LEVEL,
             )

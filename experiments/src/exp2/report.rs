@@ -4,11 +4,14 @@
 
 use anyhow::Result;
 use flowlens_analysis::cka::Estimator;
-use flowlens_analysis::figures::{Band, BarChart, Line, LinePlot};
+use flowlens_analysis::figures::{BarChart, LinePlot};
+use flowlens_analysis::inference::Inferred;
 use flowlens_analysis::tables::{Better, Column, SummaryTable};
 
 use crate::exp2::analyse::{Condition, Results};
-use crate::report::blocks::{Block, Section, inferred, num, pm, resolution, with_ci};
+use crate::report::blocks::{
+    Block, Section, inferred, inferred_line, num, pm, resolution, with_ci,
+};
 
 pub fn section(r: &Results, prefix: &str) -> Result<Section> {
     let mut out = Section::new(prefix);
@@ -39,31 +42,14 @@ pub fn section(r: &Results, prefix: &str) -> Result<Section> {
             .conditions
             .iter()
             .map(|c| {
-                let curve = &c.inference.get(e).curve;
-                let band = curve.iter().all(|i| i.ci.is_some()).then(|| {
-                    Band::Between(
-                        curve
-                            .iter()
-                            .map(|i| i.ci.map_or(f64::NAN, |c| c.lower))
-                            .collect(),
-                        curve
-                            .iter()
-                            .map(|i| i.ci.map_or(f64::NAN, |c| c.upper))
-                            .collect(),
-                    )
+                let curve: Vec<&Inferred> = c.inference.get(e).curve.iter().collect();
+                let above = (r.permutations > 0).then(|| {
+                    curve
+                        .iter()
+                        .map(|i| i.null.is_some_and(|n| n.significant()))
+                        .collect()
                 });
-                Line {
-                    name: c.name.clone(),
-                    xs: r.ts.clone(),
-                    ys: curve.iter().map(|i| i.estimate).collect(),
-                    band,
-                    points: (r.permutations > 0).then(|| {
-                        curve
-                            .iter()
-                            .map(|i| i.null.is_some_and(|n| n.significant()))
-                            .collect()
-                    }),
-                }
+                inferred_line(c.name.clone(), r.ts.clone(), &curve, above)
             })
             .collect();
         let stem = out.figure(

@@ -2,7 +2,7 @@
 //! [`Artifact`]s (figures, tables, CSV, images) that the report writer writes, so that a section
 //! computes and renders without touching the disk; plus the number formats every section shares.
 
-use flowlens_analysis::figures::{AnyFigure, Band};
+use flowlens_analysis::figures::{AnyFigure, Band, Line};
 use flowlens_analysis::inference::Inferred;
 use flowlens_analysis::stats::Summary;
 use flowlens_analysis::tables::SummaryTable;
@@ -230,4 +230,31 @@ pub fn resolution(n: usize, null95: &[f64], what: &str) -> Option<Block> {
              the paper's smallest effect ({small}): effects of the paper's size can be resolved."
         )
     }))
+}
+
+/// A line of estimates whose band is their intervals over prompts (none unless every point has
+/// one) and whose points are filled where `above` says the null was rejected, hollow elsewhere
+/// (no points without nulls).
+pub fn inferred_line(
+    name: String,
+    xs: Vec<f64>,
+    values: &[&Inferred],
+    above: Option<Vec<bool>>,
+) -> Line {
+    let limits: Option<Vec<(f64, f64)>> = values
+        .iter()
+        .map(|i| i.ci.map(|c| (c.lower, c.upper)))
+        .collect();
+    Line {
+        name,
+        xs,
+        ys: values.iter().map(|i| i.estimate).collect(),
+        band: limits.map(|l| {
+            Band::Between(
+                l.iter().map(|b| b.0).collect(),
+                l.iter().map(|b| b.1).collect(),
+            )
+        }),
+        points: above,
+    }
 }
