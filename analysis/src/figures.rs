@@ -96,6 +96,25 @@ pub fn save<F: Figure>(figure: &F, dir: &Path, stem: &str) -> Result<(PathBuf, P
     Ok((png, svg))
 }
 
+/// Renders `figure` in memory at `scale` times its logical size (the lab shows the report's
+/// figures this way): `(width, height, RGB bytes)`, the same drawing as [`save`]'s PNG.
+pub fn render_rgb<F: Figure>(figure: &F, scale: f64) -> Result<(u32, u32, Vec<u8>)> {
+    init_fonts();
+    let (w, h) = figure.size();
+    let (w, h) = (
+        (w as f64 * scale).round() as u32,
+        (h as f64 * scale).round() as u32,
+    );
+    let mut buffer = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        figure.draw(&root, scale)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok((w, h, buffer))
+}
+
 fn font(size: f64, s: f64) -> TextStyle<'static> {
     (FONT, size * s).into_font().into()
 }

@@ -19,6 +19,7 @@ use crate::panels::Panel;
 use crate::panels::dashboard::DashboardState;
 use crate::panels::explorer::ExplorerState;
 use crate::panels::launch::LaunchState;
+use crate::panels::results::ResultsState;
 use crate::panels::runs::RunsState;
 use crate::panels::sampling::SamplingState;
 use crate::panels::trajectory::TrajectoryState;
@@ -38,6 +39,7 @@ pub struct LabApp {
     pub explorer: ExplorerState,
     pub trajectory: TrajectoryState,
     pub sampling: SamplingState,
+    pub results: ResultsState,
     /// The status bar's messages (the last 50).
     pub messages: Vec<Message>,
     /// Time of the last frame's UI code (ms), shown in the status bar.
@@ -58,6 +60,7 @@ impl LabApp {
             explorer: ExplorerState::default(),
             trajectory: TrajectoryState::default(),
             sampling: SamplingState::default(),
+            results: ResultsState::default(),
             messages: Vec::new(),
             frame_ms: 0.0,
             show_frame_time: true,
@@ -75,6 +78,7 @@ impl LabApp {
             Tab::Explorer => &self.explorer,
             Tab::Trajectory => &self.trajectory,
             Tab::Sampling => &self.sampling,
+            Tab::Results => &self.results,
         }
     }
 
@@ -192,6 +196,10 @@ impl LabApp {
                     );
                 }
                 Done::Export(Err(e)) => self.say(Level::Error, format!("export failed: {e}")),
+                Done::Experiments(dirs) => self.lab.experiments = Some(dirs),
+                Done::Results(dir, r) => {
+                    self.lab.results.insert(dir, *r);
+                }
             }
         }
         for label in self.lab.launcher.poll() {
@@ -352,6 +360,7 @@ impl LabApp {
                         Tab::Explorer => &mut self.explorer,
                         Tab::Trajectory => &mut self.trajectory,
                         Tab::Sampling => &mut self.sampling,
+                        Tab::Results => &mut self.results,
                     };
                     panel.ui(ui, &self.lab, &mut cmds);
                 });

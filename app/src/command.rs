@@ -19,16 +19,18 @@ pub enum Tab {
     Explorer,
     Trajectory,
     Sampling,
+    Results,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Runs,
         Tab::Launch,
         Tab::Dashboard,
         Tab::Explorer,
         Tab::Trajectory,
         Tab::Sampling,
+        Tab::Results,
     ];
 }
 

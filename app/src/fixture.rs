@@ -184,7 +184,31 @@ pub fn write(root: &Path, spec: FixtureSpec) -> Result<Vec<PathBuf>> {
         }
         runs.push(dir);
     }
+    if spec.runs_with_probes >= 2 {
+        write_exp1(&exp, &runs[1], &runs[0], spec)?;
+    }
     Ok(runs)
+}
+
+/// `demo/exp1/results.json`: experiment 1 computed by its own analysis on two fixture stores
+/// (the second run as "ours", the first as the baseline), for the Results tab.
+fn write_exp1(exp: &Path, ours: &Path, baseline: &Path, spec: FixtureSpec) -> Result<()> {
+    use flowlens_core::store::FeatureStore;
+    use flowlens_experiments::exp1::analyse::analyse;
+    use flowlens_experiments::exp1::config::Exp1;
+    let open = |run: &Path| FeatureStore::open(run, &StoreName::sample());
+    let mut config = Exp1 {
+        ours: "decoder-only".into(),
+        layers: vec![0, 1, spec.layers / 2, spec.layers - 1],
+        steps: vec![1, spec.solver_steps - 2],
+        permutations: 49,
+        bootstrap: 50,
+        ..Exp1::default()
+    };
+    config.probing.seeds = (0..spec.seeds as u64).collect();
+    config.probing.solver_steps = spec.solver_steps;
+    let results = analyse(&open(ours)?, &open(baseline)?, &config, None)?;
+    flowlens_experiments::io::write_json(&exp.join("exp1/results.json"), &results)
 }
 
 fn write_store(run: &Path, spec: FixtureSpec, salt: u64) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::grid::{CellDetail, Grid, GridQuery, LiveCka};
 use crate::jobs::Worker;
 use crate::launch::{Launcher, cli_program};
 use crate::metrics::MetricsTail;
+use crate::results::ExperimentResults;
 use crate::sampling::Session;
 use crate::widgets::images::{Decoded, Images};
 
@@ -27,6 +28,10 @@ pub enum Done {
     Detail(Result<CellDetail, String>),
     Live(PathBuf, Result<LiveCka, String>),
     Export(Result<Vec<PathBuf>, String>),
+    /// The experiment directories below the runs folder (the Results tab).
+    Experiments(Vec<PathBuf>),
+    /// One experiment directory's results, ready to draw.
+    Results(PathBuf, Box<Result<Arc<ExperimentResults>, String>>),
 }
 
 /// Which grid a result belongs to.
@@ -102,6 +107,10 @@ pub struct Lab {
     pub session: Option<Session>,
     /// The device of interactive sampling and of a resumed training run (`cpu`, `cuda:N`).
     pub device: String,
+    /// The experiment directories found below the runs folder (`None`: not looked for yet).
+    pub experiments: Option<Vec<PathBuf>>,
+    /// The results of the experiment directories the Results tab has shown, by directory.
+    pub results: BTreeMap<PathBuf, Result<Arc<ExperimentResults>, String>>,
     /// Seconds between refreshes of live files.
     pub refresh: Duration,
 }
@@ -127,6 +136,8 @@ impl Lab {
             launcher: Launcher::new(program),
             session: None,
             device: "cpu".into(),
+            experiments: None,
+            results: BTreeMap::new(),
             refresh: Duration::from_millis(1500),
         }
     }

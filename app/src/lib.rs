@@ -23,6 +23,7 @@ pub mod lab;
 pub mod launch;
 pub mod metrics;
 pub mod panels;
+pub mod results;
 pub mod sampling;
 pub mod softrender;
 pub mod widgets;

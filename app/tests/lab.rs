@@ -239,6 +239,44 @@ fn dashboard_and_trajectory_show_a_run() {
     h.snapshot("trajectory");
 }
 
+/// The Results tab shows an experiment directory's results as the report states them (read
+/// live from `exp1/results.json`, here computed by experiment 1's analysis on the fixture's two
+/// stores): the tables with each CKA and ΔCKA, its interval over prompts and its null verdict,
+/// and the figures rendered in memory.
+#[test]
+fn the_results_tab_shows_experiment_1_with_intervals_and_null_verdicts() {
+    let (dir, app) = fixture_app();
+    let mut h = harness(app);
+    settle(&mut h);
+    h.get_by_label("Results").click();
+    settle(&mut h);
+    assert_eq!(h.state().tab, Tab::Results);
+    let exp = dir.path().join("demo");
+    assert_eq!(
+        h.state().lab.experiments.as_deref(),
+        Some(std::slice::from_ref(&exp))
+    );
+    let r = h.state().lab.results[&exp]
+        .as_ref()
+        .expect("the fixture's results read");
+    let cells: Vec<&String> = r
+        .blocks
+        .iter()
+        .filter_map(|b| match b {
+            flowlens_experiments::report::blocks::Block::Table { rows, .. } => Some(rows),
+            _ => None,
+        })
+        .flatten()
+        .flatten()
+        .collect();
+    // The signal the fixture plants is far above the null somewhere, and layer 0 is the
+    // identity (never evidence).
+    assert!(cells.iter().any(|c| c.contains("above the null")), "{cells:?}");
+    assert!(cells.iter().any(|c| c.contains("by construction")), "{cells:?}");
+    assert!(!r.images.is_empty(), "the figures are rendered");
+    h.snapshot("results");
+}
+
 /// The interactive sampler's form (prompt, seed, steps, CFG, the device picker) of a run with a
 /// checkpoint, before anything is sampled.
 #[test]

@@ -8,7 +8,7 @@ use flowlens_core::device::CpuBackend as B;
 use flowlens_core::flow::{
     FlowConfig, FlowModel, ParamCounts, TapPooling, TapRequest, Variant, unconditional_rows,
 };
-use flowlens_core::heads::dual_stream::JointBlock;
+use flowlens_core::heads::dual_stream::{DualStreamEncoder, JointBlock};
 use flowlens_core::heads::single_stream::ParallelBlock;
 use flowlens_core::nn::fused::ops::attention::AttentionMask;
 use flowlens_core::weights::VarBuilder;
@@ -109,6 +109,72 @@ fn paper_preset_parameter_counts_match_model_md() {
         "{}",
         uvit.total_with_lm_head
     );
+}
+
+/// A pre-trained LLM's token embeddings are small (RMS 0.059 in the demo's prior) next to the
+/// text stream's sin-cos positions (RMS 0.71): the text stream normalises each embedding before
+/// its projection and the residual is in units of each token's embedding RMS, so scaling every
+/// embedding by 8 leaves the noise stream as it was and scales the residual by exactly 8, while
+/// a different text changes the noise stream (it reads the text, not only its positions).
+#[test]
+fn the_dual_stream_encoder_reads_the_llm_embeddings_whatever_their_scale() {
+    use burn::module::Param;
+    let device = Default::default();
+    // Fixed values (not the backend's shared RNG, which other tests advance concurrently).
+    let normal = |shape: &[usize], sd: f64, seed: u64| -> TensorData {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                let (u, v) = (uniform().max(1e-300), uniform());
+                (sd * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+            })
+            .collect();
+        TensorData::new(values, shape.to_vec())
+    };
+    let vb = VarBuilder::<B>::init(&device);
+    let (c, grid, dim, llm) = (12, 4, 32, 64);
+    let mut enc = DualStreamEncoder::<B>::new(&vb.pp("e"), c, 2, grid, dim, 4, 2, 4, llm).unwrap();
+    // Open every adaLN gate and the residual (zero at initialisation), as training does.
+    let mut seed = 100;
+    let mut random = |shape: [usize; 2]| {
+        seed += 1;
+        Param::from_tensor(Tensor::<B, 2>::from_data(normal(&shape, 0.2, seed), &device))
+    };
+    for block in &mut enc.blocks {
+        for s in [&mut block.image, &mut block.context] {
+            s.norm1.linear.weight = random(s.norm1.linear.weight.dims());
+        }
+    }
+    enc.text_proj_out.weight = random(enc.text_proj_out.weight.dims());
+    let z = Tensor::<B, 4>::from_data(normal(&[2, c, 2 * grid, 2 * grid], 1.0, 1), &device);
+    let t_emb = Tensor::<B, 2>::from_data(normal(&[2, llm], 1.0, 2), &device);
+    let text = |seed: u64| Tensor::<B, 3>::from_data(normal(&[2, 5, llm], 0.06, seed), &device);
+    let mask = AttentionMask::new(None, 2, 5 + grid * grid, false, 4, 1, &device);
+    let e = text(7);
+    let small = enc.forward(z.clone(), e.clone(), &t_emb, &mask);
+    let large = enc.forward(z.clone(), e.clone() * 8.0, &t_emb, &mask);
+    let max_abs = |t: Tensor<B, 3>| t.abs().max().into_scalar();
+    let size = max_abs(small.image_tokens.clone());
+    let image_change = max_abs(small.image_tokens.clone() - large.image_tokens) / size;
+    assert!(image_change < 1e-3, "noise stream changed by {image_change} (relative)");
+    let (r1, r8) = (small.text_residual.unwrap(), large.text_residual.unwrap());
+    let residual_error = max_abs(r8 - r1.clone() * 8.0) / max_abs(r1.clone() * 8.0);
+    // (LayerNorm's eps: 1e-6 against a variance of 0.0036 or 0.23.)
+    assert!(residual_error < 1e-3, "relative error {residual_error}");
+    // The residual is of the embeddings' own size, not of order 1.
+    let rms = |t: Tensor<B, 3>| t.square().mean().sqrt().into_scalar();
+    let ratio = rms(r1) / rms(e);
+    assert!(ratio < 10.0, "{ratio}");
+    let other = enc.forward(z, text(8), &t_emb, &mask);
+    let text_change = max_abs(small.image_tokens - other.image_tokens) / size;
+    assert!(text_change > 1e-2, "the noise stream ignores the text: {text_change}");
 }
 
 #[test]

@@ -152,7 +152,7 @@ class Flow(nn.Module):
                 x = blk(x, skips.pop(), bias)
             return unpatchify(self.po(self.no(x[:, 1 + T:])))
         if self.dual:
-            x, ctx, c = self.pe(z).flatten(2).transpose(1, 2), self.te(emb), self.ce(temb)
+            x, ctx, c = self.pe(z).flatten(2).transpose(1, 2), self.te(F.layer_norm(emb, (D_LLM,), eps=1e-6)), self.ce(temb)
             for blk in self.joint:
                 ctx, x = blk(hidden_states=x, encoder_hidden_states=ctx, temb=c)
             img, skip, emb = self.npo(self.nno(x)), x.transpose(1, 2).reshape(b, W, G, G), emb + self.tpo(self.tno(ctx))

@@ -6,6 +6,7 @@
 pub mod dashboard;
 pub mod explorer;
 pub mod launch;
+pub mod results;
 pub mod runs;
 pub mod sampling;
 pub mod trajectory;

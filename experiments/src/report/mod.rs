@@ -78,6 +78,31 @@ fn provenance(run: &str, times: Option<(f64, f64)>) -> Option<RunProvenance> {
     })
 }
 
+/// The experiment results `flowlens report` reads in an experiment directory.
+const RESULT_FILES: [&str; 3] = [
+    "ablation/results.json",
+    "exp1/results.json",
+    "exp2/results.json",
+];
+
+/// Whether `dir` is an experiment directory with results to report (one of [`RESULT_FILES`] or
+/// a `grid/*.json`).
+pub fn holds_results(dir: &Path) -> bool {
+    RESULT_FILES.iter().any(|f| dir.join(f).is_file())
+        || std::fs::read_dir(dir.join("grid")).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+}
+
+/// The report's sections of one experiment directory, computed from its results without
+/// writing anything: what the lab's Results tab shows (same tables, verdicts and figures as
+/// `flowlens report`).
+pub fn sections(dir: &Path) -> Result<Vec<Section>> {
+    experiment_sections(dir, "", &mut Vec::new(), &mut Vec::new())
+}
+
 /// Renders the sections of one experiment directory into `out` (file names prefixed with
 /// `prefix`); returns the blocks and the inputs read.
 fn experiment_sections(
@@ -86,11 +111,18 @@ fn experiment_sections(
     runs: &mut Vec<RunProvenance>,
     inputs: &mut Vec<InputFile>,
 ) -> Result<Vec<Section>> {
+    // A bare results file (`flowlens report DIR/exp1/results.json` style) is not an experiment
+    // directory: say what is expected.
+    if !holds_results(dir) {
+        bail!(
+            "{} holds no experiment results (ablation/results.json, exp1/results.json, \
+             exp2/results.json or grid/*.json); run `flowlens ablation|exp1|exp2|grid` first",
+            dir.display()
+        );
+    }
     let mut sections = Vec::new();
-    let mut found = false;
-    let path = dir.join("ablation/results.json");
+    let path = dir.join(RESULT_FILES[0]);
     if path.exists() {
-        found = true;
         inputs.push(input_file(&path)?);
         let r: crate::ablation::analyse::Results = read_json(&path)?;
         for x in &r.runs {
@@ -100,15 +132,13 @@ fn experiment_sections(
         }
         sections.push(crate::ablation::report::section(&r, prefix)?);
     }
-    let path = dir.join("exp1/results.json");
+    let path = dir.join(RESULT_FILES[1]);
     if path.exists() {
-        found = true;
         inputs.push(input_file(&path)?);
         sections.push(crate::exp1::report::section(&read_json(&path)?, prefix)?);
     }
-    let path = dir.join("exp2/results.json");
+    let path = dir.join(RESULT_FILES[2]);
     if path.exists() {
-        found = true;
         inputs.push(input_file(&path)?);
         let r: crate::exp2::analyse::Results = read_json(&path)?;
         for c in &r.conditions {
@@ -130,7 +160,6 @@ fn experiment_sections(
             .collect();
         files.sort();
         for path in files {
-            found = true;
             inputs.push(input_file(&path)?);
             let name = path
                 .file_stem()
@@ -142,15 +171,6 @@ fn experiment_sections(
                 &name,
             )?);
         }
-    }
-    // A bare results file (`flowlens report DIR/exp1/results.json` style) is not an experiment
-    // directory: say what is expected.
-    if !found {
-        bail!(
-            "{} holds no experiment results (ablation/results.json, exp1/results.json, \
-             exp2/results.json or grid/*.json); run `flowlens ablation|exp1|exp2|grid` first",
-            dir.display()
-        );
     }
     Ok(sections)
 }
