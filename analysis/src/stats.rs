@@ -89,7 +89,7 @@ impl GramPair {
 
     /// Terms of the full sample.
     pub fn terms(&self) -> CkaTerms {
-        inference::weighted_terms(self.k.view(), self.l.view(), &vec![1.0; self.n()])
+        inference::weighted_terms(self.k.view(), self.l.view(), &vec![1.0; self.n()]).biased
     }
 }
 
@@ -129,11 +129,9 @@ pub fn bootstrap_ci(
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(r as u64));
             let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
             let counts = inference::Resamples::counts_of(n, &idx);
-            inference::weighted_terms(pair.k.view(), pair.l.view(), &counts).value(
-                estimator,
-                "X (bootstrap)",
-                "Y (bootstrap)",
-            )
+            inference::weighted_terms(pair.k.view(), pair.l.view(), &counts)
+                .get(estimator)
+                .value(estimator, "X (bootstrap)", "Y (bootstrap)")
         })
         .collect();
     let values: Vec<Option<f64>> = outcomes.into_iter().map(|v| v.ok()).collect();

@@ -34,6 +34,93 @@ fn assert_same(got: &cka::CkaTerms, want: &cka::CkaTerms, what: &str) {
     assert_eq!(got.n, want.n, "{what}");
 }
 
+fn assert_biased(got: &cka::CkaTerms, want: &cka::CkaTerms, what: &str) {
+    let (g, w) = (
+        value(got, Estimator::Biased).unwrap(),
+        value(want, Estimator::Biased).unwrap(),
+    );
+    assert!(close(g, w), "{what}: {g} vs {w}");
+    assert_eq!(got.n, want.n, "{what}");
+}
+
+/// The debiased CKA of the resample `idx` computed explicitly: the resampled rows re-centred,
+/// their Grams with every pair of copies of one prompt zeroed like the diagonal, Song et al.'s
+/// unbiased HSIC of those.
+fn debiased_without_copies(x: &Array2<f64>, y: &Array2<f64>, idx: &[usize]) -> f64 {
+    let gram = |m: &Array2<f64>| {
+        let c = cka::centred(rows(m, idx).view());
+        let mut g = c.dot(&c.t());
+        for (p, &i) in idx.iter().enumerate() {
+            for (q, &j) in idx.iter().enumerate() {
+                if i == j {
+                    g[[p, q]] = 0.0;
+                }
+            }
+        }
+        g
+    };
+    let hsic = |k: &Array2<f64>, l: &Array2<f64>| {
+        let m = idx.len() as f64;
+        let (rk, rl) = (k.sum_axis(Axis(1)), l.sum_axis(Axis(1)));
+        ((k * l).sum() + k.sum() * l.sum() / ((m - 1.0) * (m - 2.0))
+            - 2.0 * rk.dot(&rl) / (m - 2.0))
+            / (m * (m - 3.0))
+    };
+    let (k, l) = (gram(x), gram(y));
+    hsic(&k, &l) / (hsic(&k, &k) * hsic(&l, &l)).sqrt()
+}
+
+/// The debiased CKA's bootstrap replicates are centred on the estimate: with the copies of a
+/// prompt counted as pairs of different prompts they were biased upward by far more than the
+/// interval's width (two unrelated 32-d feature sets of 64 prompts: estimate near 0, naive
+/// replicates about 0.3).
+#[test]
+fn the_debiased_bootstrap_leaves_copies_of_a_prompt_out_and_is_centred_on_the_estimate() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let n = 64;
+    let (xa, ya) = (normal(&mut rng, n, 32), normal(&mut rng, n, 32));
+    let (xb, yb) = (normal(&mut rng, n, 32), normal(&mut rng, n, 32));
+    let grams = PairedGrams::new(xa.view(), ya.view(), xb.view(), yb.view()).unwrap();
+    let draw = Resamples::draw(n, 200, 0, 3);
+    let reps = grams.replicates(&draw);
+    let estimate = value(&reps.full[0], Estimator::Debiased).unwrap();
+    let mean = |e: Estimator| {
+        let v: Vec<f64> = reps
+            .bootstrap
+            .iter()
+            .filter_map(|t| value(&t.get(e)[0], e))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let debiased = mean(Estimator::Debiased);
+    assert!(
+        (debiased - estimate).abs() < 0.03,
+        "replicates {debiased} vs estimate {estimate}"
+    );
+    // The same replicates with the copies counted in (the biased terms under the debiased
+    // formula) are far off: what the interval was before.
+    let naive: Vec<f64> = reps
+        .bootstrap
+        .iter()
+        .filter_map(|t| value(&t.biased[0], Estimator::Debiased))
+        .collect();
+    let naive = naive.iter().sum::<f64>() / naive.len() as f64;
+    assert!(naive - estimate > 0.15, "naive {naive} vs {estimate}");
+    let ci = PromptInterval::of(
+        &reps
+            .bootstrap
+            .iter()
+            .map(|t| value(&t.debiased[0], Estimator::Debiased))
+            .collect::<Vec<_>>(),
+        0.95,
+    )
+    .unwrap();
+    assert!(
+        ci.lower <= estimate && estimate <= ci.upper,
+        "{ci:?} vs {estimate}"
+    );
+}
+
 /// Four feature sets: A's X and Y related, B's X and Y related, of unequal widths.
 fn four(rng: &mut ChaCha8Rng, n: usize) -> [Array2<f64>; 4] {
     let xa = normal(rng, n, 7) + 3.0;
@@ -68,8 +155,18 @@ fn each_resampling_shortcut_equals_the_explicit_resample() {
         let got = grams.weighted(&w);
         let want_a = cka::terms(rows(&xa, &idx).view(), rows(&ya, &idx).view()).unwrap();
         let want_b = cka::terms(rows(&xb, &idx).view(), rows(&yb, &idx).view()).unwrap();
-        assert_same(&got[0], &want_a, &format!("bootstrap {r} A"));
-        assert_same(&got[1], &want_b, &format!("bootstrap {r} B"));
+        assert_biased(&got.biased[0], &want_a, &format!("bootstrap {r} A"));
+        assert_biased(&got.biased[1], &want_b, &format!("bootstrap {r} B"));
+        for (m, (x, y)) in [(&xa, &ya), (&xb, &yb)].into_iter().enumerate() {
+            let (g, want) = (
+                value(&got.debiased[m], Estimator::Debiased).unwrap(),
+                debiased_without_copies(x, y, &idx),
+            );
+            assert!(
+                close(g, want),
+                "bootstrap {r} model {m} debiased: {g} vs {want}"
+            );
+        }
         // Pairing permutation: Y's rows shuffled.
         let draw = Resamples::draw(n, 0, 1, r);
         let perm = &draw.permutations[0];
@@ -113,7 +210,7 @@ fn models_of_different_widths_have_intervals_and_pairing_nulls_but_no_swap_test(
     let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
     let got = grams.weighted(&Resamples::counts_of(n, &idx));
     let want = cka::terms(rows(&xb, &idx).view(), rows(&yb, &idx).view()).unwrap();
-    assert_same(&got[1], &want, "bootstrap B");
+    assert_biased(&got.biased[1], &want, "bootstrap B");
     let draw = Resamples::draw(n, 3, 3, 1);
     let reps = grams.replicates(&draw);
     assert!(reps.swapped.is_none());
@@ -141,14 +238,14 @@ fn delta_test(
         mean_of(t.iter().map(|p| Some(value(&p[0], e)? - value(&p[1], e)?)))
     };
     let observed = delta(&reps.iter().map(|r| r.full).collect::<Vec<_>>()).unwrap();
-    let across = |pick: &dyn Fn(&crate::inference::Replicates) -> &Vec<[cka::CkaTerms; 2]>| {
-        let len = pick(&reps[0]).len();
-        (0..len)
-            .map(|i| delta(&reps.iter().map(|r| pick(r)[i]).collect::<Vec<_>>()))
-            .collect::<Vec<_>>()
-    };
-    let null = across(&|r| r.swapped.as_ref().unwrap());
-    let boot = across(&|r| &r.bootstrap);
+    let across =
+        |len: usize, pick: &dyn Fn(&crate::inference::Replicates, usize) -> [cka::CkaTerms; 2]| {
+            (0..len)
+                .map(|i| delta(&reps.iter().map(|r| pick(r, i)).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        };
+    let null = across(draw.swaps.len(), &|r, i| r.swapped.as_ref().unwrap()[i]);
+    let boot = across(draw.counts.len(), &|r, i| *r.bootstrap[i].get(e));
     (
         observed,
         NullTest::of(observed, &null, Tail::TwoSided).unwrap(),

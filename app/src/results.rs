@@ -104,17 +104,19 @@ pub fn load(dir: &Path, root: &Path) -> Result<ExperimentResults, String> {
                 Artifact::Table { .. } | Artifact::Text { .. } => {}
             }
         }
-        blocks.extend(s.blocks.into_iter().map(|b| match b {
-            Block::Heading(level, text) => Block::Heading(level, rel(&text)),
-            Block::Para(text) => Block::Para(rel(&text)),
-            Block::Table { header, rows } => Block::Table {
-                header,
-                rows: rows
-                    .iter()
-                    .map(|r| r.iter().map(|c| rel(c)).collect())
-                    .collect(),
-            },
-            other => other,
+        blocks.extend(s.blocks.into_iter().map(|b| {
+            match b {
+                Block::Heading(level, text) => Block::Heading(level, rel(&text)),
+                Block::Para(text) => Block::Para(rel(&text)),
+                Block::Table { header, rows } => Block::Table {
+                    header,
+                    rows: rows
+                        .iter()
+                        .map(|r| r.iter().map(|c| rel(c)).collect())
+                        .collect(),
+                },
+                other => other,
+            }
         }));
     }
     Ok(ExperimentResults {
@@ -152,7 +154,10 @@ mod tests {
 
     #[test]
     fn verdicts_are_read_from_the_report_wording() {
-        assert_eq!(verdict_of("+0.41 [0.38, 0.44], above the null (p = 0.002)"), Verdict::Above);
+        assert_eq!(
+            verdict_of("+0.41 [0.38, 0.44], above the null (p = 0.002)"),
+            Verdict::Above
+        );
         assert_eq!(verdict_of("below the null (p = 0.01)"), Verdict::Below);
         assert_eq!(
             verdict_of("not distinguishable from the null (p = 0.4)"),

@@ -271,8 +271,14 @@ fn the_results_tab_shows_experiment_1_with_intervals_and_null_verdicts() {
         .collect();
     // The signal the fixture plants is far above the null somewhere, and layer 0 is the
     // identity (never evidence).
-    assert!(cells.iter().any(|c| c.contains("above the null")), "{cells:?}");
-    assert!(cells.iter().any(|c| c.contains("by construction")), "{cells:?}");
+    assert!(
+        cells.iter().any(|c| c.contains("above the null")),
+        "{cells:?}"
+    );
+    assert!(
+        cells.iter().any(|c| c.contains("by construction")),
+        "{cells:?}"
+    );
     assert!(!r.images.is_empty(), "the figures are rendered");
     h.snapshot("results");
 }

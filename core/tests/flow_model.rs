@@ -145,7 +145,10 @@ fn the_dual_stream_encoder_reads_the_llm_embeddings_whatever_their_scale() {
     let mut seed = 100;
     let mut random = |shape: [usize; 2]| {
         seed += 1;
-        Param::from_tensor(Tensor::<B, 2>::from_data(normal(&shape, 0.2, seed), &device))
+        Param::from_tensor(Tensor::<B, 2>::from_data(
+            normal(&shape, 0.2, seed),
+            &device,
+        ))
     };
     for block in &mut enc.blocks {
         for s in [&mut block.image, &mut block.context] {
@@ -163,7 +166,10 @@ fn the_dual_stream_encoder_reads_the_llm_embeddings_whatever_their_scale() {
     let max_abs = |t: Tensor<B, 3>| t.abs().max().into_scalar();
     let size = max_abs(small.image_tokens.clone());
     let image_change = max_abs(small.image_tokens.clone() - large.image_tokens) / size;
-    assert!(image_change < 1e-3, "noise stream changed by {image_change} (relative)");
+    assert!(
+        image_change < 1e-3,
+        "noise stream changed by {image_change} (relative)"
+    );
     let (r1, r8) = (small.text_residual.unwrap(), large.text_residual.unwrap());
     let residual_error = max_abs(r8 - r1.clone() * 8.0) / max_abs(r1.clone() * 8.0);
     // (LayerNorm's eps: 1e-6 against a variance of 0.0036 or 0.23.)
@@ -174,7 +180,10 @@ fn the_dual_stream_encoder_reads_the_llm_embeddings_whatever_their_scale() {
     assert!(ratio < 10.0, "{ratio}");
     let other = enc.forward(z, text(8), &t_emb, &mask);
     let text_change = max_abs(small.image_tokens - other.image_tokens) / size;
-    assert!(text_change > 1e-2, "the noise stream ignores the text: {text_change}");
+    assert!(
+        text_change > 1e-2,
+        "the noise stream ignores the text: {text_change}"
+    );
 }
 
 #[test]

@@ -69,8 +69,9 @@ fn fid_matches_pytorch_fid() {
 }
 
 /// tools/fixtures/make_inference_fixtures.py: bootstrap, pairing-permutation and swap
-/// replicates computed explicitly with Kornblith's CKA on resampled features, and the interval
-/// and p-values made of them.
+/// replicates computed explicitly with Kornblith's CKA on resampled features (the debiased
+/// bootstrap with copies of a prompt left out of its pairs), and the interval and p-values made
+/// of them.
 #[test]
 fn inference_over_prompts_matches_the_explicit_numpy_computation() {
     use flowlens_analysis::inference::{NullTest, PairedGrams, PromptInterval, Resamples, Tail};
@@ -107,23 +108,30 @@ fn inference_over_prompts_matches_the_explicit_numpy_computation() {
             .collect(),
     };
     let reps = grams.replicates(&draw);
-    let check = |got: &[flowlens_analysis::CkaTerms; 2], want: &serde_json::Value, what: &str| {
+    type Terms = [flowlens_analysis::CkaTerms; 2];
+    let check = |got: &dyn Fn(Estimator) -> Terms, want: &serde_json::Value, what: &str| {
         for (m, side) in [(0, "a"), (1, "b")] {
             for est in [Estimator::Biased, Estimator::Debiased] {
                 let w = want[side][est.name()].as_f64().unwrap();
-                let g = got[m].value(est, "X", "Y").unwrap();
+                let g = got(est)[m].value(est, "X", "Y").unwrap();
                 assert!((g - w).abs() < 1e-10, "{what} {side} {est:?}: {g} vs {w}");
             }
         }
     };
-    check(&reps.full, &doc["full"], "full sample");
+    check(&|_| reps.full, &doc["full"], "full sample");
+    for (r, g) in reps.bootstrap.iter().enumerate() {
+        check(
+            &|e| *g.get(e),
+            &doc["bootstrap"][r],
+            &format!("bootstrap {r}"),
+        );
+    }
     for (kind, got) in [
-        ("bootstrap", &reps.bootstrap),
         ("permuted", &reps.permuted),
         ("swapped", reps.swapped.as_ref().unwrap()),
     ] {
         for (r, g) in got.iter().enumerate() {
-            check(g, &doc[kind][r], &format!("{kind} {r}"));
+            check(&|_| *g, &doc[kind][r], &format!("{kind} {r}"));
         }
     }
     for est in [Estimator::Biased, Estimator::Debiased] {
@@ -132,7 +140,11 @@ fn inference_over_prompts_matches_the_explicit_numpy_computation() {
             Some(t[0].value(est, "X", "Y").ok()? - t[1].value(est, "X", "Y").ok()?)
         };
         let observed = delta_of(&reps.full).unwrap();
-        let boot: Vec<_> = reps.bootstrap.iter().map(delta_of).collect();
+        let boot: Vec<_> = reps
+            .bootstrap
+            .iter()
+            .map(|t| delta_of(t.get(est)))
+            .collect();
         let ci = PromptInterval::of(&boot, 0.95).unwrap();
         let f = |k: &str, i: usize| want[k][i].as_f64().unwrap();
         assert!(

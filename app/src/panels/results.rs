@@ -41,7 +41,12 @@ impl ResultsState {
         })));
     }
 
-    fn texture(&mut self, ctx: &egui::Context, r: &ExperimentResults, key: &str) -> Option<TextureHandle> {
+    fn texture(
+        &mut self,
+        ctx: &egui::Context,
+        r: &ExperimentResults,
+        key: &str,
+    ) -> Option<TextureHandle> {
         if self.textures_of.as_ref() != Some(&r.dir) {
             self.textures.clear();
             self.textures_of = Some(r.dir.clone());
@@ -50,7 +55,11 @@ impl ResultsState {
             return Some(t.clone());
         }
         let img = r.images.get(key)?;
-        let t = ctx.load_texture(format!("results:{key}"), img.clone(), TextureOptions::LINEAR);
+        let t = ctx.load_texture(
+            format!("results:{key}"),
+            img.clone(),
+            TextureOptions::LINEAR,
+        );
         self.textures.insert(key.to_string(), t.clone());
         Some(t)
     }
@@ -76,7 +85,11 @@ impl ResultsState {
                 Block::Heading(level, text) => {
                     ui.add_space(6.0);
                     let t = RichText::new(plain(text)).strong();
-                    ui.label(if *level <= 2 { t.size(18.0) } else { t.size(15.0) });
+                    ui.label(if *level <= 2 {
+                        t.size(18.0)
+                    } else {
+                        t.size(15.0)
+                    });
                 }
                 Block::Para(text) => {
                     ui.label(plain(text));
@@ -85,7 +98,10 @@ impl ResultsState {
                 Block::Figure { stem, caption } => self.image(ui, r, stem, caption),
                 Block::Image { path, caption } => self.image(ui, r, path, caption),
                 Block::Files(files) => {
-                    ui.weak(format!("written by `flowlens report`: {}", files.join(", ")));
+                    ui.weak(format!(
+                        "written by `flowlens report`: {}",
+                        files.join(", ")
+                    ));
                 }
             }
         }

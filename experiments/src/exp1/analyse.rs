@@ -212,9 +212,9 @@ pub(crate) fn paired_inference(
         mean_of(u.iter().map(|p| Some(v(&p[0])? - v(&p[1])?)))
     };
     Ok(CellInference {
-        ours: infer(reps, of(0), NullKind::Pairing, level)?,
-        baseline: infer(reps, of(1), NullKind::Pairing, level)?,
-        delta: infer(reps, delta, NullKind::Swap, level)?,
+        ours: infer(reps, e, of(0), NullKind::Pairing, level)?,
+        baseline: infer(reps, e, of(1), NullKind::Pairing, level)?,
+        delta: infer(reps, e, delta, NullKind::Swap, level)?,
     })
 }
 

@@ -157,6 +157,7 @@ fn time_of(
 /// `infer`, or `None` where the statistic is undefined on the full sample.
 fn infer_if(
     reps: &[Replicates],
+    e: Estimator,
     stat: impl Fn(&[[CkaTerms; 2]]) -> Option<f64> + Sync,
     null: NullKind,
 ) -> Result<Option<Inferred>> {
@@ -164,7 +165,7 @@ fn infer_if(
     if stat(&full).is_none() {
         return Ok(None);
     }
-    Ok(Some(infer(reps, stat, null, LEVEL)?))
+    Ok(Some(infer(reps, e, stat, null, LEVEL)?))
 }
 
 /// System `m`'s curve, AUC and time over prompts.
@@ -182,6 +183,7 @@ fn curve_inference(
             let units = &reps[k * seeds..(k + 1) * seeds];
             infer(
                 units,
+                e,
                 |u| mean_of(u.iter().map(|t| value(&t[m], e))),
                 NullKind::Pairing,
                 LEVEL,
@@ -192,12 +194,14 @@ fn curve_inference(
         curve,
         auc: infer(
             reps,
+            e,
             |u| auc_of(ts, u, m, seeds, e),
             NullKind::Pairing,
             LEVEL,
         )?,
         time_to_threshold: infer_if(
             reps,
+            e,
             |u| time_of(ts, u, m, seeds, e, threshold),
             NullKind::None,
         )?,
@@ -279,12 +283,14 @@ pub fn analyse(
                     other: conditions[o].0.to_string(),
                     delta_auc: infer(
                         &reps,
+                        e,
                         |u| Some(auc_of(&ts, u, 0, k, e)? - auc_of(&ts, u, 1, k, e)?),
                         NullKind::Swap,
                         LEVEL,
                     )?,
                     delta_time: infer_if(
                         &reps,
+                        e,
                         |u| {
                             let t = config.threshold;
                             Some(time_of(&ts, u, 0, k, e, t)? - time_of(&ts, u, 1, k, e, t)?)
