@@ -62,7 +62,7 @@ fn main() {
         let model = FlowModel::<CpuBackend>::init(&c, &device);
         let (z, t, ids, mask) = inputs::<CpuBackend>(&c, b, &device);
         let none = TapRequest::none();
-        let all = TapRequest::parse("*");
+        let all = TapRequest::parse("*").pooled_at_once(flowlens_core::flow::TapPooling::Mean, b);
         let fwd = time(reps, || {
             let out = model
                 .forward(z.clone(), t.clone(), ids.clone(), mask.clone(), &none)
@@ -73,13 +73,8 @@ fn main() {
             let out = model
                 .forward(z.clone(), t.clone(), ids.clone(), mask.clone(), &all)
                 .unwrap();
-            let pooled: Vec<_> = out
-                .taps
-                .values()
-                .map(|tap| tap.pool(flowlens_core::flow::TapPooling::Mean))
-                .collect();
             std::hint::black_box(out.velocity.sum().into_scalar());
-            for p in pooled {
+            for p in out.pooled.into_values() {
                 std::hint::black_box(p.sum().into_scalar());
             }
         });

@@ -91,78 +91,74 @@ impl NpyArray {
     }
 
     /// Parses the bytes of a `.npy` file; `path` names it in errors.
-    pub fn parse(path: PathBuf, bytes: Vec<u8>) -> Result<Self, NpyError> {
-        let bad = |reason: String| NpyError::Format {
-            path: path.clone(),
-            reason,
-        };
-        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-            return Err(bad("missing the \\x93NUMPY magic".into()));
+    pub fn parse(path: PathBuf, mut bytes: Vec<u8>) -> Result<Self, NpyError> {
+        let h = Header::parse(&path, &bytes)?;
+        let data = bytes.len() - h.start;
+        if data != h.data_bytes {
+            return Err(h.truncated(&path, data));
         }
-        let major = bytes[6];
-        let (header_len, start): (usize, usize) = match major {
-            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-            2 | 3 => {
-                if bytes.len() < 12 {
-                    return Err(bad("truncated header".into()));
-                }
-                (
-                    u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                    12,
-                )
-            }
-            v => return Err(bad(format!("unsupported format version {v}"))),
-        };
-        let end = start
-            .checked_add(header_len)
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| bad("header runs past the end of the file".into()))?;
-        let header = std::str::from_utf8(&bytes[start..end])
-            .map_err(|_| bad("header is not text".into()))?;
-        let descr = dict_value(header, "descr")
-            .ok_or_else(|| bad(format!("no `descr` in header {header:?}")))?;
-        let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
-        let fortran = dict_value(header, "fortran_order")
-            .ok_or_else(|| bad("no `fortran_order` in header".into()))?;
-        if fortran.trim() != "False" {
-            return Err(bad(
-                "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
-            ));
-        }
-        let shape_text =
-            dict_value(header, "shape").ok_or_else(|| bad("no `shape` in header".into()))?;
-        let shape = shape_text
-            .trim_matches(|c| c == '(' || c == ')')
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad(format!("bad shape {shape_text}")))?;
-        let dtype = NpyDtype::parse(&descr).ok_or_else(|| NpyError::Dtype {
-            path: path.clone(),
-            descr: descr.clone(),
-            expected: "one of <f4, <f8, <i8, <i4, |u1, |b1 (little-endian)",
-        })?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| bad("shape overflows".into()))?;
-        let need = count
-            .checked_mul(dtype.size())
-            .ok_or_else(|| bad("shape overflows".into()))?;
-        let data = &bytes[end..];
-        if data.len() != need {
-            return Err(bad(format!(
-                "data section has {} bytes, shape {shape:?} of {descr} needs {need} (truncated?)",
-                data.len()
-            )));
-        }
-        let bytes = data.to_vec();
+        bytes.drain(..h.start);
         Ok(Self {
             path,
-            dtype,
-            shape,
+            dtype: h.dtype,
+            shape: h.shape,
+            bytes,
+        })
+    }
+
+    /// Entry `index` along the first axis of the file (shape `shape[1..]`), read without the
+    /// rest of the data: one solver step of a feature store's `[steps, n, width]` arrays. The
+    /// file's length is checked against its header first, so a truncated file is an error.
+    pub fn read_slab(path: impl AsRef<Path>, index: usize) -> Result<Self, NpyError> {
+        use std::io::{Seek, SeekFrom};
+        let path = path.as_ref().to_path_buf();
+        let io = |error| NpyError::Io {
+            path: path.clone(),
+            error,
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len() as usize;
+        // The fixed part, then the header whose length it gives.
+        let mut prefix = vec![0u8; len.min(12)];
+        file.read_exact(&mut prefix).map_err(io)?;
+        let header_end = Header::end(&path, &prefix)?;
+        if header_end > len {
+            return Err(NpyError::Format {
+                path,
+                reason: "header runs past the end of the file".into(),
+            });
+        }
+        prefix.resize(header_end, 0);
+        if header_end > 12 {
+            file.read_exact(&mut prefix[12..]).map_err(io)?;
+        }
+        let h = Header::parse(&path, &prefix)?;
+        if len - h.start != h.data_bytes {
+            return Err(h.truncated(&path, len - h.start));
+        }
+        let Some((&count, inner)) = h.shape.split_first() else {
+            return Err(NpyError::Shape {
+                path,
+                found: h.shape,
+                expected: "an array of rank 1 or more".into(),
+            });
+        };
+        if index >= count {
+            return Err(NpyError::Shape {
+                path,
+                found: h.shape.clone(),
+                expected: format!("at least {} entries along the first axis", index + 1),
+            });
+        }
+        let slab = h.data_bytes / count;
+        let mut bytes = vec![0u8; slab];
+        file.seek(SeekFrom::Start((h.start + index * slab) as u64))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(io)?;
+        Ok(Self {
+            path,
+            dtype: h.dtype,
+            shape: inner.to_vec(),
             bytes,
         })
     }
@@ -255,6 +251,106 @@ impl NpyArray {
                 found: self.shape.clone(),
                 expected: what.to_string(),
             })
+        }
+    }
+}
+
+/// A `.npy` file's header: the element type, the shape, where the data starts and how many
+/// bytes it must have.
+struct Header {
+    dtype: NpyDtype,
+    descr: String,
+    shape: Vec<usize>,
+    start: usize,
+    data_bytes: usize,
+}
+
+impl Header {
+    /// Where the header of a file starting with `prefix` (at least its first 12 bytes, or the
+    /// whole file if shorter) ends.
+    fn end(path: &Path, prefix: &[u8]) -> Result<usize, NpyError> {
+        let bad = |reason: &str| NpyError::Format {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if prefix.len() < 10 || &prefix[..6] != b"\x93NUMPY" {
+            return Err(bad("missing the \\x93NUMPY magic"));
+        }
+        match prefix[6] {
+            1 => Ok(10 + u16::from_le_bytes([prefix[8], prefix[9]]) as usize),
+            2 | 3 => {
+                if prefix.len() < 12 {
+                    return Err(bad("truncated header"));
+                }
+                let len = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+                Ok(12 + len as usize)
+            }
+            v => Err(NpyError::Format {
+                path: path.to_path_buf(),
+                reason: format!("unsupported format version {v}"),
+            }),
+        }
+    }
+
+    /// The header of a file starting with `bytes` (the header at least).
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, NpyError> {
+        let bad = |reason: String| NpyError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let end = Self::end(path, bytes)?;
+        let start = if bytes[6] == 1 { 10 } else { 12 };
+        if end > bytes.len() {
+            return Err(bad("header runs past the end of the file".into()));
+        }
+        let header = std::str::from_utf8(&bytes[start..end])
+            .map_err(|_| bad("header is not text".into()))?;
+        let descr = dict_value(header, "descr")
+            .ok_or_else(|| bad(format!("no `descr` in header {header:?}")))?;
+        let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
+        let fortran = dict_value(header, "fortran_order")
+            .ok_or_else(|| bad("no `fortran_order` in header".into()))?;
+        if fortran.trim() != "False" {
+            return Err(bad(
+                "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
+            ));
+        }
+        let shape_text =
+            dict_value(header, "shape").ok_or_else(|| bad("no `shape` in header".into()))?;
+        let shape = shape_text
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad(format!("bad shape {shape_text}")))?;
+        let dtype = NpyDtype::parse(&descr).ok_or_else(|| NpyError::Dtype {
+            path: path.to_path_buf(),
+            descr: descr.clone(),
+            expected: "one of <f4, <f8, <i8, <i4, |u1, |b1 (little-endian)",
+        })?;
+        let data_bytes = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|count| count.checked_mul(dtype.size()))
+            .ok_or_else(|| bad("shape overflows".into()))?;
+        Ok(Self {
+            dtype,
+            descr,
+            shape,
+            start: end,
+            data_bytes,
+        })
+    }
+
+    fn truncated(&self, path: &Path, found: usize) -> NpyError {
+        NpyError::Format {
+            path: path.to_path_buf(),
+            reason: format!(
+                "data section has {found} bytes, shape {:?} of {} needs {} (truncated?)",
+                self.shape, self.descr, self.data_bytes
+            ),
         }
     }
 }
@@ -425,6 +521,26 @@ mod tests {
         assert_eq!(a.shape, vec![2, 3, 4]);
         assert_eq!(a.as_f32(), values);
         assert!(!dir.path().join("a.npy.partial").exists());
+    }
+
+    #[test]
+    fn a_slab_of_a_stacked_array_reads_alone_and_a_truncated_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        let values: Vec<f32> = (0..24).map(|i| i as f32 - 5.0).collect();
+        write_f32(&p, &[3, 2, 4], &values).unwrap();
+        for k in 0..3 {
+            let s = NpyArray::read_slab(&p, k).unwrap();
+            assert_eq!(s.shape, vec![2, 4]);
+            assert_eq!(s.as_f32(), values[k * 8..(k + 1) * 8]);
+        }
+        let err = NpyArray::read_slab(&p, 3).unwrap_err().to_string();
+        assert!(err.contains("at least 4 entries"), "{err}");
+        let bytes = std::fs::read(&p).unwrap();
+        for cut in [0, 5, 11, 60, bytes.len() - 1] {
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            assert!(NpyArray::read_slab(&p, 0).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

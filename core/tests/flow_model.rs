@@ -249,6 +249,53 @@ fn llm_text_positions_ignore_the_image_tokens() {
     assert_eq!(pooled.dims(), [2, c.llm.hidden_size]);
 }
 
+/// Taps pooled as the forward makes them (what the sampler asks for) are bit for bit the
+/// whole taps pooled afterwards, for every variant with taps, every pooling and a row count
+/// below the batch (the conditional half of a CFG batch).
+#[test]
+fn taps_pooled_at_once_equal_the_whole_taps_pooled_afterwards() {
+    let device = Default::default();
+    for variant in [
+        Variant::Baseline,
+        Variant::DecoderOnly,
+        Variant::EncoderOnly,
+        Variant::Both,
+    ] {
+        let c = FlowConfig::tiny(variant);
+        let model = FlowModel::<B>::init(&c, &device);
+        let (z, t, ids, mask) = inputs::<B>(&c, 3, &device);
+        let whole = TapRequest::parse("*");
+        let out = model
+            .forward(z.clone(), t.clone(), ids.clone(), mask.clone(), &whole)
+            .unwrap();
+        assert!(out.pooled.is_empty());
+        for pooling in [TapPooling::Mean, TapPooling::LayerNormMeanWithoutBos] {
+            let at_once = whole.pooled_at_once(pooling, 2);
+            let pooled = model
+                .forward(z.clone(), t.clone(), ids.clone(), mask.clone(), &at_once)
+                .unwrap();
+            assert!(pooled.taps.is_empty());
+            assert_eq!(
+                pooled.velocity.into_data(),
+                out.velocity.clone().into_data()
+            );
+            let names: Vec<&String> = pooled.pooled.keys().collect();
+            assert_eq!(names, out.taps.keys().collect::<Vec<_>>(), "{variant:?}");
+            for (name, tap) in &out.taps {
+                let first = flowlens_core::flow::taps::Tap {
+                    value: tap.value.clone().narrow(0, 0, 2),
+                    mask: tap.mask.clone().map(|m| m.narrow(0, 0, 2)),
+                };
+                assert_eq!(
+                    pooled.pooled[name].clone().into_data(),
+                    first.pool(pooling).into_data(),
+                    "{variant:?} {name} {pooling:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn unconditional_rows_keep_bos_and_the_length() {
     let device = Default::default();

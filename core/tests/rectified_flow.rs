@@ -50,6 +50,7 @@ impl<Bk: Backend> VelocityField<Bk> for ConstantField {
         Ok(FlowOutput {
             velocity: Tensor::from_data(TensorData::new(v, [b, c, h, w]), &z.device()),
             taps: Taps::new(),
+            pooled: Default::default(),
         })
     }
 }

@@ -10,9 +10,25 @@ use ndarray::Array2;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// A `[n, d]` feature matrix from a `.npy` file (f32, f64 or integer), as f64.
+/// A `[n, d]` feature matrix from a `.npy` file (f32, f64 or integer), as f64; `FILE.npy:K`
+/// takes entry K along the first axis of a stacked `[k, n, d]` file (a feature store's
+/// `<tap>/seed<S>.npy` holds every written solver step).
 pub fn read_matrix(path: &Path) -> Result<Array2<f64>> {
-    let a = NpyArray::read(path)?;
+    let a = match slab_of(path) {
+        Some((file, k)) => NpyArray::read_slab(&file, k)?,
+        None => NpyArray::read(path)?,
+    };
+    if a.shape.len() == 3 {
+        bail!(
+            "{} is a stack of {} matrices {:?}; choose one with {}:K (K = 0..{}; in a feature \
+             store's seed file K is the index of the written solver step)",
+            path.display(),
+            a.shape[0],
+            &a.shape[1..],
+            path.display(),
+            a.shape[0].saturating_sub(1)
+        );
+    }
     a.expect_rank(2, "[n, d] features (rows = samples)")?;
     let (n, d) = (a.shape[0], a.shape[1]);
     ensure!(
@@ -23,6 +39,18 @@ pub fn read_matrix(path: &Path) -> Result<Array2<f64>> {
     );
     Array2::from_shape_vec((n, d), a.as_f64())
         .with_context(|| format!("{}: shape {:?}", path.display(), a.shape))
+}
+
+/// `(FILE, K)` of `FILE:K` when `FILE` exists and the path itself does not.
+fn slab_of(path: &Path) -> Option<(std::path::PathBuf, usize)> {
+    if path.exists() {
+        return None;
+    }
+    let text = path.to_str()?;
+    let (file, k) = text.rsplit_once(':')?;
+    let k = k.parse().ok()?;
+    let file = std::path::PathBuf::from(file);
+    file.is_file().then_some((file, k))
 }
 
 /// A feature-store array as a matrix.
@@ -138,4 +166,26 @@ pub fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
         .expect("valid template"),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_matrix_is_read_from_a_plain_file_or_one_entry_of_a_stacked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let flat = dir.path().join("x.npy");
+        flowlens_core::npy::write_f32(&flat, &[2, 3], &[1.0; 6]).unwrap();
+        assert_eq!(read_matrix(&flat).unwrap().dim(), (2, 3));
+        let stacked = dir.path().join("seed0.npy");
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        flowlens_core::npy::write_f32(&stacked, &[2, 2, 3], &values).unwrap();
+        let m = read_matrix(&dir.path().join("seed0.npy:1")).unwrap();
+        assert_eq!(m.dim(), (2, 3));
+        assert_eq!(m[[0, 0]], 6.0);
+        let err = read_matrix(&stacked).unwrap_err().to_string();
+        assert!(err.contains("seed0.npy:K (K = 0..1"), "{err}");
+        assert!(read_matrix(&dir.path().join("seed0.npy:2")).is_err());
+    }
 }

@@ -197,6 +197,7 @@ pub fn ensure_sampled<B: Backend>(
         },
         taps: TapRequest {
             patterns: taps.to_vec(),
+            pool: None,
         },
         batch_size: probing.batch_size,
         weights: Weights::Ema,

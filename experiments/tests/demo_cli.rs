@@ -8,8 +8,8 @@ use std::process::Command;
 
 use flowlens_analysis::cka::{Estimator, linear_cka};
 use flowlens_analysis::curves::auc;
-use flowlens_core::store::StorePaths;
-use flowlens_experiments::io::read_matrix;
+use flowlens_core::store::{FeatureStore, Seeds};
+use flowlens_experiments::io::matrix;
 use serde_json::Value;
 
 fn demo(out: &Path, cache: &Path) -> (bool, String) {
@@ -191,9 +191,15 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         let mut deltas = Vec::new();
         for &seed in &seeds {
             let cka = |store: &Path| {
-                let paths = StorePaths::of_dir(store).unwrap();
-                let x = read_matrix(&paths.probe(enc, seed, step as usize)).unwrap();
-                let y = read_matrix(&paths.probe(&llm, seed, step as usize)).unwrap();
+                let store = FeatureStore::open_dir(store).unwrap();
+                let f = |tap: &str| {
+                    matrix(
+                        store
+                            .read(tap, seed, step as usize, Seeds::Complete)
+                            .unwrap(),
+                    )
+                };
+                let (x, y) = (f(enc), f(&llm));
                 linear_cka(x.view(), y.view(), Estimator::Debiased).unwrap()
             };
             deltas.push(cka(&ours) - cka(&base));
@@ -263,12 +269,12 @@ fn quick_demo_writes_every_promised_file_with_the_analysis_numbers() {
         "{delta_auc}"
     );
     for (c, row) in r2["conditions"].as_array().unwrap().iter().zip(&summary) {
-        let store = StorePaths::of_dir(Path::new(c["run"].as_str().unwrap())).unwrap();
+        let store = FeatureStore::open_dir(Path::new(c["run"].as_str().unwrap())).unwrap();
         let mut aucs = Vec::new();
         for &seed in &seeds {
             let curve: Vec<f64> = (0..ts.len())
                 .map(|k| {
-                    let f = |tap: &str| read_matrix(&store.probe(tap, seed, k)).unwrap();
+                    let f = |tap: &str| matrix(store.read(tap, seed, k, Seeds::Complete).unwrap());
                     let (x, y) = (f("enc.text"), f("enc.noise"));
                     linear_cka(x.view(), y.view(), Estimator::Debiased).unwrap()
                 })

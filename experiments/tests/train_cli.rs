@@ -231,7 +231,8 @@ fn sampling_writes_images_and_per_step_probes_independent_of_the_batch_size() {
             String::from_utf8_lossy(&out.stderr)
         );
         let probe =
-            flowlens_core::npy::NpyArray::read(probes(&run).probe("llm.h04.image", 7, 2)).unwrap();
+            flowlens_core::npy::NpyArray::read_slab(probes(&run).probe("llm.h04.image", 7), 2)
+                .unwrap();
         assert_eq!(probe.shape, vec![3, 128]);
         probe.as_f32()
     };
@@ -395,10 +396,9 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
         "--cka-pairs",
         "enc.text:llm.h02.text,llm.h02.text:llm.h04.image",
     ]);
-    let probe =
-        flowlens_core::npy::NpyArray::read(probes(&run).probe("llm.h02.text", 0, 2)).unwrap();
+    let probe = flowlens_core::npy::NpyArray::read(probes(&run).probe("llm.h02.text", 0)).unwrap();
     assert_eq!(probe.dtype, flowlens_core::npy::NpyDtype::F16);
-    assert_eq!(probe.shape, vec![2, 128]);
+    assert_eq!(probe.shape, vec![3, 2, 128]);
     assert!(probe.as_f32().iter().all(|v| v.is_finite()));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(probes(&run).manifest()).unwrap()).unwrap();
@@ -423,8 +423,8 @@ fn hooks_best_checkpoint_second_ema_and_every_sampling_output() {
     let times: Vec<f64> = serde_json::from_value(manifest["times"].clone()).unwrap();
     assert!(times.len() == 2 && (times[0] - 0.2).abs() < 1e-6 && (times[1] - 0.8).abs() < 1e-6);
     assert_eq!(manifest["seeds"], serde_json::json!([0, 1]));
-    let p = flowlens_core::npy::NpyArray::read(interpolant.probe("enc.text", 1, 1)).unwrap();
-    assert_eq!(p.shape, vec![5, 128]);
+    let p = flowlens_core::npy::NpyArray::read(interpolant.probe("enc.text", 1)).unwrap();
+    assert_eq!(p.shape, vec![2, 5, 128]);
 }
 
 #[test]

@@ -72,17 +72,15 @@ def store_grid(store, rows=("enc.text", "enc.noise"), cols="llm.h*.image", seed=
     import glob
 
     col_taps = sorted(os.path.basename(p) for p in glob.glob(os.path.join(store, cols)))
-    steps = sorted(
-        int(p.rsplit("_step", 1)[1][:-4])
-        for p in glob.glob(os.path.join(store, rows[0], f"seed{seed}_step*.npy"))
-    )
+    # One file per tap and seed, [steps, n, width]; each step is read alone (memory-mapped).
+    steps = range(np.load(os.path.join(store, rows[0], f"seed{seed}.npy"), mmap_mode="r").shape[0])
     t0 = time.perf_counter()
     checksum, load, grams, pairs = 0.0, 0.0, 0.0, 0.0
     for step in steps:
         g = {}
         for tap in list(rows) + col_taps:
             t = time.perf_counter()
-            x = np.load(os.path.join(store, tap, f"seed{seed}_step{step:02}.npy")).astype(np.float64)
+            x = np.load(os.path.join(store, tap, f"seed{seed}.npy"), mmap_mode="r")[step].astype(np.float64)
             load += time.perf_counter() - t
             t = time.perf_counter()
             g[tap] = gram_stats(x)

@@ -4,7 +4,7 @@
 //! with positions `0..T+1+n` whatever the mask, so conditional and unconditional rows put the
 //! image tokens at the same positions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::nn::linear::Linear;
 use burn::module::Module;
@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use super::config::{FlowConfig, Variant};
-use super::taps::{Tap, TapRequest, Taps, llm_tap_name};
+use super::taps::{TapRequest, TapSink, Taps, llm_tap_name};
 use crate::heads::{
     ConvNextDecoder, ConvNextEncoder, DualStreamEncoder, SingleStreamDecoder, UVit,
 };
@@ -69,7 +69,11 @@ pub struct FlowModel<B: Backend> {
 pub struct FlowOutput<B: Backend> {
     /// `[b, C, H, W]`
     pub velocity: Tensor<B, 4>,
+    /// The requested taps, whole (when the request does not pool them at once).
     pub taps: Taps<B>,
+    /// The requested taps pooled as they were made, `[rows, width]` (when the request says
+    /// how: [`TapRequest::pooled_at_once`]).
+    pub pooled: BTreeMap<String, Tensor<B, 2>>,
 }
 
 /// Inputs that do not match the model.
@@ -228,7 +232,7 @@ impl<B: Backend> FlowModel<B> {
         let tl = self.text_len;
         let t_emb = self.time_embed.forward(&t);
         let text_embeds = self.llm.embed(ids.clone());
-        let mut out_taps = Taps::new();
+        let mut sink = TapSink::new(taps);
         let ones = |len: usize| Tensor::<B, 2, Int>::ones([b, len], &device);
 
         if let Some(uvit) = &self.uvit {
@@ -254,7 +258,8 @@ impl<B: Backend> FlowModel<B> {
             );
             return Ok(FlowOutput {
                 velocity,
-                taps: out_taps,
+                taps: sink.taps,
+                pooled: sink.pooled,
             });
         }
 
@@ -272,24 +277,8 @@ impl<B: Backend> FlowModel<B> {
             Some(r) => text_embeds + r,
             None => text_embeds,
         };
-        if taps.wants("enc.text") {
-            out_taps.insert(
-                "enc.text".into(),
-                Tap {
-                    value: text_in.clone(),
-                    mask: Some(mask.clone()),
-                },
-            );
-        }
-        if taps.wants("enc.noise") {
-            out_taps.insert(
-                "enc.noise".into(),
-                Tap {
-                    value: enc.image_tokens.clone(),
-                    mask: None,
-                },
-            );
-        }
+        sink.offer("enc.text", || text_in.clone(), Some(&mask));
+        sink.offer("enc.noise", || enc.image_tokens.clone(), None);
         let seq = Tensor::cat(
             vec![
                 text_in,
@@ -309,60 +298,40 @@ impl<B: Backend> FlowModel<B> {
             raw_last_layer: false,
             skip_final: false,
         };
-        let out = self.llm.forward_embeds(seq, Some(&llm_mask), &request)?;
-        for (l, hs) in out.hidden_states {
-            for (part, start, len, m) in [
-                ("text", 0, tl, Some(mask.clone())),
-                ("image", tl + 1, n, None),
-            ] {
-                let name = llm_tap_name(l, part);
-                if taps.wants(&name) {
-                    out_taps.insert(
-                        name,
-                        Tap {
-                            value: hs.clone().narrow(1, start, len),
-                            mask: m,
-                        },
+        let out = self
+            .llm
+            .forward_embeds_visit(seq, Some(&llm_mask), &request, &mut |l, hs| {
+                for (part, start, len, m) in
+                    [("text", 0, tl, Some(&mask)), ("image", tl + 1, n, None)]
+                {
+                    sink.offer(
+                        &llm_tap_name(l, part),
+                        || hs.clone().narrow(1, start, len),
+                        m,
                     );
                 }
-            }
-        }
+            })?;
         let last = out.last_hidden_state.expect("full forward");
         let velocity = match (&self.convnext_decoder, &self.single_stream_decoder) {
             (Some(d), _) => {
                 let image_hidden = last.narrow(1, tl + 1, n);
                 let (velocity, input) = d.forward_with_input(image_hidden, enc.skip, &t_emb);
-                if taps.wants("dec.input") {
-                    out_taps.insert(
-                        "dec.input".into(),
-                        Tap {
-                            value: input,
-                            mask: None,
-                        },
-                    );
-                }
+                sink.offer("dec.input", || input, None);
                 velocity
             }
             (None, Some(d)) => {
                 let s = tl + 1 + n;
                 let mask = AttentionMask::new(Some(&llm_mask), b, s, false, self.heads, 1, &device);
                 let (velocity, input) = d.forward_with_input(last, enc.skip, &t_emb, &mask);
-                if taps.wants("dec.input") {
-                    out_taps.insert(
-                        "dec.input".into(),
-                        Tap {
-                            value: input,
-                            mask: None,
-                        },
-                    );
-                }
+                sink.offer("dec.input", || input, None);
                 velocity
             }
             (None, None) => unreachable!("every LLM variant has a decoder"),
         };
         Ok(FlowOutput {
             velocity,
-            taps: out_taps,
+            taps: sink.taps,
+            pooled: sink.pooled,
         })
     }
 }

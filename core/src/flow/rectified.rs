@@ -190,6 +190,9 @@ pub fn sample_euler<B: Backend>(
         (ids, mask)
     };
     let dt = 1.0 / config.steps as f32;
+    // Taps of the conditional rows, pooled as the forward makes them.
+    let taps = taps.pooled_at_once(config.pooling, b);
+    let taps = &taps;
     let mut z = z0;
     for k in 0..config.steps {
         let t_k = k as f32 * dt;
@@ -209,19 +212,8 @@ pub fn sample_euler<B: Backend>(
         } else {
             out.velocity
         };
-        if !out.taps.is_empty() {
-            let pooled = out
-                .taps
-                .into_iter()
-                .map(|(name, tap)| {
-                    let tap = super::taps::Tap {
-                        value: tap.value.narrow(0, 0, b),
-                        mask: tap.mask.map(|m| m.narrow(0, 0, b)),
-                    };
-                    (name, tap.pool(config.pooling))
-                })
-                .collect();
-            sink.on_step(k, t_k, pooled);
+        if !out.pooled.is_empty() {
+            sink.on_step(k, t_k, out.pooled);
         }
         z = z + v * dt;
     }

@@ -366,6 +366,24 @@ impl<B: Backend> Llama<B> {
         mask: Option<&Tensor<B, 2, Int>>,
         request: &HiddenRequest,
     ) -> Result<LlamaOutput<B>, ForwardError> {
+        let mut hidden_states = BTreeMap::new();
+        let mut out = self.forward_embeds_visit(embeds, mask, request, &mut |i, x| {
+            hidden_states.insert(i, x.clone());
+        })?;
+        out.hidden_states = hidden_states;
+        Ok(out)
+    }
+
+    /// [`LlamaModel::forward_embeds`] that hands each requested hidden state to `visit` as it is
+    /// made instead of keeping it (`hidden_states` comes back empty): a kept state holds a second
+    /// reference to the residual stream, so the next layer cannot update that buffer in place.
+    pub fn forward_embeds_visit(
+        &self,
+        embeds: Tensor<B, 3>,
+        mask: Option<&Tensor<B, 2, Int>>,
+        request: &HiddenRequest,
+        visit: &mut dyn FnMut(usize, &Tensor<B, 3>),
+    ) -> Result<LlamaOutput<B>, ForwardError> {
         let [b, s, _] = embeds.dims();
         let n_layers = self.layers.len();
         if s > self.max_position_embeddings {
@@ -398,7 +416,6 @@ impl<B: Backend> Llama<B> {
         let rope = Rope::new(self.head_dim, self.rope_theta, s, heads, kv_heads, &device);
         let attention_mask =
             AttentionMask::new(mask, b, s, true, kv_heads, heads / kv_heads, &device);
-        let mut hidden_states = BTreeMap::new();
         let wants = |i: usize| request.layers.contains(&i);
         // Without the final norm, stop after the deepest requested layer.
         let last_needed = if request.skip_final && !request.raw_last_layer {
@@ -414,29 +431,29 @@ impl<B: Backend> Llama<B> {
         };
         let mut x = embeds;
         if wants(0) {
-            hidden_states.insert(0, x.clone());
+            visit(0, &x);
         }
         for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
             x = layer.forward(x, &rope, &attention_mask);
             if i + 1 < n_layers && wants(i + 1) {
-                hidden_states.insert(i + 1, x.clone());
+                visit(i + 1, &x);
             }
         }
         if last_needed < n_layers {
             return Ok(LlamaOutput {
                 last_hidden_state: None,
-                hidden_states,
+                hidden_states: BTreeMap::new(),
                 raw_last_layer: None,
             });
         }
         let raw_last_layer = request.raw_last_layer.then(|| x.clone());
         let last = self.norm.forward(x);
         if wants(n_layers) {
-            hidden_states.insert(n_layers, last.clone());
+            visit(n_layers, &last);
         }
         Ok(LlamaOutput {
             last_hidden_state: Some(last),
-            hidden_states,
+            hidden_states: BTreeMap::new(),
             raw_last_layer,
         })
     }

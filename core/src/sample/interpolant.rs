@@ -134,13 +134,14 @@ pub fn probe_interpolant<B: Backend>(
             ));
             let z0 = batch_noise::<B>(seed, range.clone(), 0, shape, device);
             collector.offset = range.start;
+            let taps = request.taps.pooled_at_once(request.pooling, b);
             for (k, &t) in request.times.iter().enumerate() {
                 let tt = Tensor::<B, 1>::from_data(TensorData::new(vec![t; b], [b]), device);
                 let zt = interpolate(&x, &z0, &tt);
                 let text = text_batch::<B>(&tokens, range.clone(), tokenizer.pad_id, device);
-                let out = model.forward(zt, tt, text.ids, text.mask, &request.taps)?;
-                for (name, tap) in out.taps {
-                    collector.add(k, &name, tap.pool(request.pooling));
+                let out = model.forward(zt, tt, text.ids, text.mask, &taps)?;
+                for (name, pooled) in out.pooled {
+                    collector.add(k, &name, pooled);
                 }
             }
         }

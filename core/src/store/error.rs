@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::store::manifest::FORMAT;
+use crate::store::manifest::{FORMAT, FORMAT_V1};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,7 +20,7 @@ pub enum StoreError {
         #[source]
         error: serde_json::Error,
     },
-    #[error("{path}: format `{found}`, this build reads {FORMAT}")]
+    #[error("{path}: format `{found}`, this build reads {FORMAT} and {FORMAT_V1}")]
     Format { path: PathBuf, found: String },
     #[error("{dir}: no tap `{tap}` (the store has {have})")]
     NoTap {

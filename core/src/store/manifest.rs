@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Weights;
 use crate::flow::TapPooling;
 
-/// The manifest's `format`.
-pub const FORMAT: &str = "flowlens.probes.v1";
+/// The manifest's `format`: one file per tap and seed holding every written step.
+pub const FORMAT: &str = "flowlens.probes.v2";
+
+/// The first format, still read: one file per tap, seed and step.
+pub const FORMAT_V1: &str = "flowlens.probes.v1";
 
 /// What the rows were computed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,4 +62,21 @@ pub struct StoreManifest {
     /// The solver steps that were written (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap_steps: Option<Vec<usize>>,
+}
+
+impl StoreManifest {
+    /// Whether a step's rows are spelled in files of their own (the first format).
+    pub fn one_file_per_step(&self) -> bool {
+        self.format == FORMAT_V1
+    }
+
+    /// Whether solver step `step` was written.
+    pub fn has_step(&self, step: usize) -> bool {
+        step < self.steps && self.tap_steps.as_ref().is_none_or(|s| s.contains(&step))
+    }
+
+    /// The written solver steps, in order: the first axis of a tap's seed file.
+    pub fn written_steps(&self) -> Vec<usize> {
+        (0..self.steps).filter(|&s| self.has_step(s)).collect()
+    }
 }

@@ -2,7 +2,9 @@
 //! folder of a run (`probes/` for `flowlens sample`, `probes-exp1/` for experiment 1, ...) that
 //! holds each requested tap's pooled rows per sampling seed and solver step:
 //!
-//! - `<store>/<tap>/seed<S>_step<KK>.npy`, f32 or f16 `[n_prompts, width]`;
+//! - `<store>/<tap>/seed<S>.npy`, f32 or f16 `[steps, n_prompts, width]`: every written solver
+//!   step of the seed (the first format, `flowlens.probes.v1`, wrote one file per step and is
+//!   still read);
 //! - `<store>/manifest.json` ([`StoreManifest`]), rewritten atomically after each seed: a seed it
 //!   lists is complete; files of a seed it does not list yet belong to a seed still being
 //!   sampled (readable with [`Seeds::Partial`]);
@@ -70,8 +72,12 @@ mod tests {
             store.read("enc.noise", 5, 1, Seeds::Complete),
             Err(StoreError::NoTap { .. })
         ));
+        // One file per tap and seed holds every step.
+        let file = crate::npy::NpyArray::read(store.probe("enc.text", 5)).unwrap();
+        assert_eq!(file.shape, vec![2, 3, 2]);
         // A seed still being sampled: its files are there, the manifest does not list it yet.
-        crate::npy::write_f32(store.probe("enc.text", 6, 0), &[3, 2], &[0.5; 6]).unwrap();
+        let stacked: Vec<f32> = [[0.5; 6], [0.25; 6]].concat();
+        crate::npy::write_f32(store.probe("enc.text", 6), &[2, 3, 2], &stacked).unwrap();
         std::fs::create_dir_all(store.samples(6)).unwrap();
         assert!(matches!(
             store.read("enc.text", 6, 0, Seeds::Complete),
@@ -81,8 +87,18 @@ mod tests {
             store.read("enc.text", 6, 0, Seeds::Partial).unwrap().values,
             vec![0.5; 6]
         );
+        assert_eq!(
+            store.read("enc.text", 6, 1, Seeds::Partial).unwrap().values,
+            vec![0.25; 6]
+        );
         let present: Vec<_> = store.present("enc.text").into_iter().collect();
-        assert_eq!(present, vec![(5, 0), (5, 1), (6, 0)]);
+        assert_eq!(present, vec![(5, 0), (5, 1), (6, 0), (6, 1)]);
+        // A seed file cut short is an error naming it, not rows of zeros.
+        let path = store.probe("enc.text", 6);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let err = store.read("enc.text", 6, 0, Seeds::Partial).unwrap_err();
+        assert!(err.to_string().contains("seed6.npy"), "{err}");
         // Images: `probes` keeps them in the run's samples/, other stores in their own folder.
         assert_eq!(
             store.sample_png(5, 7),
@@ -100,6 +116,62 @@ mod tests {
         let w = StoreWriter::create(paths.clone(), header(3, 2)).unwrap();
         assert!(!paths.dir().exists() && !paths.samples(6).exists());
         drop(w);
+    }
+
+    #[test]
+    fn a_seed_file_holds_the_tapped_steps_in_order_and_nothing_else() {
+        let run = tempfile::tempdir().unwrap();
+        let paths = StorePaths::new(run.path(), StoreName::new("probes-some").unwrap());
+        let mut h = header(2, 4);
+        h.tap_steps = Some(vec![1, 3]);
+        let mut w = StoreWriter::new(paths.clone(), h);
+        let mut rows = SeedRows::new(0, 2);
+        for step in [3, 1] {
+            rows.add("enc.text", step, 0, &[step as f32; 2], 1);
+        }
+        w.write_seed(rows).unwrap();
+        let store = FeatureStore::open(run.path(), paths.name()).unwrap();
+        let file = crate::npy::NpyArray::read(store.probe("enc.text", 0)).unwrap();
+        assert_eq!(file.shape, vec![2, 2, 1]);
+        assert_eq!(file.as_f32(), vec![1.0, 1.0, 3.0, 3.0]);
+        let f = store.read("enc.text", 0, 3, Seeds::Complete).unwrap();
+        assert_eq!(f.values, vec![3.0, 3.0]);
+        assert!(matches!(
+            store.read("enc.text", 0, 2, Seeds::Complete),
+            Err(StoreError::NoStep { .. })
+        ));
+        // Rows for a step the store does not write are refused, not stored under another step.
+        let mut rows = SeedRows::new(1, 2);
+        rows.add("enc.text", 2, 0, &[0.0; 2], 1);
+        let err = w.write_seed(rows).unwrap_err().to_string();
+        assert!(err.contains("the store writes steps [1, 3]"), "{err}");
+    }
+
+    #[test]
+    fn a_store_of_the_first_format_one_file_per_step_still_reads() {
+        let run = tempfile::tempdir().unwrap();
+        let paths = StorePaths::new(run.path(), StoreName::new("probes-old").unwrap());
+        let mut w = StoreWriter::new(paths.clone(), header(2, 3));
+        let mut rows = SeedRows::new(1, 2);
+        for step in 0..3 {
+            rows.add("enc.noise", step, 0, &[step as f32; 4], 2);
+        }
+        w.write_seed(rows).unwrap();
+        // Rewrite it as the first format wrote it.
+        let mut manifest: StoreManifest =
+            serde_json::from_str(&std::fs::read_to_string(paths.manifest()).unwrap()).unwrap();
+        manifest.format = manifest::FORMAT_V1.into();
+        std::fs::write(paths.manifest(), serde_json::to_string(&manifest).unwrap()).unwrap();
+        std::fs::remove_file(paths.probe("enc.noise", 1)).unwrap();
+        for step in 0..3 {
+            let v = [10.0 + step as f32; 4];
+            crate::npy::write_f32(paths.probe_v1("enc.noise", 1, step), &[2, 2], &v).unwrap();
+        }
+        let store = FeatureStore::open(run.path(), paths.name()).unwrap();
+        let f = store.read("enc.noise", 1, 2, Seeds::Complete).unwrap();
+        assert_eq!(f.values, vec![12.0; 4]);
+        let present: Vec<_> = store.present("enc.noise").into_iter().collect();
+        assert_eq!(present, vec![(1, 0), (1, 1), (1, 2)]);
     }
 
     #[test]

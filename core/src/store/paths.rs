@@ -129,9 +129,15 @@ impl StorePaths {
         self.dir().join(tap)
     }
 
-    /// `<store>/<tap>/seed<S>_step<KK>.npy`.
-    pub fn probe(&self, tap: &str, seed: u64, step: usize) -> PathBuf {
-        self.tap_dir(tap).join(probe_file(seed, step))
+    /// `<store>/<tap>/seed<S>.npy`: every written step of `tap` for `seed`,
+    /// `[steps, n_prompts, width]`.
+    pub fn probe(&self, tap: &str, seed: u64) -> PathBuf {
+        self.tap_dir(tap).join(probe_file(seed))
+    }
+
+    /// `<store>/<tap>/seed<S>_step<KK>.npy`: one step's file in a store of the first format.
+    pub fn probe_v1(&self, tap: &str, seed: u64, step: usize) -> PathBuf {
+        self.tap_dir(tap).join(probe_file_v1(seed, step))
     }
 
     /// The folder of the images: the run's `samples/` for `probes`, else `<store>/samples/`.
@@ -165,12 +171,24 @@ impl StorePaths {
     }
 }
 
-fn probe_file(seed: u64, step: usize) -> String {
+fn probe_file(seed: u64) -> String {
+    format!("seed{seed}.npy")
+}
+
+fn probe_file_v1(seed: u64, step: usize) -> String {
     format!("seed{seed}_step{step:02}.npy")
 }
 
-/// `(seed, step)` of a probe file name (`seed3_step07.npy`).
-pub(crate) fn parse_probe_file(name: &str) -> Option<(u64, usize)> {
+/// The seed of a probe file name (`seed3.npy`).
+pub(crate) fn parse_probe_file(name: &str) -> Option<u64> {
+    name.strip_prefix("seed")?
+        .strip_suffix(".npy")?
+        .parse()
+        .ok()
+}
+
+/// `(seed, step)` of a probe file name of the first format (`seed3_step07.npy`).
+pub(crate) fn parse_probe_file_v1(name: &str) -> Option<(u64, usize)> {
     let rest = name.strip_prefix("seed")?.strip_suffix(".npy")?;
     let (seed, step) = rest.split_once("_step")?;
     Some((seed.parse().ok()?, step.parse().ok()?))

@@ -2,12 +2,13 @@
 //! file by file.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::flow::TapRequest;
+use crate::npy::NpyArray;
 use crate::store::error::StoreError;
-use crate::store::manifest::{FORMAT, StoreManifest};
-use crate::store::paths::{StoreName, StorePaths, parse_probe_file};
+use crate::store::manifest::{FORMAT, FORMAT_V1, StoreManifest};
+use crate::store::paths::{StoreName, StorePaths, parse_probe_file, parse_probe_file_v1};
 
 /// Which seeds a read may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ impl FeatureStore {
                 path: path.clone(),
                 error,
             })?;
-        if manifest.format != FORMAT {
+        if manifest.format != FORMAT && manifest.format != FORMAT_V1 {
             return Err(StoreError::Format {
                 path,
                 found: manifest.format,
@@ -73,19 +74,12 @@ impl FeatureStore {
 
     /// Whether solver step `step` was written.
     pub fn has_step(&self, step: usize) -> bool {
-        step < self.manifest.steps
-            && self
-                .manifest
-                .tap_steps
-                .as_ref()
-                .is_none_or(|s| s.contains(&step))
+        self.manifest.has_step(step)
     }
 
     /// The written solver steps, in order.
     pub fn written_steps(&self) -> Vec<usize> {
-        (0..self.manifest.steps)
-            .filter(|&s| self.has_step(s))
-            .collect()
+        self.manifest.written_steps()
     }
 
     /// The time of step `step` (`times[step]`, or `step / steps` where the manifest has none).
@@ -155,10 +149,40 @@ impl FeatureStore {
         let Ok(entries) = std::fs::read_dir(self.tap_dir(tap)) else {
             return BTreeSet::new();
         };
-        entries
+        let names = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| parse_probe_file(&e.file_name().to_string_lossy()))
+            .map(|e| e.file_name().to_string_lossy().into_owned());
+        if self.manifest.one_file_per_step() {
+            return names.filter_map(|n| parse_probe_file_v1(&n)).collect();
+        }
+        // A seed's file is written whole and renamed into place: it holds every written step.
+        let steps = self.written_steps();
+        names
+            .filter_map(|n| parse_probe_file(&n))
+            .flat_map(|seed| steps.iter().map(move |&k| (seed, k)))
             .collect()
+    }
+
+    /// The file of `tap` and `seed` that holds `step`, and where along its first axis (`None`
+    /// for the first format's file of that step alone).
+    fn locate(
+        &self,
+        tap: &str,
+        seed: u64,
+        step: usize,
+    ) -> Result<(PathBuf, Option<usize>), StoreError> {
+        if self.manifest.one_file_per_step() {
+            return Ok((self.probe_v1(tap, seed, step), None));
+        }
+        let index = self
+            .written_steps()
+            .iter()
+            .position(|&k| k == step)
+            .ok_or_else(|| StoreError::NoStep {
+                dir: self.dir(),
+                step,
+            })?;
+        Ok((self.probe(tap, seed), Some(index)))
     }
 
     /// The `[n_prompts, width]` rows of `tap` at `step` for `seed`.
@@ -169,10 +193,10 @@ impl FeatureStore {
         step: usize,
         seeds: Seeds,
     ) -> Result<Features, StoreError> {
-        let path = self.probe(tap, seed, step);
         let n = self.manifest.prompts.len();
         if seeds == Seeds::Partial {
-            let f = read_array(&path)?;
+            let (path, index) = self.locate(tap, seed, step)?;
+            let f = read_features(&path, index)?;
             if f.rows != n {
                 return Err(StoreError::Array {
                     path,
@@ -195,7 +219,8 @@ impl FeatureStore {
                 step,
             });
         }
-        let f = read_array(&path)?;
+        let (path, index) = self.locate(tap, seed, step)?;
+        let f = read_features(&path, index)?;
         let w = self.manifest.taps[tap];
         if (f.rows, f.width) != (n, w) {
             return Err(StoreError::Shape {
@@ -208,13 +233,25 @@ impl FeatureStore {
     }
 }
 
+/// The `[n, d]` rows of a step: entry `index` of a `[steps, n, d]` file, or a whole `[n, d]`
+/// file.
+fn read_features(path: &Path, index: Option<usize>) -> Result<Features, StoreError> {
+    match index {
+        None => read_array(path),
+        Some(k) => features(NpyArray::read_slab(path, k)?),
+    }
+}
+
 /// A `[n, d]` array of a `.npy` file (f32, f16, f64 or integer), as f64.
 pub fn read_array(path: &Path) -> Result<Features, StoreError> {
+    features(NpyArray::read(path)?)
+}
+
+fn features(a: NpyArray) -> Result<Features, StoreError> {
     let array = |reason: String| StoreError::Array {
-        path: path.to_path_buf(),
+        path: a.path.clone(),
         reason,
     };
-    let a = crate::npy::NpyArray::read(path)?;
     a.expect_rank(2, "[n, d] features (rows = samples)")?;
     let (rows, width) = (a.shape[0], a.shape[1]);
     if rows == 0 || width == 0 {

@@ -8,7 +8,8 @@ use crate::measure::{self, CkaArgs, EstimatorChoice};
 
 #[derive(Debug, clap::Args)]
 pub struct CkaCli {
-    /// [n, d1] features.
+    /// [n, d1] features (.npy), or FILE.npy:K for entry K of a stacked [k, n, d1] file such as a
+    /// feature store's `<tap>/seed<S>.npy` (K = the written solver step's index).
     pub x: PathBuf,
     /// [n, d2] features, row i paired with row i of X.
     pub y: PathBuf,
