@@ -41,13 +41,23 @@ pub enum DeviceError {
     NotBuilt(DeviceSpec),
     #[error("cannot use {device}: {reason}")]
     Unavailable { device: DeviceSpec, reason: String },
+    #[error("--devices: {0}")]
+    List(String),
 }
 
 impl FromStr for DeviceSpec {
     type Err = DeviceError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        let lower = s.trim().to_ascii_lowercase();
+        // `cpu:N` names one of several CPU replicas (`--devices cpu:0,cpu:1`): the same backend.
+        if lower
+            .strip_prefix("cpu:")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Ok(DeviceSpec::Cpu);
+        }
+        match lower.as_str() {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
             other => other
@@ -63,6 +73,113 @@ impl FromStr for DeviceSpec {
 pub trait BackendTask {
     type Output;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+
+    /// The same work given several devices of one backend ([`DeviceList`]; `labels` name them
+    /// as the user did). Tasks that can use them (data-parallel training) override this; the
+    /// others run on the first device.
+    fn run_on<B: Backend>(self, devices: Vec<B::Device>, labels: Vec<String>) -> Self::Output
+    where
+        Self: Sized,
+    {
+        let _ = labels;
+        let first = devices
+            .into_iter()
+            .next()
+            .expect("a device list is never empty");
+        self.run::<B>(first)
+    }
+}
+
+/// Devices of one kind for data-parallel training: `cpu:0,cpu:1` (replicas on the CPU backend,
+/// for tests and equivalence checks: they share the same cores) or `cuda:0,...,cuda:7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList {
+    specs: Vec<DeviceSpec>,
+    labels: Vec<String>,
+}
+
+impl DeviceList {
+    /// One device.
+    pub fn single(spec: DeviceSpec) -> Self {
+        Self {
+            specs: vec![spec],
+            labels: vec![spec.to_string()],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// The first device.
+    pub fn first(&self) -> DeviceSpec {
+        self.specs[0]
+    }
+
+    /// The names as given (`cpu:0`, `cuda:3`).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Runs `task` with every device ([`BackendTask::run_on`]), after checking each one.
+    pub fn run<T: BackendTask>(&self, task: T) -> Result<T::Output, DeviceError> {
+        match self.specs[0] {
+            DeviceSpec::Cpu => {
+                let devices = vec![Default::default(); self.specs.len()];
+                Ok(task.run_on::<CpuBackend>(devices, self.labels.clone()))
+            }
+            DeviceSpec::Cuda(_) => run_cuda_many(&self.specs, self.labels.clone(), task),
+        }
+    }
+}
+
+impl fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.labels.join(","))
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let labels: Vec<String> = s
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if labels.is_empty() {
+            return Err(DeviceError::Parse(s.to_string()));
+        }
+        let specs = labels
+            .iter()
+            .map(|l| l.parse::<DeviceSpec>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpu = |d: &DeviceSpec| matches!(d, DeviceSpec::Cpu);
+        if specs.iter().any(cpu) && !specs.iter().all(cpu) {
+            return Err(DeviceError::List(format!(
+                "`{s}` mixes CPU and CUDA devices; the devices of one run are of one kind"
+            )));
+        }
+        for (i, l) in labels.iter().enumerate() {
+            let twice = if cpu(&specs[i]) {
+                labels[..i].contains(l) || (l == "cpu" && labels.len() > 1)
+            } else {
+                specs[..i].contains(&specs[i])
+            };
+            if twice {
+                return Err(DeviceError::List(format!(
+                    "`{s}` names `{l}` twice (or a bare `cpu` among several); give each device \
+                     once, e.g. cpu:0,cpu:1 or cuda:0,cuda:1"
+                )));
+            }
+        }
+        Ok(Self { specs, labels })
+    }
 }
 
 impl DeviceSpec {
@@ -79,6 +196,44 @@ impl DeviceSpec {
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<T: BackendTask>(index: usize, _task: T) -> Result<T::Output, DeviceError> {
     Err(DeviceError::NotBuilt(DeviceSpec::Cuda(index)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda_many<T: BackendTask>(
+    specs: &[DeviceSpec],
+    _labels: Vec<String>,
+    _task: T,
+) -> Result<T::Output, DeviceError> {
+    Err(DeviceError::NotBuilt(specs[0]))
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda_many<T: BackendTask>(
+    specs: &[DeviceSpec],
+    labels: Vec<String>,
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    let mut devices = Vec::new();
+    for spec in specs {
+        let DeviceSpec::Cuda(index) = *spec else {
+            return Err(DeviceError::List("mixed device kinds".into()));
+        };
+        let count = cuda_probe::device_count().map_err(|reason| DeviceError::Unavailable {
+            device: *spec,
+            reason,
+        })?;
+        if index >= count {
+            return Err(DeviceError::Unavailable {
+                device: *spec,
+                reason: format!(
+                    "the driver reports {count} GPU(s) (cuda:0..cuda:{})",
+                    count.max(1) - 1
+                ),
+            });
+        }
+        devices.push(burn::backend::cuda::CudaDevice::new(index));
+    }
+    Ok(task.run_on::<CudaBackend>(devices, labels))
 }
 
 #[cfg(feature = "cuda")]
@@ -211,6 +366,53 @@ mod tests {
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert!("tpu".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+        assert_eq!("cpu:1".parse(), Ok(DeviceSpec::Cpu));
+    }
+
+    #[test]
+    fn device_lists_name_each_device_once_and_of_one_kind() {
+        let list: DeviceList = "cpu:0, cpu:1".parse().unwrap();
+        assert_eq!(
+            (list.len(), list.labels()),
+            (2, &["cpu:0".to_string(), "cpu:1".into()][..])
+        );
+        assert_eq!(list.to_string(), "cpu:0,cpu:1");
+        let cuda: DeviceList = "cuda:0,cuda:3".parse().unwrap();
+        assert_eq!(cuda.first(), DeviceSpec::Cuda(0));
+        for bad in [
+            "cpu:0,cpu:0",
+            "cpu,cpu",
+            "cpu:0,cuda:0",
+            "cuda,cuda:0",
+            "cuda:0,cuda",
+            "",
+            "cpu:0,tpu",
+        ] {
+            assert!(bad.parse::<DeviceList>().is_err(), "{bad}");
+        }
+        let err = "cpu:0,cuda:1"
+            .parse::<DeviceList>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mixes CPU and CUDA"), "{err}");
+    }
+
+    struct Count;
+    impl BackendTask for Count {
+        type Output = (usize, Vec<String>);
+        fn run<B: Backend>(self, _: B::Device) -> Self::Output {
+            (1, vec![])
+        }
+        fn run_on<B: Backend>(self, devices: Vec<B::Device>, labels: Vec<String>) -> Self::Output {
+            (devices.len(), labels)
+        }
+    }
+
+    #[test]
+    fn a_cpu_list_runs_one_task_with_every_replica() {
+        let list: DeviceList = "cpu:0,cpu:1,cpu:2".parse().unwrap();
+        let (n, labels) = list.run(Count).unwrap();
+        assert_eq!((n, labels.len()), (3, 3));
     }
 
     struct Name;

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::training::TrainDevices;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use flowlens_core::checkpoint::{self, CheckpointChoice, Weights};
@@ -45,10 +46,10 @@ pub fn ensure_trained<B: Backend>(
     config: TrainConfig,
     dir: &Path,
     label: &str,
-    device: &B::Device,
+    devices: &TrainDevices<B>,
     log: &Log,
 ) -> Result<()> {
-    ensure_trained_evaluated::<B>(config, dir, label, device, log, None)
+    ensure_trained_evaluated::<B>(config, dir, label, devices, log, None)
 }
 
 /// [`ensure_trained`] with the MJHQ evaluation during training (`[ablation.mjhq]`).
@@ -56,7 +57,7 @@ pub fn ensure_trained_evaluated<B: Backend>(
     config: TrainConfig,
     dir: &Path,
     label: &str,
-    device: &B::Device,
+    devices: &TrainDevices<B>,
     log: &Log,
     mjhq: Option<&crate::eval::TrainingEval>,
 ) -> Result<()> {
@@ -72,15 +73,7 @@ pub fn ensure_trained_evaluated<B: Backend>(
         config.steps,
         dir.display()
     ));
-    crate::training::train_with_evaluation::<B>(
-        config,
-        dir,
-        resume,
-        device.clone(),
-        log.show,
-        label,
-        mjhq,
-    )
+    crate::training::train_with_evaluation::<B>(config, dir, resume, devices, log.show, label, mjhq)
 }
 
 /// The prompts of a probing protocol for `run`.

@@ -31,6 +31,10 @@ pub struct ExperimentFile {
     pub exp2: Exp2,
     #[serde(default)]
     pub grid: Grid,
+    /// Train data-parallel on these devices (`"cuda:0,cuda:1"`; `--devices` overrides it);
+    /// sampling and analysis run on the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<String>,
 }
 
 fn default_out() -> PathBuf {
@@ -45,6 +49,7 @@ impl Default for ExperimentFile {
             exp1: Exp1::default(),
             exp2: Exp2::default(),
             grid: Grid::default(),
+            devices: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
+use flowlens_core::train::parallel::Parallel;
 use flowlens_core::train::{Prepare, TrainConfig, TrainEvent, Trainer, train};
 
 /// Deep merge: tables merge key by key, everything else is replaced.
@@ -27,18 +28,65 @@ pub fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
     }
 }
 
+/// The devices a run trains on: the first (evaluation and sampling run there too) and, for
+/// data-parallel training, the others, each with a replica (`flowlens train --devices`).
+pub struct TrainDevices<B: Backend> {
+    pub first: B::Device,
+    pub others: Vec<B::Device>,
+    /// Every device's name as the user gave it, the first one's first.
+    pub labels: Vec<String>,
+    /// Compare every replica with the first device's after every that many steps (0: only at
+    /// the start).
+    pub check_every: usize,
+}
+
+impl<B: Backend> TrainDevices<B> {
+    /// One device.
+    pub fn one(device: B::Device) -> Self {
+        Self {
+            labels: vec![format!("{device:?}")],
+            first: device,
+            others: Vec::new(),
+            check_every: 0,
+        }
+    }
+
+    /// Several devices of one backend, the first one first.
+    pub fn of(devices: Vec<B::Device>, labels: Vec<String>, check_every: usize) -> Self {
+        let mut devices = devices.into_iter();
+        Self {
+            first: devices.next().expect("a device list is never empty"),
+            others: devices.collect(),
+            labels,
+            check_every,
+        }
+    }
+}
+
 /// Trains `config` into `run` (continuing it with `resume`) with progress bars (`label` prefixes
 /// them) for the preparation and the steps, and runs the MJHQ evaluation on schedule when
-/// `mjhq` is given; an evaluation that fails is reported and training goes on.
+/// `mjhq` is given; an evaluation that fails is reported and training goes on. With several
+/// `devices` the run trains data-parallel (one replica per device, the same items and steps as
+/// on one device).
 pub fn train_with_evaluation<B: Backend>(
     config: TrainConfig,
     run: &std::path::Path,
     resume: bool,
-    device: B::Device,
+    devices: &TrainDevices<B>,
     show: bool,
     label: &str,
     mjhq: Option<&crate::eval::TrainingEval>,
 ) -> Result<()> {
+    let device = devices.first.clone();
+    let n = devices.labels.len().max(1);
+    if !config.batch_size.is_multiple_of(n) {
+        bail!(
+            "the batch size {} is not a multiple of the {n} devices ({}): each device computes \
+             batch_size / devices rows of every micro-batch; choose a batch size divisible by {n}",
+            config.batch_size,
+            devices.labels.join(", ")
+        );
+    }
     if let Some(m) = mjhq
         && (m.every == 0 || !m.every.is_multiple_of(config.checkpoint_every))
     {
@@ -95,6 +143,23 @@ pub fn train_with_evaluation<B: Backend>(
         let mut trainer =
             Trainer::<Autodiff<B>>::prepare(config, run, resume, device, &mut on_prepare)?;
         prep.finish_and_clear();
+        if !devices.others.is_empty() {
+            Parallel::start(
+                &mut trainer,
+                devices.others.clone(),
+                devices.labels.clone(),
+                devices.check_every,
+            )?;
+            if show {
+                eprintln!(
+                    "data-parallel training on {} devices ({}): batch {} = {} rows per device",
+                    devices.labels.len(),
+                    devices.labels.join(", "),
+                    trainer.config.batch_size,
+                    trainer.config.batch_size / devices.labels.len()
+                );
+            }
+        }
         let total = trainer.config.steps as u64;
         let bar = crate::io::progress_bar(total, show);
         bar.set_style(

@@ -82,4 +82,8 @@ pub enum TrainError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// A data-parallel run cannot go on (a device failed, did not answer, or its replica
+    /// drifted from the first device's).
+    #[error("data-parallel training: {0}")]
+    Parallel(String),
 }

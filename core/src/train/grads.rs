@@ -111,7 +111,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_, B> {
 }
 
 /// The optimiser of the heads and, separately, of the LLM.
-pub(crate) type Optim<B> = OptimizerAdaptor<FusedAdamW, FlowModel<B>, B>;
+pub type Optim<B> = OptimizerAdaptor<FusedAdamW, FlowModel<B>, B>;
 
 const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.95;
@@ -126,7 +126,7 @@ pub(crate) fn adamw<B: AutodiffBackend>() -> Optim<B> {
 /// bit for bit the same values, and the same state (`AdamWState`), so checkpoints written by
 /// either load into the other. Other backends run burn's own step.
 #[derive(Clone)]
-pub(crate) struct FusedAdamW {
+pub struct FusedAdamW {
     burn: AdamW,
 }
 

@@ -203,10 +203,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let ema = model.valid();
         let ema2 = config.ema_decay_2.map(|_| model.valid());
-        let order = super::trainer::DataOrder::new(config.seed, data.len());
+        let order = std::sync::Arc::new(super::trainer::DataOrder::new(config.seed, data.len()));
         let mut trainer = Self {
             order,
-            data,
+            data: std::sync::Arc::new(data),
             config,
             flow,
             model,
@@ -215,11 +215,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim_heads: adamw(),
             optim_llm: adamw(),
             step: 0,
-            tokenizer,
+            tokenizer: std::sync::Arc::new(tokenizer),
             run,
             device,
             best: None,
             window: Vec::new(),
+            parallel: None,
             _lock: lock,
         };
         if resumed {

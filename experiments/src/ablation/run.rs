@@ -11,6 +11,7 @@ use crate::ablation::analyse::{Results, summarise_run};
 use crate::io::{read_json, write_json};
 use crate::pipeline::{Log, ensure_trained_evaluated};
 use crate::protocol::ExperimentFile;
+use crate::training::TrainDevices;
 use std::path::Path;
 
 /// The training configuration of one ablation run: the preset's defaults, the file's
@@ -50,7 +51,11 @@ pub fn ablation_mjhq(file: &ExperimentFile) -> Option<crate::eval::TrainingEval>
 }
 
 /// Runs and summarises the ablation; writes `out/ablation/results.json`.
-pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> Result<Results> {
+pub fn run<B: Backend>(
+    file: &ExperimentFile,
+    devices: &TrainDevices<B>,
+    log: &Log,
+) -> Result<Results> {
     let a = &file.ablation;
     let mjhq = ablation_mjhq(file);
     let mut runs = Vec::new();
@@ -62,7 +67,7 @@ pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> 
                 config,
                 &dir,
                 &format!("ablation {} seed {seed}", variant.name()),
-                device,
+                devices,
                 log,
                 mjhq.as_ref(),
             )?;

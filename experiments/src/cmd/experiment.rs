@@ -8,12 +8,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use flowlens_analysis::cka::Estimator;
-use flowlens_core::device::{BackendTask, DeviceSpec};
+use flowlens_core::device::{BackendTask, DeviceList, DeviceSpec};
 
 use crate::io::parse_list;
 use crate::pipeline::Log;
 use crate::protocol::ExperimentFile;
 use crate::report::write_report;
+use crate::training::TrainDevices;
 
 /// The experiment file of the demo and of `--quick`, embedded in the binary.
 pub const DEMO_TOML: &str = include_str!("../../../assets/experiments/tiny.toml");
@@ -48,9 +49,31 @@ pub struct RunOpts {
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Train data-parallel on these devices (`cuda:0,cuda:1,...`, or `cpu:0,cpu:1` for an
+    /// equivalence check): overrides `--device` and the experiment file's `devices`; sampling
+    /// and analysis run on the first.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<DeviceList>,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The devices of an experiment: `--devices`, else the file's `devices`, else `--device`.
+fn devices_of(
+    flag: Option<DeviceList>,
+    device: DeviceSpec,
+    file: &ExperimentFile,
+) -> Result<DeviceList> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    match &file.devices {
+        Some(text) => text
+            .parse()
+            .with_context(|| format!("the experiment file's `devices = \"{text}\"`")),
+        None => Ok(DeviceList::single(device)),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +124,8 @@ pub struct DemoCli {
 /// `flowlens ablation | exp1 | exp2`.
 pub fn experiment(a: ExperimentCli, stages: Stages) -> Result<()> {
     let file = load(a.config.as_deref(), a.run.out)?;
-    run_stages(file, stages, None, a.run.device, !a.run.quiet)?;
+    let devices = devices_of(a.run.devices, a.run.device, &file)?;
+    run_stages(file, stages, None, devices, !a.run.quiet)?;
     Ok(())
 }
 
@@ -123,11 +147,12 @@ pub fn grid(a: GridCli) -> Result<()> {
         file.grid.probing.seeds = parse_list("--seeds", s)?;
     }
     file.check()?;
+    let devices = devices_of(a.experiment.run.devices, a.experiment.run.device, &file)?;
     run_stages(
         file,
         Stages::default(),
         Some((a.run, a.store)),
-        a.experiment.run.device,
+        devices,
         !a.experiment.run.quiet,
     )?;
     Ok(())
@@ -143,7 +168,11 @@ pub fn report(a: ReportCli) -> Result<()> {
 
 /// `flowlens demo`.
 pub fn run_demo(a: DemoCli) -> Result<()> {
-    demo(a.quick, a.run.out, a.run.device, !a.run.quiet)?;
+    let devices = a
+        .run
+        .devices
+        .unwrap_or_else(|| DeviceList::single(a.run.device));
+    demo(a.quick, a.run.out, devices, !a.run.quiet)?;
     Ok(())
 }
 
@@ -160,10 +189,23 @@ impl BackendTask for PipelineTask {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        self.run_with(TrainDevices::<B>::one(device))
+    }
+
+    fn run_on<B: Backend>(self, devices: Vec<B::Device>, labels: Vec<String>) -> Result<()> {
+        self.run_with(TrainDevices::<B>::of(devices, labels, 0))
+    }
+}
+
+impl PipelineTask {
+    /// The stages, training on every device of `devices` (data-parallel when several) and
+    /// sampling and analysing on the first.
+    fn run_with<B: Backend>(self, devices: TrainDevices<B>) -> Result<()> {
+        let device = devices.first.clone();
         let log = Log::new(self.show);
         let f = &self.file;
         if self.stages.ablation {
-            let r = crate::ablation::run::run::<B>(f, &device, &log)?;
+            let r = crate::ablation::run::run::<B>(f, &devices, &log)?;
             for v in &r.variants {
                 let finals: Vec<String> = r
                     .runs
@@ -202,7 +244,7 @@ impl BackendTask for PipelineTask {
             }
         }
         if self.stages.exp2 {
-            let r = crate::exp2::run::run::<B>(f, &device, &log)?;
+            let r = crate::exp2::run::run::<B>(f, &devices, &log)?;
             for c in &r.conditions {
                 let s = &c.summary.debiased;
                 log.say(format!(
@@ -254,12 +296,12 @@ pub fn run_stages(
     file: ExperimentFile,
     stages: Stages,
     grid: Option<(PathBuf, Option<String>)>,
-    device: DeviceSpec,
+    devices: DeviceList,
     show: bool,
 ) -> Result<PathBuf> {
     save_resolved(&file)?;
     let out = file.out.clone();
-    device.run(PipelineTask {
+    devices.run(PipelineTask {
         file,
         stages,
         grid,
@@ -273,7 +315,7 @@ pub fn run_stages(
 }
 
 /// `flowlens demo`.
-pub fn demo(quick: bool, out: Option<PathBuf>, device: DeviceSpec, show: bool) -> Result<PathBuf> {
+pub fn demo(quick: bool, out: Option<PathBuf>, devices: DeviceList, show: bool) -> Result<PathBuf> {
     let started = Instant::now();
     let text = if quick { QUICK_TOML } else { DEMO_TOML };
     let mut file = ExperimentFile::parse(text).context("the embedded demo experiment file")?;
@@ -298,7 +340,7 @@ pub fn demo(quick: bool, out: Option<PathBuf>, device: DeviceSpec, show: bool) -
             exp2: true,
         },
         Some((both, None)),
-        device,
+        devices,
         show,
     )?;
     if show {

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use flowlens_core::data::DataSource;
-use flowlens_core::device::{BackendTask, DeviceSpec};
+use flowlens_core::device::{BackendTask, DeviceList, DeviceSpec};
 use flowlens_core::flow::{Preset, Variant};
 use flowlens_core::train::{LlmInit, TrainConfig};
 
 use crate::io::parse_list;
+use crate::training::TrainDevices;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -59,6 +60,15 @@ pub struct TrainArgs {
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Train data-parallel, one replica per device: `cuda:0,cuda:1,...` (or `cpu:0,cpu:1`, which
+    /// share the CPU's cores: for checking that N devices train as one does). `--batch-size`
+    /// stays the global batch; each device computes batch / N rows of it.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<DeviceList>,
+    /// With --devices: compare every replica's parameters with the first device's (a checksum
+    /// of every bit) after every N steps; 0 = only at the start.
+    #[arg(long, default_value_t = 0)]
+    pub check_replicas: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -205,12 +215,23 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        self.train(TrainDevices::<B>::one(device))
+    }
+
+    fn run_on<B: Backend>(self, devices: Vec<B::Device>, labels: Vec<String>) -> Result<()> {
+        let check = self.cli.check_replicas;
+        self.train(TrainDevices::<B>::of(devices, labels, check))
+    }
+}
+
+impl TrainTask<'_> {
+    fn train<B: Backend>(self, devices: TrainDevices<B>) -> Result<()> {
         let mjhq = training_eval(&self.cli.mjhq)?;
         crate::training::train_with_evaluation::<B>(
             self.config,
             &self.cli.run,
             self.cli.resume,
-            device,
+            &devices,
             !self.cli.quiet,
             "",
             mjhq.as_ref(),
@@ -244,6 +265,10 @@ pub fn run(cli: TrainArgs) -> Result<()> {
     if cli.resume && !cli.run.join("manifest.json").exists() {
         bail!("--resume: {} holds no run yet", cli.run.display());
     }
-    cli.device.run(TrainTask { config, cli: &cli })??;
+    let task = TrainTask { config, cli: &cli };
+    match &cli.devices {
+        Some(list) => list.run(task)??,
+        None => cli.device.run(task)??,
+    }
     Ok(())
 }

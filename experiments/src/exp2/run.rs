@@ -15,6 +15,7 @@ use crate::exp2::analyse::{Results, analyse};
 use crate::io::write_json;
 use crate::pipeline::{Log, ensure_sampled, ensure_trained, require_trained};
 use crate::protocol::ExperimentFile;
+use crate::training::TrainDevices;
 
 /// The exp2 ConvNeXt-decoder system's run directory.
 pub fn exp2_run(file: &ExperimentFile, seed: u64) -> PathBuf {
@@ -26,7 +27,12 @@ pub fn exp2_run(file: &ExperimentFile, seed: u64) -> PathBuf {
 
 /// Experiment 2: trains the ConvNeXt-decoder system around the frozen dual-stream encoder of
 /// `ours`, samples both, writes `out/exp2/results.json`.
-pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> Result<Results> {
+pub fn run<B: Backend>(
+    file: &ExperimentFile,
+    devices: &TrainDevices<B>,
+    log: &Log,
+) -> Result<Results> {
+    let device = &devices.first;
     let c = &file.exp2;
     let run_seed = c.probing.run_seed.unwrap_or(file.ablation.seeds[0]);
     let ours = file.resolve_run(&c.ours, Some(run_seed));
@@ -70,7 +76,7 @@ pub fn run<B: Backend>(file: &ExperimentFile, device: &B::Device, log: &Log) -> 
             "exp2 ConvNeXt decoder around the encoder of {}",
             ours.display()
         ),
-        device,
+        devices,
         log,
     )?;
     let identical = flowlens_core::train::transfer::check_frozen_identical::<B>(
