@@ -64,6 +64,9 @@ pub struct LaunchForm {
     pub quick: bool,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Data-parallel training devices (`--devices`: `cuda:0,cuda:1`, `cpu:0,cpu:1`); empty = the
+    /// one device above.
+    pub devices: String,
     /// Training data (`--data`: `shapes`, `folder:DIR`, `parquet:PATH`, `webdataset:PATH`);
     /// empty = the preset's.
     pub data: String,
@@ -95,6 +98,7 @@ impl Default for LaunchForm {
             eval_every: 200,
             quick: true,
             device: "cpu".into(),
+            devices: String::new(),
             data: String::new(),
             llm: String::new(),
         }
@@ -219,8 +223,18 @@ impl LaunchForm {
             args.push(s("--out"));
             args.push(out.display().to_string());
         }
-        args.push(s("--device"));
-        args.push(self.device.clone());
+        let devices = self.devices.trim();
+        if devices.is_empty() || self.kind == JobKind::Exp1 {
+            args.push(s("--device"));
+            args.push(self.device.clone());
+        } else {
+            // Checked here, so that a typo is shown in the form instead of a failed job.
+            let list: flowlens_core::device::DeviceList = devices
+                .parse()
+                .map_err(|e| anyhow::anyhow!("devices: {e}"))?;
+            args.push(s("--devices"));
+            args.push(list.to_string());
+        }
         Ok((args, out))
     }
 }
@@ -461,5 +475,16 @@ mod tests {
         form.data.clear();
         let (args, _) = form.command(root.path()).unwrap();
         assert!(args.contains(&"--resume".to_string()) && !args.contains(&"--data".to_string()));
+        // Data-parallel devices replace the single device; a bad list is named.
+        form.devices = "cpu:0, cpu:1".into();
+        let (args, _) = form.command(root.path()).unwrap();
+        let joined = args.join(" ");
+        assert!(
+            joined.ends_with("--devices cpu:0,cpu:1") && !joined.contains("--device "),
+            "{joined}"
+        );
+        form.devices = "cpu:0,cuda:0".into();
+        let e = form.command(root.path()).unwrap_err().to_string();
+        assert!(e.starts_with("devices:"), "{e}");
     }
 }

@@ -410,6 +410,10 @@ pub struct StepRecord {
     pub grad_norm: f64,
     pub samples_per_s: f64,
     pub stage: u8,
+    /// Seconds of the step spent averaging the gradients across devices (data-parallel runs
+    /// only; the first device's wait included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_s: Option<f64>,
 }
 
 /// A record with an `event` field (docs/RUN_FORMAT.md).
@@ -544,6 +548,7 @@ mod tests {
             grad_norm: 0.5,
             samples_per_s: 20.0,
             stage: 1,
+            exchange_s: None,
         };
         let value = serde_json::to_value(MetricRecord::from(step)).unwrap();
         assert_eq!(

@@ -200,6 +200,14 @@ fn form_ui(ui: &mut egui::Ui, f: &mut LaunchForm) {
             }
             device_picker_ui(ui, "device", "device", &mut f.device);
             ui.end_row();
+            if matches!(f.kind, JobKind::Train | JobKind::Ablation | JobKind::Exp2 | JobKind::Demo) {
+                let label = ui.label("data-parallel");
+                ui.add(egui::TextEdit::singleline(&mut f.devices).hint_text(
+                    "empty: the device above · cuda:0,cuda:1,... (one replica each; cpu:0,cpu:1 for a check)",
+                ))
+                .labelled_by(label.id);
+                ui.end_row();
+            }
         });
 }
 

@@ -203,6 +203,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             grad_norm,
             samples_per_s: samples as f64 / start.elapsed().as_secs_f64(),
             stage,
+            exchange_s: self.parallel.as_ref().map(|p| p.last_exchange_s()),
         })
     }
 
