@@ -28,7 +28,7 @@ pub enum Command {
     /// Parameter counts of a preset and variant, computed from the config (nothing allocated).
     ModelInfo(model_info::ModelInfoCli),
     /// Train a flow model with rectified flow into a run directory (crash-safe, resumable).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Sample a trained run (Euler + CFG) with taps at every solver step into its feature store.
     Sample(sample::SampleArgs),
     /// Oracle prompt adherence of a tiny-preset run on held-out shapes scenes (JSON).
@@ -72,7 +72,7 @@ impl Cli {
             Command::Cka(a) => measure::cka(a),
             Command::Fid(a) => measure::fid(a),
             Command::ModelInfo(a) => model_info::run(a),
-            Command::Train(a) => train::run(a),
+            Command::Train(a) => train::run(*a),
             Command::Sample(a) => sample::run(a),
             Command::EvalShapes(a) => eval_shapes::run(a),
             Command::Ablation(a) => experiment(a, only(|s| s.ablation = true)),

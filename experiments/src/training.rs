@@ -5,7 +5,8 @@
 use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use flowlens_core::train::parallel::Parallel;
+use flowlens_core::train::nodes::NodeSpec;
+use flowlens_core::train::parallel::{Parallel, follow};
 use flowlens_core::train::{Prepare, TrainConfig, TrainEvent, Trainer, train};
 
 /// Deep merge: tables merge key by key, everything else is replaced.
@@ -38,6 +39,9 @@ pub struct TrainDevices<B: Backend> {
     /// Compare every replica with the first device's after every that many steps (0: only at
     /// the start).
     pub check_every: usize,
+    /// This process's place among several nodes (`--nnodes`, or torchrun's and SLURM's
+    /// environment).
+    pub node: Option<NodeSpec>,
 }
 
 impl<B: Backend> TrainDevices<B> {
@@ -48,6 +52,7 @@ impl<B: Backend> TrainDevices<B> {
             first: device,
             others: Vec::new(),
             check_every: 0,
+            node: None,
         }
     }
 
@@ -59,6 +64,7 @@ impl<B: Backend> TrainDevices<B> {
             others: devices.collect(),
             labels,
             check_every,
+            node: None,
         }
     }
 }
@@ -78,13 +84,19 @@ pub fn train_with_evaluation<B: Backend>(
     mjhq: Option<&crate::eval::TrainingEval>,
 ) -> Result<()> {
     let device = devices.first.clone();
-    let n = devices.labels.len().max(1);
+    let nnodes = devices.node.as_ref().map_or(1, |n| n.nnodes);
+    let n = devices.labels.len().max(1) * nnodes;
     if !config.batch_size.is_multiple_of(n) {
         bail!(
-            "the batch size {} is not a multiple of the {n} devices ({}): each device computes \
+            "the batch size {} is not a multiple of the {n} devices ({}{}): each device computes \
              batch_size / devices rows of every micro-batch; choose a batch size divisible by {n}",
             config.batch_size,
-            devices.labels.join(", ")
+            devices.labels.join(", "),
+            if nnodes > 1 {
+                format!(" on each of {nnodes} nodes")
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(m) = mjhq
@@ -95,6 +107,38 @@ pub fn train_with_evaluation<B: Backend>(
             m.every,
             config.checkpoint_every
         );
+    }
+    if let Some(spec) = devices.node.as_ref().filter(|n| n.node_rank > 0) {
+        // Another node: follows node 0, writes nothing.
+        if show {
+            eprintln!(
+                "node {} of {}: joining node 0 at {} with {} device(s) ({})",
+                spec.node_rank,
+                spec.nnodes,
+                spec.rendezvous,
+                devices.labels.len(),
+                devices.labels.join(", ")
+            );
+        }
+        let all: Vec<B::Device> = std::iter::once(device)
+            .chain(devices.others.iter().cloned())
+            .collect();
+        follow::<Autodiff<B>>(
+            config,
+            run,
+            all,
+            devices.labels.clone(),
+            devices.check_every,
+            spec,
+            &mut |_| {},
+        )?;
+        if show {
+            eprintln!(
+                "node {}: training finished (node 0 wrote the run)",
+                spec.node_rank
+            );
+        }
+        return Ok(());
     }
     let eval_device = device.clone();
     {
@@ -143,20 +187,31 @@ pub fn train_with_evaluation<B: Backend>(
         let mut trainer =
             Trainer::<Autodiff<B>>::prepare(config, run, resume, device, &mut on_prepare)?;
         prep.finish_and_clear();
-        if !devices.others.is_empty() {
+        if !devices.others.is_empty() || devices.node.is_some() {
+            if show && let Some(spec) = &devices.node {
+                eprintln!(
+                    "node 0 of {}: waiting at {} for the other nodes",
+                    spec.nnodes, spec.rendezvous
+                );
+            }
             Parallel::start(
                 &mut trainer,
                 devices.others.clone(),
                 devices.labels.clone(),
                 devices.check_every,
+                devices.node.clone(),
             )?;
             if show {
                 eprintln!(
-                    "data-parallel training on {} devices ({}): batch {} = {} rows per device",
-                    devices.labels.len(),
+                    "data-parallel training on {n} devices ({}{}): batch {} = {} rows per device",
                     devices.labels.join(", "),
+                    if nnodes > 1 {
+                        format!(" on each of {nnodes} nodes")
+                    } else {
+                        String::new()
+                    },
                     trainer.config.batch_size,
-                    trainer.config.batch_size / devices.labels.len()
+                    trainer.config.batch_size / n
                 );
             }
         }

@@ -9,7 +9,8 @@
 //! - [`train_loop`]: the loop (metrics, evaluations and sample grids through [`hooks`],
 //!   checkpoints through [`state`]);
 //! - [`transfer`]: experiment 2's second system around a trained run's frozen encoder;
-//! - [`parallel`]: data-parallel training on several devices of one process.
+//! - [`parallel`]: data-parallel training on several devices of one process, and [`nodes`]:
+//!   on several processes (nodes).
 //!
 //! A resumed run continues bit for bit: every step draws its randomness from a generator seeded
 //! by (seed, step) and its data from the step's position in the seed's data order (a shuffle
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod grads;
 pub mod hooks;
+pub mod nodes;
 pub mod parallel;
 pub mod prepare;
 pub mod prior;

@@ -21,6 +21,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,11 +31,12 @@ use burn::collective::{
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::flow::FlowModel;
 use crate::train::error::TrainError;
 use crate::train::grads::Optim;
+use crate::train::nodes::{NodeLink, NodeSpec, Welcome};
 use crate::train::trainer::{LocalFailure, LocalGrads, StepInputs, Trainer, apply_grads, shard_of};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
@@ -45,7 +47,8 @@ pub const CHUNK: usize = 16 << 20;
 /// The environment variable bounding each exchange, in seconds.
 pub const TIMEOUT_ENV: &str = "FLOWLENS_COLLECTIVE_TIMEOUT";
 
-fn timeout() -> Duration {
+/// How long one exchange may take (`FLOWLENS_COLLECTIVE_TIMEOUT`, seconds, default 600).
+pub(crate) fn exchange_timeout() -> Duration {
     let secs = std::env::var(TIMEOUT_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -84,7 +87,7 @@ fn bounded<T: Send + 'static>(
     what: String,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, TrainError> {
-    let limit = timeout();
+    let limit = exchange_timeout();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -99,17 +102,26 @@ fn bounded<T: Send + 'static>(
 }
 
 /// One device's side of the exchange.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Exchange {
     peer: PeerId,
+    /// This device among its node's devices, and how many the node has.
     rank: usize,
     world: usize,
+    /// This device among every node's devices, and how many there are.
+    global_rank: usize,
+    global_world: usize,
+    /// The link between the nodes, held by each node's first device (several nodes only).
+    link: Option<Arc<Mutex<NodeLink>>>,
     label: String,
 }
 
 impl Exchange {
-    /// Joins the session (blocks until every device has).
+    /// Joins the node's session (blocks until every device of the node has).
     fn register<Bk: Backend>(&self, device: Bk::Device) -> Result<(), TrainError> {
+        if self.world == 1 {
+            return Ok(());
+        }
         let (peer, world) = (self.peer, self.world);
         let config = CollectiveConfig::default().with_num_devices(world);
         bounded(
@@ -119,38 +131,69 @@ impl Exchange {
         .map_err(|e| TrainError::Parallel(format!("{}: cannot join ({e:?})", self.label)))
     }
 
-    /// The mean over the devices of `flat`, the same bits on every device: each device's
-    /// buffer broadcast in turn, summed in rank order.
+    /// One burn-collective broadcast of the node's device `root` (this device gives `mine`
+    /// when it is the root).
+    fn broadcast<Bk: Backend>(
+        &self,
+        root: usize,
+        mine: Option<Tensor<Bk, 1>>,
+    ) -> Result<Tensor<Bk, 1>, TrainError> {
+        let peer = self.peer;
+        let mine = mine.map(|t| t.into_primitive().tensor());
+        let got = bounded(
+            format!("{}: exchanging gradients with device {root}", self.label),
+            move || broadcast::<Bk>(peer, mine),
+        )?
+        .map_err(|e| TrainError::Parallel(format!("{}: exchange failed ({e:?})", self.label)))?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(got)))
+    }
+
+    /// The mean over every device of every node of `flat`, the same bits on every device: each
+    /// device's buffer broadcast in turn within its node and summed in rank order; with several
+    /// nodes, the node sums added in node order on node 0 and the total handed back.
     fn mean<Bk: Backend>(&self, flat: Tensor<Bk, 1>) -> Result<Tensor<Bk, 1>, TrainError> {
         let n = flat.dims()[0];
+        let device = flat.device();
         let mut out = Vec::new();
         for start in (0..n).step_by(CHUNK) {
             let len = CHUNK.min(n - start);
             let part = flat.clone().narrow(0, start, len);
-            let mut sum: Option<Tensor<Bk, 1>> = None;
-            for root in 0..self.world {
-                let mine = (root == self.rank).then(|| part.clone().into_primitive().tensor());
-                let peer = self.peer;
-                let got = bounded(
-                    format!("{}: exchanging gradients with device {root}", self.label),
-                    move || broadcast::<Bk>(peer, mine),
-                )?
-                .map_err(|e| {
-                    TrainError::Parallel(format!("{}: exchange failed ({e:?})", self.label))
-                })?;
-                let t = Tensor::<Bk, 1>::from_primitive(TensorPrimitive::Float(got));
-                sum = Some(match sum {
-                    None => t,
-                    Some(s) => s + t,
-                });
+            let mut sum = if self.world == 1 {
+                part
+            } else {
+                let mut sum: Option<Tensor<Bk, 1>> = None;
+                for root in 0..self.world {
+                    let t = self.broadcast(root, (root == self.rank).then(|| part.clone()))?;
+                    sum = Some(match sum {
+                        None => t,
+                        Some(s) => s + t,
+                    });
+                }
+                sum.expect("at least one device")
+            };
+            if let Some(link) = &self.link {
+                let host: Vec<f32> = sum
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .unwrap_or_default();
+                let total = link.lock().unwrap_or_else(|e| e.into_inner()).sum(host)?;
+                sum = Tensor::from_data(TensorData::new(total, [len]), &device);
             }
-            out.push(sum.expect("at least one device") / self.world as f32);
+            if self.global_world > self.world && self.world > 1 {
+                // The node's first device hands the total to the others.
+                sum = self.broadcast(0, (self.rank == 0).then_some(sum))?;
+            }
+            out.push(sum / self.global_world as f32);
         }
         Ok(Tensor::cat(out, 0))
     }
 
     /// Leaves the session (waiting a few seconds at most).
     fn finish<Bk: Backend>(&self) {
+        if self.world == 1 {
+            return;
+        }
         let peer = self.peer;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -395,21 +438,7 @@ struct Worker {
     label: String,
 }
 
-/// The other devices of a data-parallel run, and the first device's side of the exchange.
-pub struct Parallel<B: AutodiffBackend> {
-    exchange: Exchange,
-    layout: Layout,
-    workers: Vec<Worker>,
-    check_every: usize,
-    stage: u8,
-    broken: bool,
-    /// Seconds the last step's average took on the first device.
-    last_exchange_s: f64,
-    _session: Session,
-    _b: std::marker::PhantomData<B>,
-}
-
-/// One replica on a worker thread.
+/// One replica: on a worker thread, or a following node's first device.
 struct Replica<B: AutodiffBackend> {
     model: FlowModel<B>,
     optim_heads: Optim<B>,
@@ -425,7 +454,11 @@ impl<B: AutodiffBackend> Replica<B> {
     fn step(&mut self, step: usize) -> Answer {
         let c = &self.inputs.config;
         let stage = c.stage(step);
-        let shard = shard_of(c.batch_size, self.exchange.rank, self.exchange.world);
+        let shard = shard_of(
+            c.batch_size,
+            self.exchange.global_rank,
+            self.exchange.global_world,
+        );
         let local = self
             .inputs
             .local_grads(&self.model, step, stage, shard, &self.device);
@@ -483,54 +516,86 @@ impl<B: AutodiffBackend> Replica<B> {
     }
 }
 
-impl<B: AutodiffBackend> Parallel<B>
-where
-    FlowModel<B>: Send + 'static,
-    Optim<B>: Send + 'static,
-{
-    /// Starts the replicas of `trainer` (its state as prepared or resumed) on `others`, the
-    /// devices besides the trainer's own; `check_every` > 0 compares every replica's checksum
-    /// with the first device's after every that many steps.
-    pub fn start(
-        trainer: &mut Trainer<B>,
-        others: Vec<B::Device>,
-        labels: Vec<String>,
-        check_every: usize,
-    ) -> Result<(), TrainError> {
-        let world = others.len() + 1;
-        let b = trainer.config.batch_size;
-        if !b.is_multiple_of(world) {
-            return Err(TrainError::Parallel(format!(
-                "the batch size {b} is not a multiple of the {world} devices: each device \
-                 computes batch_size / devices rows of every micro-batch; choose a batch size \
-                 divisible by {world}"
-            )));
+/// Where this process's devices sit among every node's.
+struct Placement {
+    node_rank: usize,
+    nnodes: usize,
+    link: Option<Arc<Mutex<NodeLink>>>,
+}
+
+impl Placement {
+    fn single() -> Self {
+        Self {
+            node_rank: 0,
+            nnodes: 1,
+            link: None,
         }
+    }
+
+    /// The exchange of local device `rank` of `world`, named `label`.
+    fn exchange(&self, rank: usize, world: usize, label: String) -> Exchange {
+        Exchange {
+            peer: PeerId::from(rank),
+            rank,
+            world,
+            global_rank: self.node_rank * world + rank,
+            global_world: self.nnodes * world,
+            link: if rank == 0 { self.link.clone() } else { None },
+            label: if self.nnodes > 1 {
+                format!("node {} {label}", self.node_rank)
+            } else {
+                label
+            },
+        }
+    }
+}
+
+/// The replicas on this process's other devices (worker threads).
+struct Locals {
+    workers: Vec<Worker>,
+    broken: bool,
+    _session: Session,
+}
+
+impl Locals {
+    /// Starts a replica of the given state on each of `others` (local ranks 1..), registers
+    /// them and the first device with burn-collective, and checks that every replica starts
+    /// as `model` does.
+    #[allow(clippy::too_many_arguments)]
+    fn start<B: AutodiffBackend>(
+        model: &FlowModel<B>,
+        optims: (&Optim<B>, &Optim<B>),
+        inputs: &StepInputs,
+        first: &Exchange,
+        first_device: &B::Device,
+        others: Vec<B::Device>,
+        labels: &[String],
+        placement: &Placement,
+        check_every: usize,
+    ) -> Result<Self, TrainError>
+    where
+        FlowModel<B>: Send + 'static,
+        Optim<B>: Send + 'static,
+    {
         let session = Session::acquire::<Inner<B>>();
-        realise(&trainer.model);
+        let world = others.len() + 1;
         let label = |r: usize| {
             labels
                 .get(r)
                 .cloned()
                 .unwrap_or_else(|| format!("device {r}"))
         };
-        let exchange = |rank: usize| Exchange {
-            peer: PeerId::from(rank),
-            rank,
-            world,
-            label: label(rank),
-        };
         let mut workers = Vec::new();
         for (i, device) in others.into_iter().enumerate() {
             let rank = i + 1;
             let replica = Replica::<B> {
-                model: trainer.model.clone().fork(&device),
-                optim_heads: trainer.optim_heads.clone(),
-                optim_llm: trainer.optim_llm.clone(),
-                inputs: trainer.inputs(),
+                model: model.clone().fork(&device),
+                optim_heads: optims.0.clone(),
+                optim_llm: optims.1.clone(),
+                inputs: inputs.clone(),
                 device,
-                exchange: exchange(rank),
-                layout: Layout::of(&trainer.model),
+                exchange: placement.exchange(rank, world, label(rank)),
+                layout: Layout::of(model),
                 check_every,
             };
             let (jobs, job_rx) = mpsc::channel();
@@ -547,43 +612,20 @@ where
                 label: label(rank),
             });
         }
-        let mut parallel = Parallel {
-            exchange: exchange(0),
-            layout: Layout::of(&trainer.model),
+        let mut locals = Locals {
             workers,
-            check_every,
-            stage: 1,
             broken: false,
-            last_exchange_s: 0.0,
             _session: session,
-            _b: std::marker::PhantomData,
         };
-        parallel
-            .exchange
-            .register::<Inner<B>>(trainer.device.clone())
-            .inspect_err(|_| parallel.broken = true)?;
-        // The replicas start identical.
-        let first = param_checksum(&trainer.model);
-        parallel.collect(Some(first), "at the start")?;
-        trainer.parallel = Some(parallel);
-        Ok(())
-    }
-}
-
-impl<B: AutodiffBackend> Parallel<B> {
-    /// How many devices.
-    pub fn world(&self) -> usize {
-        self.exchange.world
+        first
+            .register::<Inner<B>>(first_device.clone())
+            .inspect_err(|_| locals.broken = true)?;
+        locals.collect(Some(param_checksum(model)), &first.label, "at the start")?;
+        Ok(locals)
     }
 
-    /// Seconds the last step's gradient average took on the first device (flattening, the
-    /// exchange and the waits for the other devices, splitting).
-    pub fn last_exchange_s(&self) -> f64 {
-        self.last_exchange_s
-    }
-
-    /// Hands `step` to every other device.
-    pub(crate) fn begin(&mut self, step: usize) -> Result<(), TrainError> {
+    /// Hands `step` to every worker.
+    fn begin(&mut self, step: usize) -> Result<(), TrainError> {
         for w in &self.workers {
             if w.jobs.send(Job::Step(step)).is_err() {
                 self.broken = true;
@@ -596,49 +638,22 @@ impl<B: AutodiffBackend> Parallel<B> {
         Ok(())
     }
 
-    /// The first device's side of the average (see [`average`]).
-    pub(crate) fn reduce(
+    /// Every worker's answer; a checksum that is not `first` (the first device's) is an error.
+    fn collect(
         &mut self,
-        model: &FlowModel<B>,
-        local: Result<LocalGrads, LocalFailure>,
-        stage: u8,
-        device: &B::Device,
-    ) -> Result<LocalGrads, LocalFailure> {
-        self.stage = stage;
-        let started = std::time::Instant::now();
-        let out = average(&self.exchange, &self.layout, model, device, stage, local);
-        self.last_exchange_s = started.elapsed().as_secs_f64();
-        if let Err(LocalFailure::Error(TrainError::Parallel(_))) = &out {
-            // A device failed or did not answer: its error is collected below.
-            if let Err(e) = self.collect(None, "") {
-                self.broken = true;
-                return Err(LocalFailure::Error(e));
-            }
-        }
-        out
-    }
-
-    /// After the first device's update: every other device's answer, and (when due) whether
-    /// its replica is still the first device's.
-    pub(crate) fn finish(&mut self, step: usize, model: &FlowModel<B>) -> Result<(), TrainError> {
-        let due = self.check_every > 0 && (step + 1).is_multiple_of(self.check_every);
-        let first = due.then(|| param_checksum(model));
-        self.collect(first, &format!("after step {step}"))
-    }
-
-    fn collect(&mut self, first: Option<u64>, when: &str) -> Result<(), TrainError> {
-        let limit = timeout();
+        first: Option<u64>,
+        first_label: &str,
+        when: &str,
+    ) -> Result<(), TrainError> {
+        let limit = exchange_timeout();
         for w in &self.workers {
-            let answer = w.answers.recv_timeout(limit).map_err(|_| {
-                TrainError::Parallel(format!(
+            let answer = match w.answers.recv_timeout(limit) {
+                Ok(a) => a.map_err(TrainError::Parallel),
+                Err(_) => Err(TrainError::Parallel(format!(
                     "{} did not answer within {:.0} s",
                     w.label,
                     limit.as_secs_f64()
-                ))
-            });
-            let answer = match answer {
-                Ok(a) => a.map_err(TrainError::Parallel),
-                Err(e) => Err(e),
+                ))),
             };
             match answer {
                 Err(e) => {
@@ -648,10 +663,9 @@ impl<B: AutodiffBackend> Parallel<B> {
                 Ok(Some(sum)) if first.is_some_and(|f| f != sum) => {
                     self.broken = true;
                     return Err(TrainError::Parallel(format!(
-                        "the replica on {} differs from the one on {} {when} (checksums \
-                         {sum:016x} and {:016x})",
+                        "the replica on {} differs from the one on {first_label} {when} \
+                         (checksums {sum:016x} and {:016x})",
                         w.label,
-                        self.exchange.label,
                         first.unwrap_or_default()
                     )));
                 }
@@ -662,7 +676,7 @@ impl<B: AutodiffBackend> Parallel<B> {
     }
 }
 
-impl<B: AutodiffBackend> Drop for Parallel<B> {
+impl Drop for Locals {
     fn drop(&mut self) {
         for w in &self.workers {
             let _ = w.jobs.send(Job::Quit);
@@ -671,13 +685,328 @@ impl<B: AutodiffBackend> Drop for Parallel<B> {
             // A device may be stuck in an exchange: leave its thread; the process ends soon.
             return;
         }
-        self.exchange.finish::<Inner<B>>();
         for w in &mut self.workers {
             if let Some(h) = w.handle.take() {
                 let _ = h.join();
             }
         }
     }
+}
+
+/// The other devices of a data-parallel run (and nodes, on node 0), and the first device's side
+/// of the exchange.
+pub struct Parallel<B: AutodiffBackend> {
+    exchange: Exchange,
+    layout: Layout,
+    locals: Locals,
+    check_every: usize,
+    /// Seconds the last step's average took on the first device.
+    last_exchange_s: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> Parallel<B>
+where
+    FlowModel<B>: Send + 'static,
+    Optim<B>: Send + 'static,
+{
+    /// Starts the replicas of `trainer` (its state as prepared or resumed) on `others`, the
+    /// devices besides the trainer's own, and, with `node` (node 0 of several), waits for the
+    /// other nodes and hands them the starting state; `check_every` > 0 compares every replica
+    /// with the first device's after every that many steps.
+    pub fn start(
+        trainer: &mut Trainer<B>,
+        others: Vec<B::Device>,
+        labels: Vec<String>,
+        check_every: usize,
+        node: Option<NodeSpec>,
+    ) -> Result<(), TrainError> {
+        let world = others.len() + 1;
+        let nnodes = node.as_ref().map_or(1, |n| n.nnodes);
+        let b = trainer.config.batch_size;
+        if !b.is_multiple_of(world * nnodes) {
+            return Err(TrainError::Parallel(format!(
+                "the batch size {b} is not a multiple of the {} devices: each device computes \
+                 batch_size / devices rows of every micro-batch; choose a batch size divisible \
+                 by {}",
+                world * nnodes,
+                world * nnodes
+            )));
+        }
+        realise(&trainer.model);
+        let first_sum = param_checksum(&trainer.model);
+        let placement = match &node {
+            None => Placement::single(),
+            Some(spec) => {
+                let welcome = Welcome {
+                    error: None,
+                    devices: world,
+                    start_step: trainer.step,
+                    checksum: first_sum,
+                    nccl_id: None,
+                };
+                let mut link = crate::train::nodes::host(spec, &trainer.config, world, welcome)?;
+                if trainer.step == 0 {
+                    // A new run: the other nodes take these parameters (a resumed one: the
+                    // checkpoint of its step in the run folder).
+                    link.broadcast(Some(&param_values(&trainer.model)))?;
+                }
+                Placement {
+                    node_rank: 0,
+                    nnodes: spec.nnodes,
+                    link: Some(Arc::new(Mutex::new(link))),
+                }
+            }
+        };
+        let label = labels.first().cloned().unwrap_or_else(|| "device 0".into());
+        let exchange = placement.exchange(0, world, label);
+        let locals = Locals::start(
+            &trainer.model,
+            (&trainer.optim_heads, &trainer.optim_llm),
+            &trainer.inputs(),
+            &exchange,
+            &trainer.device,
+            others,
+            &labels,
+            &placement,
+            check_every,
+        )?;
+        trainer.parallel = Some(Parallel {
+            exchange,
+            layout: Layout::of(&trainer.model),
+            locals,
+            check_every,
+            last_exchange_s: 0.0,
+            _b: std::marker::PhantomData,
+        });
+        Ok(())
+    }
+}
+
+impl<B: AutodiffBackend> Parallel<B> {
+    /// How many devices, over every node.
+    pub fn global_world(&self) -> usize {
+        self.exchange.global_world
+    }
+
+    /// Seconds the last step's gradient average took on the first device (flattening, the
+    /// exchange and the waits for the other devices, splitting).
+    pub fn last_exchange_s(&self) -> f64 {
+        self.last_exchange_s
+    }
+
+    fn link(&self) -> Option<std::sync::MutexGuard<'_, NodeLink>> {
+        self.exchange
+            .link
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Hands `step` to every other device and node.
+    pub(crate) fn begin(&mut self, step: usize) -> Result<(), TrainError> {
+        if let Some(mut link) = self.link() {
+            link.go(Some(step))?;
+        }
+        self.locals.begin(step)
+    }
+
+    /// The first device's side of the average (see [`average`]).
+    pub(crate) fn reduce(
+        &mut self,
+        model: &FlowModel<B>,
+        local: Result<LocalGrads, LocalFailure>,
+        stage: u8,
+        device: &B::Device,
+    ) -> Result<LocalGrads, LocalFailure> {
+        let started = std::time::Instant::now();
+        let out = average(&self.exchange, &self.layout, model, device, stage, local);
+        self.last_exchange_s = started.elapsed().as_secs_f64();
+        if let Err(LocalFailure::Error(TrainError::Parallel(_))) = &out {
+            // A device failed or did not answer: its error is collected here.
+            if let Err(e) = self.locals.collect(None, "", "") {
+                return Err(LocalFailure::Error(e));
+            }
+        }
+        out
+    }
+
+    /// After the first device's update: every other device's answer, and (when due) whether
+    /// every replica of every node is still the first device's.
+    pub(crate) fn finish(&mut self, step: usize, model: &FlowModel<B>) -> Result<(), TrainError> {
+        let due = self.check_every > 0 && (step + 1).is_multiple_of(self.check_every);
+        let first = due.then(|| param_checksum(model));
+        let label = self.exchange.label.clone();
+        self.locals
+            .collect(first, &label, &format!("after step {step}"))?;
+        if let (Some(sum), Some(mut link)) = (first, self.link()) {
+            link.check(sum, step)?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: AutodiffBackend> Drop for Parallel<B> {
+    fn drop(&mut self) {
+        if let Some(mut link) = self.link() {
+            let _ = link.go(None);
+        }
+        if !self.locals.broken {
+            self.exchange.finish::<Inner<B>>();
+        }
+    }
+}
+
+/// Every float parameter's values in module order.
+fn param_values<B: Backend, M: Module<B>>(module: &M) -> Vec<f32> {
+    struct Values(Vec<f32>);
+    impl<B: Backend> ModuleVisitor<B> for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let v: Vec<f32> = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap_or_default();
+            self.0.extend(v);
+        }
+    }
+    let mut v = Values(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// `module` with every float parameter's values taken from `values` in module order.
+fn with_values<B: Backend, M: Module<B>>(module: M, values: &[f32]) -> Result<M, TrainError> {
+    struct Load<'a> {
+        values: &'a [f32],
+        offset: usize,
+        short: bool,
+    }
+    impl<B: Backend> burn::module::ModuleMapper<B> for Load<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            let dims = tensor.dims();
+            let n = numel(&dims);
+            let Some(v) = self.values.get(self.offset..self.offset + n) else {
+                self.short = true;
+                return Param::from_mapped_value(id, tensor, mapper);
+            };
+            self.offset += n;
+            let t = Tensor::from_data(TensorData::new(v.to_vec(), dims), &tensor.device())
+                .set_require_grad(tensor.is_require_grad());
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+    let mut load = Load {
+        values,
+        offset: 0,
+        short: false,
+    };
+    let module = module.map(&mut load);
+    if load.short || load.offset != values.len() {
+        return Err(TrainError::Parallel(format!(
+            "node 0 sent {} parameter values, this node's model has {}: the nodes run different \
+             models",
+            values.len(),
+            load.offset
+        )));
+    }
+    Ok(module)
+}
+
+/// Trains as node `spec.node_rank` (not 0) of a multi-node run: joins node 0, takes its
+/// starting state (the parameters it sends, or the checkpoint of the start step in `run_dir`,
+/// which this node reads and never writes), and runs every step node 0 starts on `devices`
+/// (this node's, the first one on this thread), until node 0 says training is over.
+pub fn follow<B: AutodiffBackend>(
+    config: crate::train::TrainConfig,
+    run_dir: &std::path::Path,
+    devices: Vec<B::Device>,
+    labels: Vec<String>,
+    check_every: usize,
+    spec: &NodeSpec,
+    progress: &mut dyn FnMut(crate::train::Prepare),
+) -> Result<(), TrainError>
+where
+    FlowModel<B>: Send + 'static,
+    Optim<B>: Send + 'static,
+{
+    config.check()?;
+    let world = devices.len();
+    let (link, welcome) = crate::train::nodes::join(spec, &config, world)?;
+    let mut link = link;
+    let mut devices = devices.into_iter();
+    let device = devices.next().expect("a device list is never empty");
+    let (inputs, model) =
+        crate::train::prepare::follower_state::<B>(&config, run_dir, &device, progress)?;
+    let (model, optim_heads, optim_llm) = if welcome.start_step == 0 {
+        let values = link.broadcast(None)?;
+        let model = with_values(model, &values)?;
+        (
+            model,
+            crate::train::grads::adamw::<B>(),
+            crate::train::grads::adamw::<B>(),
+        )
+    } else {
+        let dir = crate::checkpoint::step_dir(run_dir, welcome.start_step);
+        crate::train::state::load_state(model, &dir, &device)?
+    };
+    realise(&model);
+    let sum = param_checksum(&model);
+    if sum != welcome.checksum {
+        return Err(TrainError::Parallel(format!(
+            "node {}: the starting parameters differ from node 0's (checksums {sum:016x} and \
+             {:016x}); does every node read the same run folder {}?",
+            spec.node_rank,
+            welcome.checksum,
+            run_dir.display()
+        )));
+    }
+    let placement = Placement {
+        node_rank: spec.node_rank,
+        nnodes: spec.nnodes,
+        link: Some(Arc::new(Mutex::new(link))),
+    };
+    let label = labels.first().cloned().unwrap_or_else(|| "device 0".into());
+    let exchange = placement.exchange(0, world, label);
+    let mut locals = Locals::start(
+        &model,
+        (&optim_heads, &optim_llm),
+        &inputs,
+        &exchange,
+        &device,
+        devices.collect(),
+        &labels,
+        &placement,
+        check_every,
+    )?;
+    let mut leader = Replica::<B> {
+        layout: Layout::of(&model),
+        model,
+        optim_heads,
+        optim_llm,
+        inputs,
+        device,
+        exchange: exchange.clone(),
+        check_every,
+    };
+    let link = placement.link.clone().expect("set above");
+    loop {
+        let next = link.lock().unwrap_or_else(|e| e.into_inner()).wait_go()?;
+        let Some(step) = next else { break };
+        locals.begin(step)?;
+        let sum = leader.step(step).map_err(TrainError::Parallel)?;
+        locals.collect(sum, &exchange.label, &format!("after step {step}"))?;
+        if let Some(sum) = sum {
+            link.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(sum, step)?;
+        }
+    }
+    if !locals.broken {
+        exchange.finish::<Inner<B>>();
+    }
+    Ok(())
 }
 
 /// Times the stage-2 gradient average of `model` (every trainable parameter, the LLM's
@@ -728,12 +1057,8 @@ where
             loss_sum: 1.0,
         }
     };
-    let exchange = move |rank: usize| Exchange {
-        peer: PeerId::from(rank),
-        rank,
-        world,
-        label: format!("device {rank}"),
-    };
+    let exchange =
+        move |rank: usize| Placement::single().exchange(rank, world, format!("device {rank}"));
     let run = move |model: FlowModel<B>, device: B::Device, rank: usize| {
         let ex = exchange(rank);
         ex.register::<Inner<B>>(device.clone())?;

@@ -263,3 +263,52 @@ fn check_same_data(run: &RunDir, data: &LatentCache) -> Result<(), TrainError> {
     }
     Ok(())
 }
+
+/// What another node of a multi-node run needs to follow node 0: the step inputs (the latent
+/// cache of the config's data, opened or built under this node's cache folder, and the run
+/// folder's tokenizer, which node 0 wrote before it accepted the node) and the model built as
+/// node 0 built it, the frozen parts of a transfer included; its values then come from node 0
+/// or from the checkpoint it names.
+pub(crate) fn follower_state<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run_dir: &Path,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Prepare),
+) -> Result<(super::trainer::StepInputs, FlowModel<B>), TrainError> {
+    let flow = FlowConfig::of(config.preset, config.variant);
+    flow.codec.build::<B::InnerBackend>()?;
+    let dataset = config.data.open()?;
+    let data = LatentCache::open_or_build::<B::InnerBackend>(
+        &crate::fsutil::cache_root(),
+        dataset.as_ref(),
+        &flow.codec,
+        flow.image_size,
+        device,
+        |done, total| progress(Prepare::Latents(done, total)),
+    )?;
+    let expected = [flow.latent_channels, flow.latent_size, flow.latent_size];
+    if data.meta.shape != expected {
+        return Err(TrainError::LatentShape {
+            cache: data.dir.clone(),
+            found: data.meta.shape,
+            expected,
+        });
+    }
+    let tokenizer = LlamaTokenizer::from_path(run_dir.join("tokenizer.json"))?;
+    B::seed(device, config.seed);
+    let mut model = FlowModel::<B>::init(&flow, device);
+    if let Some(t) = &config.transfer {
+        model = transfer::apply(model, &flow, t, device)?;
+    }
+    let order = std::sync::Arc::new(super::trainer::DataOrder::new(config.seed, data.len()));
+    Ok((
+        super::trainer::StepInputs {
+            config: config.clone(),
+            text_len: flow.text_len,
+            tokenizer: std::sync::Arc::new(tokenizer),
+            data: std::sync::Arc::new(data),
+            order,
+        },
+        model,
+    ))
+}

@@ -135,49 +135,77 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Loads every record of one checkpoint, or fails naming the file that does not load.
     fn load_checkpoint(&mut self, step: usize, dir: &Path) -> Result<(), TrainError> {
         let rec = checkpoint::recorder();
-        let load_err = |name: &str| {
-            let path = dir.join(name).with_extension("mpk");
-            move |e: burn::record::RecorderError| TrainError::Checkpoint {
-                path,
-                reason: format!(
-                    "does not load ({e}); the file is damaged or was written by another version"
-                ),
-            }
-        };
-        let model = rec
-            .load(dir.join(checkpoint::MODEL), &self.device)
-            .map_err(load_err(checkpoint::MODEL))?;
         let ema = rec
             .load(dir.join(checkpoint::EMA), &self.device)
-            .map_err(load_err(checkpoint::EMA))?;
+            .map_err(load_err(dir, checkpoint::EMA))?;
         let ema2 = match &self.ema2 {
             Some(_) => Some(
                 rec.load(dir.join(checkpoint::EMA2), &self.device)
-                    .map_err(load_err(checkpoint::EMA2))?,
+                    .map_err(load_err(dir, checkpoint::EMA2))?,
             ),
             None => None,
         };
-        let heads = rec
-            .load(dir.join(checkpoint::OPTIM_HEADS), &self.device)
-            .map_err(load_err(checkpoint::OPTIM_HEADS))?;
-        let llm = rec
-            .load(dir.join(checkpoint::OPTIM_LLM), &self.device)
-            .map_err(load_err(checkpoint::OPTIM_LLM))?;
+        let (model, heads, llm) = load_state(self.model.clone(), dir, &self.device)?;
         let state_path = dir.join(checkpoint::STATE);
         let state: serde_json::Value = std::fs::read(&state_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| ckpt_err(&state_path)("missing or unreadable".into()))?;
         // Everything loaded: only now replace the trainer's state.
-        self.model = self.model.clone().load_record(model);
+        self.model = model;
         self.ema = self.ema.clone().load_record(ema);
         if let (Some(e), Some(record)) = (self.ema2.take(), ema2) {
             self.ema2 = Some(e.load_record(record));
         }
-        self.optim_heads = adamw::<B>().load_record(heads);
-        self.optim_llm = adamw::<B>().load_record(llm);
+        self.optim_heads = heads;
+        self.optim_llm = llm;
         self.best = serde_json::from_value(state["best"].clone()).unwrap_or(None);
         self.step = step;
         Ok(())
     }
+}
+
+fn load_err<'a>(
+    dir: &'a Path,
+    name: &'a str,
+) -> impl Fn(burn::record::RecorderError) -> TrainError + 'a {
+    let path = dir.join(name).with_extension("mpk");
+    move |e| TrainError::Checkpoint {
+        path: path.clone(),
+        reason: format!(
+            "does not load ({e}); the file is damaged or was written by another version"
+        ),
+    }
+}
+
+/// A model with the optimisers of its heads and of its LLM.
+pub(crate) type TrainingState<B> = (
+    crate::flow::FlowModel<B>,
+    crate::train::grads::Optim<B>,
+    crate::train::grads::Optim<B>,
+);
+
+/// The training weights and both optimisers of the checkpoint in `dir`, loaded into `model`
+/// (built as the run builds it): what a resumed run and the other nodes of a multi-node run
+/// continue from.
+pub(crate) fn load_state<B: AutodiffBackend>(
+    model: crate::flow::FlowModel<B>,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<TrainingState<B>, TrainError> {
+    let rec = checkpoint::recorder();
+    let record = rec
+        .load(dir.join(checkpoint::MODEL), device)
+        .map_err(load_err(dir, checkpoint::MODEL))?;
+    let heads = rec
+        .load(dir.join(checkpoint::OPTIM_HEADS), device)
+        .map_err(load_err(dir, checkpoint::OPTIM_HEADS))?;
+    let llm = rec
+        .load(dir.join(checkpoint::OPTIM_LLM), device)
+        .map_err(load_err(dir, checkpoint::OPTIM_LLM))?;
+    Ok((
+        model.load_record(record),
+        adamw::<B>().load_record(heads),
+        adamw::<B>().load_record(llm),
+    ))
 }

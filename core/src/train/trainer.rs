@@ -145,7 +145,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let step = self.step;
         let stage = self.config.stage(step);
         let inputs = self.inputs();
-        let world = self.parallel.as_ref().map_or(1, |p| p.world());
+        let world = self.parallel.as_ref().map_or(1, |p| p.global_world());
         let shard = shard_of(self.config.batch_size, 0, world);
         let local = match self.parallel.as_mut() {
             Some(p) => {

@@ -12,6 +12,7 @@ use flowlens_core::train::{LlmInit, TrainConfig};
 
 use crate::io::parse_list;
 use crate::training::TrainDevices;
+use flowlens_core::train::nodes::NodeSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -69,6 +70,17 @@ pub struct TrainArgs {
     /// of every bit) after every N steps; 0 = only at the start.
     #[arg(long, default_value_t = 0)]
     pub check_replicas: usize,
+    /// Train on N nodes (processes, one per node, each with its --devices); default: torchrun's
+    /// or SLURM's environment, else 1.
+    #[arg(long)]
+    pub nnodes: Option<usize>,
+    /// This node's rank, 0..N (node 0 writes the run); default: GROUP_RANK or SLURM_NODEID.
+    #[arg(long)]
+    pub node_rank: Option<usize>,
+    /// Node 0's HOST:PORT, where the nodes meet; default: MASTER_ADDR:MASTER_PORT, or the
+    /// first host of SLURM_JOB_NODELIST with port 29500.
+    #[arg(long)]
+    pub rendezvous: Option<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -225,7 +237,12 @@ impl BackendTask for TrainTask<'_> {
 }
 
 impl TrainTask<'_> {
-    fn train<B: Backend>(self, devices: TrainDevices<B>) -> Result<()> {
+    fn train<B: Backend>(self, mut devices: TrainDevices<B>) -> Result<()> {
+        devices.node = NodeSpec::resolve(
+            self.cli.nnodes,
+            self.cli.node_rank,
+            self.cli.rendezvous.as_deref(),
+        )?;
         let mjhq = training_eval(&self.cli.mjhq)?;
         crate::training::train_with_evaluation::<B>(
             self.config,
