@@ -20,7 +20,17 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// `x [..., d_in] -> [..., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        use crate::nn::precision::{bf16_compute, down, up};
         let bias = self.bias.as_ref().map(|b| b.val());
+        if bf16_compute() {
+            // Mixed precision: the product in bf16, the result back in f32.
+            let bias = bias.map(down);
+            return up(crate::nn::fused::ops::linear::linear(
+                down(x),
+                &down(self.weight.val()),
+                bias.as_ref(),
+            ));
+        }
         crate::nn::fused::ops::linear::linear(x, &self.weight.val(), bias.as_ref())
     }
 }

@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod fused;
 pub mod linear;
+pub mod precision;
 
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::activation::softmax;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::nn::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataSource;
@@ -71,6 +72,15 @@ pub struct TrainConfig {
     /// frozen: experiment 2's second system (see `train::transfer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<Transfer>,
+    /// `f32` (default), `mixed` (f32 weights and optimiser state, products and attention in
+    /// bf16) or `bf16` (mixed, with the weights rounded to bf16 after every update):
+    /// `nn::precision`.
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub precision: Precision,
+}
+
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
 }
 
 /// How the flow model's LLM is initialised.
@@ -108,6 +118,7 @@ impl TrainConfig {
             checkpoint_every: if tiny { 100 } else { 2000 },
             keep_last: 3,
             keep_best: true,
+            precision: Precision::F32,
             grad_accum: 1,
             ema_decay_2: None,
             data: DataSource::Shapes {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod grads;
 pub mod hooks;
+pub mod nccl;
 pub mod nodes;
 pub mod parallel;
 pub mod prepare;

@@ -36,6 +36,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use crate::flow::FlowModel;
 use crate::train::error::TrainError;
 use crate::train::grads::Optim;
+use crate::train::nccl::{NcclSlot, cuda_ordinal, new_id as new_nccl_id};
 use crate::train::nodes::{NodeLink, NodeSpec, Welcome};
 use crate::train::trainer::{LocalFailure, LocalGrads, StepInputs, Trainer, apply_grads, shard_of};
 
@@ -113,12 +114,21 @@ struct Exchange {
     global_world: usize,
     /// The link between the nodes, held by each node's first device (several nodes only).
     link: Option<Arc<Mutex<NodeLink>>>,
+    /// NCCL on CUDA devices: the whole average, over every GPU of every node.
+    nccl: Option<Arc<NcclSlot>>,
     label: String,
 }
 
 impl Exchange {
     /// Joins the node's session (blocks until every device of the node has).
     fn register<Bk: Backend>(&self, device: Bk::Device) -> Result<(), TrainError> {
+        if let Some(slot) = &self.nccl {
+            let (slot, rank, world) = (slot.clone(), self.global_rank, self.global_world);
+            return bounded(
+                format!("{}: joining NCCL (every GPU of every node)", self.label),
+                move || slot.connect(rank, world),
+            )?;
+        }
         if self.world == 1 {
             return Ok(());
         }
@@ -154,6 +164,23 @@ impl Exchange {
     fn mean<Bk: Backend>(&self, flat: Tensor<Bk, 1>) -> Result<Tensor<Bk, 1>, TrainError> {
         let n = flat.dims()[0];
         let device = flat.device();
+        if let Some(slot) = &self.nccl {
+            let mut out = Vec::new();
+            for start in (0..n).step_by(CHUNK) {
+                let len = CHUNK.min(n - start);
+                let host: Vec<f32> = flat
+                    .clone()
+                    .narrow(0, start, len)
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .unwrap_or_default();
+                let (slot, label) = (slot.clone(), self.label.clone());
+                let mean = bounded(format!("{label}: ncclAllReduce"), move || slot.mean(host))??;
+                out.push(Tensor::from_data(TensorData::new(mean, [len]), &device));
+            }
+            return Ok(Tensor::cat(out, 0));
+        }
         let mut out = Vec::new();
         for start in (0..n).step_by(CHUNK) {
             let len = CHUNK.min(n - start);
@@ -191,7 +218,7 @@ impl Exchange {
 
     /// Leaves the session (waiting a few seconds at most).
     fn finish<Bk: Backend>(&self) {
-        if self.world == 1 {
+        if self.world == 1 || self.nccl.is_some() {
             return;
         }
         let peer = self.peer;
@@ -521,6 +548,8 @@ struct Placement {
     node_rank: usize,
     nnodes: usize,
     link: Option<Arc<Mutex<NodeLink>>>,
+    /// NCCL's unique id when the devices are GPUs.
+    nccl_id: Option<Vec<u8>>,
 }
 
 impl Placement {
@@ -529,7 +558,17 @@ impl Placement {
             node_rank: 0,
             nnodes: 1,
             link: None,
+            nccl_id: None,
         }
+    }
+
+    /// NCCL's id for a run on `labels` (the devices' names): drawn here for GPUs, none on the
+    /// CPU.
+    fn nccl_id_for(labels: &[String]) -> Result<Option<Vec<u8>>, TrainError> {
+        if labels.iter().all(|l| cuda_ordinal(l).is_some()) && !labels.is_empty() {
+            return new_nccl_id().map(Some);
+        }
+        Ok(None)
     }
 
     /// The exchange of local device `rank` of `world`, named `label`.
@@ -541,6 +580,12 @@ impl Placement {
             global_rank: self.node_rank * world + rank,
             global_world: self.nnodes * world,
             link: if rank == 0 { self.link.clone() } else { None },
+            nccl: self.nccl_id.as_ref().map(|id| {
+                Arc::new(NcclSlot::new(
+                    id.clone(),
+                    cuda_ordinal(&label).unwrap_or(rank),
+                ))
+            }),
             label: if self.nnodes > 1 {
                 format!("node {} {label}", self.node_rank)
             } else {
@@ -735,15 +780,19 @@ where
         }
         realise(&trainer.model);
         let first_sum = param_checksum(&trainer.model);
+        let nccl_id = Placement::nccl_id_for(&labels)?;
         let placement = match &node {
-            None => Placement::single(),
+            None => Placement {
+                nccl_id,
+                ..Placement::single()
+            },
             Some(spec) => {
                 let welcome = Welcome {
                     error: None,
                     devices: world,
                     start_step: trainer.step,
                     checksum: first_sum,
-                    nccl_id: None,
+                    nccl_id: nccl_id.clone(),
                 };
                 let mut link = crate::train::nodes::host(spec, &trainer.config, world, welcome)?;
                 if trainer.step == 0 {
@@ -755,6 +804,7 @@ where
                     node_rank: 0,
                     nnodes: spec.nnodes,
                     link: Some(Arc::new(Mutex::new(link))),
+                    nccl_id,
                 }
             }
         };
@@ -962,10 +1012,20 @@ where
             run_dir.display()
         )));
     }
+    let gpus = labels.iter().all(|l| cuda_ordinal(l).is_some());
+    if gpus != welcome.nccl_id.is_some() {
+        return Err(TrainError::Parallel(format!(
+            "node {} trains on {} but node 0 on {}: every node uses devices of one kind",
+            spec.node_rank,
+            if gpus { "GPUs" } else { "the CPU" },
+            if gpus { "the CPU" } else { "GPUs" }
+        )));
+    }
     let placement = Placement {
         node_rank: spec.node_rank,
         nnodes: spec.nnodes,
         link: Some(Arc::new(Mutex::new(link))),
+        nccl_id: welcome.nccl_id.clone(),
     };
     let label = labels.first().cloned().unwrap_or_else(|| "device 0".into());
     let exchange = placement.exchange(0, world, label);

@@ -22,6 +22,7 @@ use crate::data::DataSource;
 use crate::flow::rectified::{drop_rows, interpolate, velocity_loss};
 use crate::flow::{FlowConfig, FlowModel, TapRequest};
 use crate::latent_cache::LatentCache;
+use crate::nn::precision::{Precision, compute_in_bf16};
 use crate::noise::{logit_normal, normal_values};
 use crate::run::{RunDir, StepRecord};
 use crate::tokenizer::{LlamaTokenizer, PaddingSide};
@@ -387,6 +388,8 @@ impl StepInputs {
         device: &Bk::Device,
     ) -> Result<LocalGrads, LocalFailure> {
         let accum = self.config.grad_accum;
+        // Mixed precision: products and attention of this thread's forward passes in bf16.
+        let _precision = compute_in_bf16(self.config.precision.bf16_compute());
         let mut heads_acc = GradientsAccumulator::<FlowModel<Bk>>::new();
         let mut llm_acc = GradientsAccumulator::<FlowModel<Bk>>::new();
         let mut loss_sum = 0f32;
@@ -452,7 +455,28 @@ pub(crate) fn apply_grads<B: AutodiffBackend>(
     if let Some(g) = llm_grads {
         model = optim_llm.step(llm_lr, model, g);
     }
+    if c.precision == Precision::Bf16 {
+        model = model.map(&mut RoundToBf16);
+    }
     Ok((model, grad_norm, lr))
+}
+
+/// Rounds every trainable weight to the nearest bf16 value (`--precision bf16`).
+struct RoundToBf16;
+
+impl<B: AutodiffBackend> burn::module::ModuleMapper<B> for RoundToBf16 {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        if !param.is_require_grad() {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let inner = crate::nn::precision::round_to_bf16(tensor.inner());
+        let rounded = Tensor::<B, D>::from_inner(inner).require_grad();
+        burn::module::Param::from_mapped_value(id, rounded, mapper)
+    }
 }
 
 #[cfg(test)]

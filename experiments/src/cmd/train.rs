@@ -43,6 +43,10 @@ pub struct TrainArgs {
     /// Micro-batches summed per optimiser step.
     #[arg(long)]
     pub grad_accum: Option<usize>,
+    /// f32 (default) | mixed (f32 weights and optimiser state; products and attention in
+    /// bf16) | bf16 (mixed, the weights rounded to bf16 after every update).
+    #[arg(long)]
+    pub precision: Option<flowlens_core::nn::precision::Precision>,
     /// Evaluate (oracle adherence on held-out shapes scenes) every K steps; 0 = never.
     #[arg(long)]
     pub eval_every: Option<usize>,
@@ -202,6 +206,9 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     if let Some(v) = a.grad_accum {
         config.grad_accum = v;
     }
+    if let Some(v) = a.precision {
+        config.precision = v;
+    }
     if let Some(v) = a.eval_every {
         config.eval_every = v;
     }
@@ -227,7 +234,9 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        self.train(TrainDevices::<B>::one(device))
+        let mut devices = TrainDevices::<B>::one(device);
+        devices.labels = vec![self.cli.device.to_string()];
+        self.train(devices)
     }
 
     fn run_on<B: Backend>(self, devices: Vec<B::Device>, labels: Vec<String>) -> Result<()> {

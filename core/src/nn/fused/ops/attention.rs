@@ -367,6 +367,32 @@ impl<B: Backend> AttentionMask<B> {
     }
 }
 
+/// [`attention`] in mixed precision (`[b, s, heads, head_dim]` in and out, f32): the two
+/// products in bf16, the scores, the mask and the softmax in f32, as autocast does.
+fn mixed_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+) -> Tensor<B, 4> {
+    use crate::nn::precision::{down, up};
+    let [b, s, h, hd] = q.dims();
+    let [_, _, kv_h, _] = k.dims();
+    let group = h / kv_h;
+    let heads = |t: Tensor<B, 4>| down(t.swap_dims(1, 2));
+    let (q, k, v) = (heads(q), heads(k), heads(v));
+    let q = q.reshape([b, kv_h, group * s, hd]);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut scores = up(q.matmul(k.swap_dims(2, 3))) * scale;
+    if let Some(bias) = mask.bias(b, s, &scores.device()) {
+        scores = scores + bias;
+    }
+    let probs = burn::tensor::activation::softmax(scores, 3);
+    up(down(probs).matmul(v))
+        .reshape([b, h, s, hd])
+        .swap_dims(1, 2)
+}
+
 /// Attention over token-major heads: `q [b, s_q, h, hd]`, `k`, `v` `[b, s_k, kv_h, hd]` ->
 /// `[b, s_q, h, hd]`, through the fused kernel or the composed
 /// [`crate::nn::scaled_dot_product_attention`] with the mask's bias.
@@ -376,6 +402,9 @@ pub fn attention<B: Backend>(
     v: Tensor<B, 4>,
     mask: &AttentionMask<B>,
 ) -> Tensor<B, 4> {
+    if crate::nn::precision::bf16_compute() {
+        return mixed_attention(q, k, v, mask);
+    }
     let op = Attention {
         mask: mask.keys.clone(),
     };
