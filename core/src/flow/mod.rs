@@ -1,6 +1,7 @@
 //! The rectified-flow text-to-image model: configuration and presets, the composed model, taps.
 
 pub mod config;
+pub mod memory;
 pub mod model;
 pub mod params;
 pub mod rectified;
