@@ -169,7 +169,10 @@ impl FromStr for DeviceList {
             let twice = if cpu(&specs[i]) {
                 labels[..i].contains(l) || (l == "cpu" && labels.len() > 1)
             } else {
+                // Peers on one GPU only for a check of burn-collective (NCCL refuses them).
                 specs[..i].contains(&specs[i])
+                    && !std::env::var("FLOWLENS_EXCHANGE")
+                        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("collective"))
             };
             if twice {
                 return Err(DeviceError::List(format!(

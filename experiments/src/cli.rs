@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::cmd::experiment::{
     DemoCli, ExperimentCli, GridCli, ReportCli, Stages, experiment, grid, report, run_demo,
 };
-use crate::cmd::{eval, eval_shapes, llm_features, measure, model_info, sample, train, vae};
+use crate::cmd::{bench, eval, eval_shapes, llm_features, measure, model_info, sample, train, vae};
 
 /// flowlens: how a language model's hidden states align with an image generator's streams.
 #[derive(Debug, Parser)]
@@ -58,6 +58,10 @@ pub enum Command {
     /// reference images (statistics cached) and CLIP score x100 (per-pair clamp, then mean);
     /// results in <run>/eval/.
     Eval(eval::EvalCmd),
+    /// Speed of a preset with random weights and inputs (nothing downloaded): training steps
+    /// with model FLOPs utilisation, or sampling with and without taps.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 impl Cli {
@@ -83,6 +87,7 @@ impl Cli {
             Command::Demo(a) => run_demo(a),
             Command::Vae(a) => vae::run(a),
             Command::Eval(a) => eval::run(a),
+            Command::Bench(a) => bench::run(a),
         }
     }
 }

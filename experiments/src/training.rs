@@ -42,6 +42,8 @@ pub struct TrainDevices<B: Backend> {
     /// This process's place among several nodes (`--nnodes`, or torchrun's and SLURM's
     /// environment).
     pub node: Option<NodeSpec>,
+    /// Named with `--devices` (even one): the data-parallel path runs, its exchange included.
+    pub explicit: bool,
 }
 
 impl<B: Backend> TrainDevices<B> {
@@ -53,6 +55,7 @@ impl<B: Backend> TrainDevices<B> {
             others: Vec::new(),
             check_every: 0,
             node: None,
+            explicit: false,
         }
     }
 
@@ -65,6 +68,7 @@ impl<B: Backend> TrainDevices<B> {
             labels,
             check_every,
             node: None,
+            explicit: true,
         }
     }
 }
@@ -187,7 +191,7 @@ pub fn train_with_evaluation<B: Backend>(
         let mut trainer =
             Trainer::<Autodiff<B>>::prepare(config, run, resume, device, &mut on_prepare)?;
         prep.finish_and_clear();
-        if !devices.others.is_empty() || devices.node.is_some() {
+        if !devices.others.is_empty() || devices.node.is_some() || devices.explicit {
             if show && let Some(spec) = &devices.node {
                 eprintln!(
                     "node 0 of {}: waiting at {} for the other nodes",

@@ -42,6 +42,15 @@ use crate::train::trainer::{LocalFailure, LocalGrads, StepInputs, Trainer, apply
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
+/// `FLOWLENS_EXCHANGE=collective`: GPUs exchange through burn-collective like CPU replicas,
+/// instead of NCCL (a check of the engine; it also allows one GPU named twice).
+pub const EXCHANGE_ENV: &str = "FLOWLENS_EXCHANGE";
+
+/// Whether GPUs use burn-collective instead of NCCL ([`EXCHANGE_ENV`]).
+pub fn collective_on_gpus() -> bool {
+    std::env::var(EXCHANGE_ENV).is_ok_and(|v| v.trim().eq_ignore_ascii_case("collective"))
+}
+
 /// Elements per exchange call (64 MiB of f32): a larger gradient buffer goes in several calls.
 pub const CHUNK: usize = 16 << 20;
 
@@ -565,6 +574,9 @@ impl Placement {
     /// NCCL's id for a run on `labels` (the devices' names): drawn here for GPUs, none on the
     /// CPU.
     fn nccl_id_for(labels: &[String]) -> Result<Option<Vec<u8>>, TrainError> {
+        if collective_on_gpus() {
+            return Ok(None);
+        }
         if labels.iter().all(|l| cuda_ordinal(l).is_some()) && !labels.is_empty() {
             return new_nccl_id().map(Some);
         }

@@ -2,6 +2,7 @@
 //! commands call the library modules with plain values.
 
 pub mod args;
+pub mod bench;
 pub mod eval;
 pub mod eval_shapes;
 pub mod experiment;
