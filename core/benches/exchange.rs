@@ -9,7 +9,7 @@ use burn::backend::Autodiff;
 use burn::module::Module;
 use flowlens_core::device::{CpuBackend, on_compute_pool};
 use flowlens_core::flow::{FlowConfig, FlowModel, Preset, Variant};
-use flowlens_core::train::parallel::time_average;
+use flowlens_core::train::parallel::timing::time_average;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

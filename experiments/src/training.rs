@@ -6,7 +6,8 @@ use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use flowlens_core::train::nodes::NodeSpec;
-use flowlens_core::train::parallel::{Parallel, follow};
+use flowlens_core::train::parallel::Parallel;
+use flowlens_core::train::parallel::follow::follow;
 use flowlens_core::train::{Prepare, TrainConfig, TrainEvent, Trainer, train};
 
 /// Deep merge: tables merge key by key, everything else is replaced.

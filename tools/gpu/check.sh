@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${FLOWLENS_BIN:-target/release/flowlens}
 OUT=${OUT:-gpu_check.md}
-LIMIT=${LIMIT:-150}                        # seconds per row
+LIMIT=${LIMIT:-60}                         # seconds per row (7 rows: under 8 minutes)
 BATCH=${BATCH:-8}
 PRESET=${PRESET:-paper}                    # PRESET=tiny DEVICE=cpu: a dry run of this script
 DEV=${DEVICE:-cuda:0}

@@ -37,6 +37,19 @@ pub const FORMAT: &str = "flowlens.rendezvous.v1";
 /// The environment variable bounding the rendezvous, in seconds.
 pub const TIMEOUT_ENV: &str = "FLOWLENS_RENDEZVOUS_TIMEOUT";
 
+/// The environment variable bounding each exchange, in seconds.
+pub const COLLECTIVE_TIMEOUT_ENV: &str = "FLOWLENS_COLLECTIVE_TIMEOUT";
+
+/// How long one exchange may take (`FLOWLENS_COLLECTIVE_TIMEOUT`, seconds, default 600).
+pub(crate) fn exchange_timeout() -> Duration {
+    let secs = std::env::var(COLLECTIVE_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0 && s.is_finite())
+        .unwrap_or(600.0);
+    Duration::from_secs_f64(secs)
+}
+
 /// The rendezvous port when only the host is known (torchrun's default).
 pub const DEFAULT_PORT: u16 = 29500;
 
@@ -341,7 +354,7 @@ impl NodeLink {
         let stream = &mut self.streams[0];
         let _ = stream.set_read_timeout(None);
         let got = read_msg(stream);
-        let _ = stream.set_read_timeout(Some(crate::train::parallel::exchange_timeout()));
+        let _ = stream.set_read_timeout(Some(exchange_timeout()));
         let bytes = got.map_err(|e| {
             err(format!(
                 "node {}: node 0 stopped ({e}); its own output says why",
@@ -482,7 +495,7 @@ pub fn host(
         nnodes: spec.nnodes,
         streams,
     };
-    link.set_timeouts(crate::train::parallel::exchange_timeout());
+    link.set_timeouts(exchange_timeout());
     Ok(link)
 }
 
@@ -545,7 +558,7 @@ pub fn join(
         nnodes: spec.nnodes,
         streams: vec![stream],
     };
-    link.set_timeouts(crate::train::parallel::exchange_timeout());
+    link.set_timeouts(exchange_timeout());
     Ok((link, welcome))
 }
 

@@ -52,8 +52,8 @@ pub struct Trainer<B: AutodiffBackend> {
     pub(crate) best: Option<Best>,
     /// Losses since the last checkpoint.
     pub(crate) window: Vec<f32>,
-    /// The other devices of a data-parallel run (`None`: this device alone).
-    pub(crate) parallel: Option<crate::train::parallel::Parallel<B>>,
+    /// The other devices of a data-parallel run (`None`: this device alone): `train::parallel`.
+    pub(crate) parallel: Option<Box<dyn StepExchange<B>>>,
     /// The run's writer lock, held as long as the trainer lives.
     pub(crate) _lock: crate::run::RunLock,
 }
@@ -236,6 +236,27 @@ impl<B: AutodiffBackend> Trainer<B> {
             _ => None,
         }
     }
+}
+
+/// A step's view of the other devices of a data-parallel run (implemented by
+/// `train::parallel::Parallel`).
+pub(crate) trait StepExchange<B: AutodiffBackend> {
+    /// How many devices over every node.
+    fn global_world(&self) -> usize;
+    /// Seconds the last average took on this device.
+    fn last_exchange_s(&self) -> f64;
+    /// Hands `step` to every other device and node.
+    fn begin(&mut self, step: usize) -> Result<(), TrainError>;
+    /// This device's gradients averaged over every device.
+    fn reduce(
+        &mut self,
+        model: &FlowModel<B>,
+        local: Result<LocalGrads, LocalFailure>,
+        stage: u8,
+        device: &B::Device,
+    ) -> Result<LocalGrads, LocalFailure>;
+    /// After this device's update: the others' answers and, when due, the replica check.
+    fn finish(&mut self, step: usize, model: &FlowModel<B>) -> Result<(), TrainError>;
 }
 
 /// Rows `rank * b / world .. (rank + 1) * b / world` of a micro-batch of `b` items: the share of

@@ -18,7 +18,6 @@
 //! timeout (`FLOWLENS_COLLECTIVE_TIMEOUT`, seconds, default 600): a device that fails or hangs
 //! is an error naming it, never a hang.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -28,8 +27,7 @@ use std::time::Duration;
 use burn::collective::{
     CollectiveConfig, PeerId, broadcast, finish_collective, register, reset_collective,
 };
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::optim::GradientsParams;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
@@ -38,7 +36,10 @@ use crate::train::error::TrainError;
 use crate::train::grads::Optim;
 use crate::train::nccl::{NcclSlot, cuda_ordinal, new_id as new_nccl_id};
 use crate::train::nodes::{NodeLink, NodeSpec, Welcome};
-use crate::train::trainer::{LocalFailure, LocalGrads, StepInputs, Trainer, apply_grads, shard_of};
+use crate::train::trainer::{
+    LocalFailure, LocalGrads, StepExchange, StepInputs, Trainer, apply_grads, shard_of,
+};
+use layout::{Layout, flatten, in_part, numel, unflatten};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
@@ -54,18 +55,8 @@ pub fn collective_on_gpus() -> bool {
 /// Elements per exchange call (64 MiB of f32): a larger gradient buffer goes in several calls.
 pub const CHUNK: usize = 16 << 20;
 
-/// The environment variable bounding each exchange, in seconds.
-pub const TIMEOUT_ENV: &str = "FLOWLENS_COLLECTIVE_TIMEOUT";
-
-/// How long one exchange may take (`FLOWLENS_COLLECTIVE_TIMEOUT`, seconds, default 600).
-pub(crate) fn exchange_timeout() -> Duration {
-    let secs = std::env::var(TIMEOUT_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| *s > 0.0 && s.is_finite())
-        .unwrap_or(600.0);
-    Duration::from_secs_f64(secs)
-}
+pub use crate::train::nodes::COLLECTIVE_TIMEOUT_ENV as TIMEOUT_ENV;
+use crate::train::nodes::exchange_timeout;
 
 /// burn-collective keeps one session per process: a second data-parallel trainer waits for
 /// the first to end (tests run in threads of one process).
@@ -239,93 +230,6 @@ impl Exchange {
     }
 }
 
-/// The parameters a step updates: every trainable one outside the LLM (the heads) and, in
-/// stage 2, the LLM's, in module order.
-struct Layout {
-    llm: HashSet<ParamId>,
-}
-
-impl Layout {
-    fn of<B: AutodiffBackend>(model: &FlowModel<B>) -> Self {
-        struct Ids(HashSet<ParamId>);
-        impl<B: Backend> ModuleVisitor<B> for Ids {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                self.0.insert(param.id);
-            }
-        }
-        let mut ids = Ids(HashSet::new());
-        model.llm.visit(&mut ids);
-        Self { llm: ids.0 }
-    }
-}
-
-/// Visits the parameters of one part of the buffer in module order: trainable ones, those of
-/// the LLM (`llm`) or the others.
-fn in_part<B: Backend, const D: usize>(
-    param: &Param<Tensor<B, D>>,
-    llm_ids: &HashSet<ParamId>,
-    llm: bool,
-) -> bool {
-    param.is_require_grad() && llm_ids.contains(&param.id) == llm
-}
-
-fn numel(dims: &[usize]) -> usize {
-    dims.iter().product()
-}
-
-/// The gradients of one part as flat pieces (zeros where a parameter has none) and which
-/// parameters had one.
-struct Flatten<'a, B: AutodiffBackend> {
-    grads: Option<&'a GradientsParams>,
-    layout: &'a Layout,
-    llm: bool,
-    device: &'a B::Device,
-    parts: Vec<Tensor<Inner<B>, 1>>,
-    present: Vec<bool>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !in_part(param, &self.layout.llm, self.llm) {
-            return;
-        }
-        let n = numel(&param.val().dims());
-        let g = self
-            .grads
-            .and_then(|g| g.get::<Inner<B>, D>(param.id))
-            .map(|g| g.reshape([n]));
-        self.present.push(g.is_some());
-        self.parts
-            .push(g.unwrap_or_else(|| Tensor::zeros([n], self.device)));
-    }
-}
-
-/// Gradients from the averaged buffer, for the parameters that had one.
-struct Unflatten<'a, B: AutodiffBackend> {
-    layout: &'a Layout,
-    llm: bool,
-    flat: Tensor<Inner<B>, 1>,
-    offset: usize,
-    present: std::vec::IntoIter<bool>,
-    out: GradientsParams,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !in_part(param, &self.layout.llm, self.llm) {
-            return;
-        }
-        let dims: [usize; D] = param.val().dims();
-        let n = numel(&dims);
-        let piece = self.flat.clone().narrow(0, self.offset, n);
-        self.offset += n;
-        if self.present.next().unwrap_or(false) {
-            self.out
-                .register::<Inner<B>, D>(param.id, piece.reshape(dims));
-        }
-    }
-}
-
 /// Averages one device's step over every device: its gradients (or zeros and a failure flag
 /// when it has none: the others must not wait for it) and its loss, as one buffer
 /// `[heads..., llm... (stage 2), loss sum, failed]`.
@@ -374,56 +278,6 @@ fn average<B: AutodiffBackend>(
         llm: if local.llm.is_some() { llm } else { None },
         loss_sum: tail[0],
     })
-}
-
-/// One part of the buffer (the LLM's parameters, or the others) as flat pieces.
-fn flatten<B: AutodiffBackend>(
-    model: &FlowModel<B>,
-    layout: &Layout,
-    device: &B::Device,
-    grads: Option<&GradientsParams>,
-    llm: bool,
-) -> (Vec<Tensor<Inner<B>, 1>>, Vec<bool>) {
-    let mut f = Flatten::<B> {
-        grads,
-        layout,
-        llm,
-        device,
-        parts: Vec::new(),
-        present: Vec::new(),
-    };
-    if llm {
-        model.llm.visit(&mut f);
-    } else {
-        model.visit(&mut f);
-    }
-    (f.parts, f.present)
-}
-
-/// The gradients of one part from the averaged buffer, starting at `offset`; returns them and
-/// where the part ends.
-fn unflatten<B: AutodiffBackend>(
-    model: &FlowModel<B>,
-    layout: &Layout,
-    flat: &Tensor<Inner<B>, 1>,
-    present: Vec<bool>,
-    offset: usize,
-    llm: bool,
-) -> (GradientsParams, usize) {
-    let mut u = Unflatten::<B> {
-        layout,
-        llm,
-        flat: flat.clone(),
-        offset,
-        present: present.into_iter(),
-        out: GradientsParams::new(),
-    };
-    if llm {
-        model.llm.visit(&mut u);
-    } else {
-        model.visit(&mut u);
-    }
-    (u.out, u.offset)
 }
 
 /// 64-bit FNV-1a of every float parameter's bits, in module order.
@@ -833,39 +687,41 @@ where
             &placement,
             check_every,
         )?;
-        trainer.parallel = Some(Parallel {
+        trainer.parallel = Some(Box::new(Parallel {
             exchange,
             layout: Layout::of(&trainer.model),
             locals,
             check_every,
             last_exchange_s: 0.0,
             _b: std::marker::PhantomData,
-        });
+        }));
         Ok(())
     }
 }
 
 impl<B: AutodiffBackend> Parallel<B> {
-    /// How many devices, over every node.
-    pub fn global_world(&self) -> usize {
-        self.exchange.global_world
-    }
-
-    /// Seconds the last step's gradient average took on the first device (flattening, the
-    /// exchange and the waits for the other devices, splitting).
-    pub fn last_exchange_s(&self) -> f64 {
-        self.last_exchange_s
-    }
-
     fn link(&self) -> Option<std::sync::MutexGuard<'_, NodeLink>> {
         self.exchange
             .link
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+impl<B: AutodiffBackend> StepExchange<B> for Parallel<B> {
+    /// How many devices, over every node.
+    fn global_world(&self) -> usize {
+        self.exchange.global_world
+    }
+
+    /// Seconds the last step's gradient average took on the first device (flattening, the
+    /// exchange and the waits for the other devices, splitting).
+    fn last_exchange_s(&self) -> f64 {
+        self.last_exchange_s
+    }
 
     /// Hands `step` to every other device and node.
-    pub(crate) fn begin(&mut self, step: usize) -> Result<(), TrainError> {
+    fn begin(&mut self, step: usize) -> Result<(), TrainError> {
         if let Some(mut link) = self.link() {
             link.go(Some(step))?;
         }
@@ -873,7 +729,7 @@ impl<B: AutodiffBackend> Parallel<B> {
     }
 
     /// The first device's side of the average (see [`average`]).
-    pub(crate) fn reduce(
+    fn reduce(
         &mut self,
         model: &FlowModel<B>,
         local: Result<LocalGrads, LocalFailure>,
@@ -894,7 +750,7 @@ impl<B: AutodiffBackend> Parallel<B> {
 
     /// After the first device's update: every other device's answer, and (when due) whether
     /// every replica of every node is still the first device's.
-    pub(crate) fn finish(&mut self, step: usize, model: &FlowModel<B>) -> Result<(), TrainError> {
+    fn finish(&mut self, step: usize, model: &FlowModel<B>) -> Result<(), TrainError> {
         let due = self.check_every > 0 && (step + 1).is_multiple_of(self.check_every);
         let first = due.then(|| param_checksum(model));
         let label = self.exchange.label.clone();
@@ -937,263 +793,8 @@ fn param_values<B: Backend, M: Module<B>>(module: &M) -> Vec<f32> {
     v.0
 }
 
-/// `module` with every float parameter's values taken from `values` in module order.
-fn with_values<B: Backend, M: Module<B>>(module: M, values: &[f32]) -> Result<M, TrainError> {
-    struct Load<'a> {
-        values: &'a [f32],
-        offset: usize,
-        short: bool,
-    }
-    impl<B: Backend> burn::module::ModuleMapper<B> for Load<'_> {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (id, tensor, mapper) = param.consume();
-            let dims = tensor.dims();
-            let n = numel(&dims);
-            let Some(v) = self.values.get(self.offset..self.offset + n) else {
-                self.short = true;
-                return Param::from_mapped_value(id, tensor, mapper);
-            };
-            self.offset += n;
-            let t = Tensor::from_data(TensorData::new(v.to_vec(), dims), &tensor.device())
-                .set_require_grad(tensor.is_require_grad());
-            Param::from_mapped_value(id, t, mapper)
-        }
-    }
-    let mut load = Load {
-        values,
-        offset: 0,
-        short: false,
-    };
-    let module = module.map(&mut load);
-    if load.short || load.offset != values.len() {
-        return Err(TrainError::Parallel(format!(
-            "node 0 sent {} parameter values, this node's model has {}: the nodes run different \
-             models",
-            values.len(),
-            load.offset
-        )));
-    }
-    Ok(module)
-}
-
-/// Trains as node `spec.node_rank` (not 0) of a multi-node run: joins node 0, takes its
-/// starting state (the parameters it sends, or the checkpoint of the start step in `run_dir`,
-/// which this node reads and never writes), and runs every step node 0 starts on `devices`
-/// (this node's, the first one on this thread), until node 0 says training is over.
-pub fn follow<B: AutodiffBackend>(
-    config: crate::train::TrainConfig,
-    run_dir: &std::path::Path,
-    devices: Vec<B::Device>,
-    labels: Vec<String>,
-    check_every: usize,
-    spec: &NodeSpec,
-    progress: &mut dyn FnMut(crate::train::Prepare),
-) -> Result<(), TrainError>
-where
-    FlowModel<B>: Send + 'static,
-    Optim<B>: Send + 'static,
-{
-    config.check()?;
-    let world = devices.len();
-    let (link, welcome) = crate::train::nodes::join(spec, &config, world)?;
-    let mut link = link;
-    let mut devices = devices.into_iter();
-    let device = devices.next().expect("a device list is never empty");
-    let (inputs, model) =
-        crate::train::prepare::follower_state::<B>(&config, run_dir, &device, progress)?;
-    let (model, optim_heads, optim_llm) = if welcome.start_step == 0 {
-        let values = link.broadcast(None)?;
-        let model = with_values(model, &values)?;
-        (
-            model,
-            crate::train::grads::adamw::<B>(),
-            crate::train::grads::adamw::<B>(),
-        )
-    } else {
-        let dir = crate::checkpoint::step_dir(run_dir, welcome.start_step);
-        crate::train::state::load_state(model, &dir, &device)?
-    };
-    realise(&model);
-    let sum = param_checksum(&model);
-    if sum != welcome.checksum {
-        return Err(TrainError::Parallel(format!(
-            "node {}: the starting parameters differ from node 0's (checksums {sum:016x} and \
-             {:016x}); does every node read the same run folder {}?",
-            spec.node_rank,
-            welcome.checksum,
-            run_dir.display()
-        )));
-    }
-    let gpus = labels.iter().all(|l| cuda_ordinal(l).is_some());
-    if gpus != welcome.nccl_id.is_some() {
-        return Err(TrainError::Parallel(format!(
-            "node {} trains on {} but node 0 on {}: every node uses devices of one kind",
-            spec.node_rank,
-            if gpus { "GPUs" } else { "the CPU" },
-            if gpus { "the CPU" } else { "GPUs" }
-        )));
-    }
-    let placement = Placement {
-        node_rank: spec.node_rank,
-        nnodes: spec.nnodes,
-        link: Some(Arc::new(Mutex::new(link))),
-        nccl_id: welcome.nccl_id.clone(),
-    };
-    let label = labels.first().cloned().unwrap_or_else(|| "device 0".into());
-    let exchange = placement.exchange(0, world, label);
-    let mut locals = Locals::start(
-        &model,
-        (&optim_heads, &optim_llm),
-        &inputs,
-        &exchange,
-        &device,
-        devices.collect(),
-        &labels,
-        &placement,
-        check_every,
-    )?;
-    let mut leader = Replica::<B> {
-        layout: Layout::of(&model),
-        model,
-        optim_heads,
-        optim_llm,
-        inputs,
-        device,
-        exchange: exchange.clone(),
-        check_every,
-    };
-    let link = placement.link.clone().expect("set above");
-    loop {
-        let next = link.lock().unwrap_or_else(|e| e.into_inner()).wait_go()?;
-        let Some(step) = next else { break };
-        locals.begin(step)?;
-        let sum = leader.step(step).map_err(TrainError::Parallel)?;
-        locals.collect(sum, &exchange.label, &format!("after step {step}"))?;
-        if let Some(sum) = sum {
-            link.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .check(sum, step)?;
-        }
-    }
-    if !locals.broken {
-        exchange.finish::<Inner<B>>();
-    }
-    Ok(())
-}
-
-/// Times the stage-2 gradient average of `model` (every trainable parameter, the LLM's
-/// included) across `world` replicas of this process, `rounds` times: seconds per round on the
-/// first device. The benchmark of docs/PERFORMANCE.md (`cargo bench -p flowlens-core --bench
-/// exchange`); gradients are constants, the cost does not depend on their values.
-pub fn time_average<B: AutodiffBackend>(
-    model: &FlowModel<B>,
-    device: &B::Device,
-    world: usize,
-    rounds: usize,
-) -> Result<Vec<f64>, TrainError>
-where
-    FlowModel<B>: Send + 'static,
-{
-    struct Fill<'a> {
-        layout: &'a Layout,
-        llm: bool,
-        out: GradientsParams,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Fill<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if in_part(param, &self.layout.llm, self.llm) {
-                let g = Tensor::<Inner<B>, D>::ones(param.val().dims(), &param.val().device());
-                self.out.register::<Inner<B>, D>(param.id, g);
-            }
-        }
-    }
-    let _session = Session::acquire::<Inner<B>>();
-    realise(model);
-    let grads = |model: &FlowModel<B>| {
-        let layout = Layout::of(model);
-        let mut heads = Fill {
-            layout: &layout,
-            llm: false,
-            out: GradientsParams::new(),
-        };
-        model.visit(&mut heads);
-        let mut llm = Fill {
-            layout: &layout,
-            llm: true,
-            out: GradientsParams::new(),
-        };
-        model.llm.visit(&mut llm);
-        LocalGrads {
-            heads: heads.out,
-            llm: Some(llm.out),
-            loss_sum: 1.0,
-        }
-    };
-    let exchange =
-        move |rank: usize| Placement::single().exchange(rank, world, format!("device {rank}"));
-    let run = move |model: FlowModel<B>, device: B::Device, rank: usize| {
-        let ex = exchange(rank);
-        ex.register::<Inner<B>>(device.clone())?;
-        let layout = Layout::of(&model);
-        let mut times = Vec::new();
-        for _ in 0..rounds {
-            let started = std::time::Instant::now();
-            average(&ex, &layout, &model, &device, 2, Ok(grads(&model)))
-                .map_err(|_| TrainError::Parallel("the timed average failed".into()))?;
-            times.push(started.elapsed().as_secs_f64());
-        }
-        ex.finish::<Inner<B>>();
-        Ok::<_, TrainError>(times)
-    };
-    let others: Vec<_> = (1..world)
-        .map(|rank| {
-            let (m, d) = (model.clone(), device.clone());
-            std::thread::spawn(move || run(m, d, rank))
-        })
-        .collect();
-    let times = run(model.clone(), device.clone(), 0);
-    for h in others {
-        h.join()
-            .map_err(|_| TrainError::Parallel("a timing thread panicked".into()))??;
-    }
-    times
-}
-
+pub mod follow;
+mod layout;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::flow::{FlowConfig, Variant};
-    use burn::backend::Flex;
-    use burn::module::ModuleMapper;
-
-    #[test]
-    fn the_checksum_sees_a_change_of_one_bit_in_one_parameter() {
-        let device = Default::default();
-        let model = FlowModel::<Flex>::init(&FlowConfig::tiny(Variant::Both), &device);
-        realise(&model);
-        let copy = model.clone();
-        assert_eq!(param_checksum(&model), param_checksum(&copy));
-        // The last element of the first parameter, one unit in the last place up.
-        struct Nudge(bool);
-        impl<B: Backend> ModuleMapper<B> for Nudge {
-            fn map_float<const D: usize>(
-                &mut self,
-                param: Param<Tensor<B, D>>,
-            ) -> Param<Tensor<B, D>> {
-                if self.0 {
-                    return param;
-                }
-                self.0 = true;
-                let (id, t, mapper) = param.consume();
-                let (dims, device) = (t.dims(), t.device());
-                let mut v: Vec<f32> = t.into_data().to_vec().unwrap();
-                let last = v.len() - 1;
-                v[last] = f32::from_bits(v[last].to_bits() + 1);
-                let t = Tensor::from_data(burn::tensor::TensorData::new(v, dims), &device);
-                Param::from_mapped_value(id, t, mapper)
-            }
-        }
-        let nudged = copy.map(&mut Nudge(false));
-        assert_ne!(param_checksum(&model), param_checksum(&nudged));
-    }
-}
+mod tests;
+pub mod timing;
