@@ -3,9 +3,8 @@
 //! stay bit for bit identical after every step, a two-device run killed with SIGKILL resumes to
 //! exactly the uninterrupted run's losses, and a batch that does not split is a clear error.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -14,11 +13,9 @@ use burn::tensor::backend::Backend;
 use flowlens_core::checkpoint::{CheckpointChoice, Weights, load_run_model};
 use flowlens_core::device::CpuBackend;
 
-fn flowlens_in(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowlens"));
-    c.env("FLOWLENS_CACHE", dir.join("cache"));
-    c
-}
+mod common;
+use common::flowlens_in;
+use common::losses;
 
 /// Stage 1 for 8 steps, then stage 2 (the LLM's gradients join the exchange), two micro-batches
 /// per step (accumulation before the exchange), little data, no evaluation.
@@ -56,17 +53,6 @@ fn train(dir: &Path, run: &Path, extra: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The last recorded loss of every step (a resumed run logs the steps after its checkpoint
-/// again).
-fn losses(run: &Path) -> BTreeMap<u64, f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
 }
 
 /// Every parameter of the run's latest checkpoint (training weights), in module order.

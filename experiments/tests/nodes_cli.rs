@@ -3,15 +3,16 @@
 //! does not come, or a node 0 that cannot be reached, fails within the timeout naming it; a
 //! node started with other settings is refused with the differing field named.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::losses;
+
 fn flowlens_in(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowlens"));
-    c.env("FLOWLENS_CACHE", dir.join("cache"));
+    let mut c = common::flowlens_in(dir);
     for k in [
         "WORLD_SIZE",
         "LOCAL_WORLD_SIZE",
@@ -63,15 +64,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn losses(run: &Path) -> BTreeMap<u64, f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
 }
 
 fn spawn(c: &mut Command) -> Child {

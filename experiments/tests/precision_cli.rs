@@ -4,13 +4,9 @@
 //! computations; the precision is part of the run's config, so a resume cannot change it.
 
 use std::path::Path;
-use std::process::Command;
 
-fn flowlens_in(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowlens"));
-    c.env("FLOWLENS_CACHE", dir.join("cache"));
-    c
-}
+mod common;
+use common::flowlens_in;
 
 const CONFIG: &str = "sample_every = 0\neval_every = 0\nstage1_steps = 10\nbatch_size = 8\n\
                       checkpoint_every = 100\n[prior]\nsteps = 12\nbatch_size = 16\n[data]\n\

@@ -109,23 +109,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             None
         };
         let cache_root = crate::fsutil::cache_root();
-        let dataset = config.data.open()?;
-        let data = LatentCache::open_or_build::<B::InnerBackend>(
-            &cache_root,
-            dataset.as_ref(),
-            &flow.codec,
-            flow.image_size,
-            &device,
-            |done, total| progress(Prepare::Latents(done, total)),
-        )?;
-        let expected = [flow.latent_channels, flow.latent_size, flow.latent_size];
-        if data.meta.shape != expected {
-            return Err(TrainError::LatentShape {
-                cache: data.dir.clone(),
-                found: data.meta.shape,
-                expected,
-            });
-        }
+        let data = open_data::<B>(&config, &flow, &device, progress)?;
         if let Some((run, _)) = &existing {
             check_same_data(run, &data)?;
         }
@@ -264,19 +248,14 @@ fn check_same_data(run: &RunDir, data: &LatentCache) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// What another node of a multi-node run needs to follow node 0: the step inputs (the latent
-/// cache of the config's data, opened or built under this node's cache folder, and the run
-/// folder's tokenizer, which node 0 wrote before it accepted the node) and the model built as
-/// node 0 built it, the frozen parts of a transfer included; its values then come from node 0
-/// or from the checkpoint it names.
-pub(crate) fn follower_state<B: AutodiffBackend>(
+/// The config's data encoded into the latent cache (opened, or built under the cache folder),
+/// checked against the model's latent shape.
+fn open_data<B: AutodiffBackend>(
     config: &TrainConfig,
-    run_dir: &Path,
+    flow: &FlowConfig,
     device: &B::Device,
     progress: &mut dyn FnMut(Prepare),
-) -> Result<(super::trainer::StepInputs, FlowModel<B>), TrainError> {
-    let flow = FlowConfig::of(config.preset, config.variant);
-    flow.codec.build::<B::InnerBackend>()?;
+) -> Result<LatentCache, TrainError> {
     let dataset = config.data.open()?;
     let data = LatentCache::open_or_build::<B::InnerBackend>(
         &crate::fsutil::cache_root(),
@@ -294,6 +273,23 @@ pub(crate) fn follower_state<B: AutodiffBackend>(
             expected,
         });
     }
+    Ok(data)
+}
+
+/// What another node of a multi-node run needs to follow node 0: the step inputs (the latent
+/// cache of the config's data, opened or built under this node's cache folder, and the run
+/// folder's tokenizer, which node 0 wrote before it accepted the node) and the model built as
+/// node 0 built it, the frozen parts of a transfer included; its values then come from node 0
+/// or from the checkpoint it names.
+pub(crate) fn follower_state<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run_dir: &Path,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Prepare),
+) -> Result<(super::trainer::StepInputs, FlowModel<B>), TrainError> {
+    let flow = FlowConfig::of(config.preset, config.variant);
+    flow.codec.build::<B::InnerBackend>()?;
+    let data = open_data::<B>(config, &flow, device, progress)?;
     let tokenizer = LlamaTokenizer::from_path(run_dir.join("tokenizer.json"))?;
     B::seed(device, config.seed);
     let mut model = FlowModel::<B>::init(&flow, device);

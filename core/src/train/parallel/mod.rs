@@ -280,25 +280,33 @@ fn average<B: AutodiffBackend>(
     })
 }
 
-/// 64-bit FNV-1a of every float parameter's bits, in module order.
-pub fn param_checksum<B: Backend, M: Module<B>>(module: &M) -> u64 {
-    struct Sum(crate::fsutil::Fnv64);
-    impl<B: Backend> ModuleVisitor<B> for Sum {
+/// Hands every float parameter's values to `f`, in module order, one parameter at a time.
+fn each_param<B: Backend, M: Module<B>>(module: &M, f: impl FnMut(Vec<f32>)) {
+    struct Each<F>(F);
+    impl<B: Backend, F: FnMut(Vec<f32>)> ModuleVisitor<B> for Each<F> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let values: Vec<f32> = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap_or_default();
-            for v in values {
-                self.0.bytes(&v.to_bits().to_le_bytes());
-            }
+            (self.0)(
+                param
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .unwrap_or_default(),
+            );
         }
     }
-    let mut sum = Sum(crate::fsutil::Fnv64::new());
-    module.visit(&mut sum);
-    sum.0.value()
+    module.visit(&mut Each(f));
+}
+
+/// 64-bit FNV-1a of every float parameter's bits, in module order.
+pub fn param_checksum<B: Backend, M: Module<B>>(module: &M) -> u64 {
+    let mut sum = crate::fsutil::Fnv64::new();
+    each_param(module, |values| {
+        for v in values {
+            sum.bytes(&v.to_bits().to_le_bytes());
+        }
+    });
+    sum.value()
 }
 
 /// Reads every parameter once: burn's parameters are initialised on first use, and a clone of
@@ -776,21 +784,9 @@ impl<B: AutodiffBackend> Drop for Parallel<B> {
 
 /// Every float parameter's values in module order.
 fn param_values<B: Backend, M: Module<B>>(module: &M) -> Vec<f32> {
-    struct Values(Vec<f32>);
-    impl<B: Backend> ModuleVisitor<B> for Values {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let v: Vec<f32> = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap_or_default();
-            self.0.extend(v);
-        }
-    }
-    let mut v = Values(Vec::new());
-    module.visit(&mut v);
-    v.0
+    let mut all = Vec::new();
+    each_param(module, |values| all.extend(values));
+    all
 }
 
 pub mod follow;
