@@ -24,6 +24,7 @@ pub mod grid;
 pub mod inference;
 pub mod knn;
 pub mod linalg;
+pub mod pref;
 pub mod stats;
 pub mod streaming;
 pub mod tables;
