@@ -66,7 +66,11 @@ pub fn wilson(k: u64, n: u64, level: f64) -> Option<Interval> {
     let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
     // At k = 0 and k = n one bound is 0 or 1 exactly; the closed form leaves a rounding residue.
     Some(Interval {
-        lower: if at_zero { 0.0 } else { (centre - half).max(0.0) },
+        lower: if at_zero {
+            0.0
+        } else {
+            (centre - half).max(0.0)
+        },
         upper: if at_n { 1.0 } else { (centre + half).min(1.0) },
     })
 }
@@ -122,7 +126,9 @@ pub fn sign_test(k: u64, n: u64) -> Option<f64> {
         return None;
     }
     let ln_pmf = |i: u64| {
-        ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0)
+        ln_gamma(n as f64 + 1.0)
+            - ln_gamma(i as f64 + 1.0)
+            - ln_gamma((n - i) as f64 + 1.0)
             - n as f64 * std::f64::consts::LN_2
     };
     let observed = ln_pmf(k);
@@ -163,17 +169,35 @@ mod tests {
     #[test]
     fn the_study_notes_check_values_hold() {
         let ci = clopper_pearson(7, 50, 0.95).unwrap();
-        assert!(close(ci.lower, 0.05819, 5e-6) && close(ci.upper, 0.26740, 5e-6), "{ci:?}");
+        assert!(
+            close(ci.lower, 0.05819, 5e-6) && close(ci.upper, 0.26740, 5e-6),
+            "{ci:?}"
+        );
         let w = wilson(1456, 2080, 0.95).unwrap();
-        assert!(close(w.lower, 0.67995, 5e-6) && close(w.upper, 0.71931, 5e-6), "{w:?}");
+        assert!(
+            close(w.lower, 0.67995, 5e-6) && close(w.upper, 0.71931, 5e-6),
+            "{w:?}"
+        );
         let cp = clopper_pearson(1456, 2080, 0.95).unwrap();
-        assert!(close(cp.lower, 0.67979, 5e-6) && close(cp.upper, 0.71964, 5e-6), "{cp:?}");
+        assert!(
+            close(cp.lower, 0.67979, 5e-6) && close(cp.upper, 0.71964, 5e-6),
+            "{cp:?}"
+        );
         let w = wilson(1102, 2080, 0.95).unwrap();
-        assert!(close(w.lower, 0.50832, 5e-6) && close(w.upper, 0.55118, 5e-6), "{w:?}");
+        assert!(
+            close(w.lower, 0.50832, 5e-6) && close(w.upper, 0.55118, 5e-6),
+            "{w:?}"
+        );
         let w = wilson(28, 40, 0.95).unwrap();
-        assert!(close(w.lower, 0.54570, 5e-6) && close(w.upper, 0.81925, 5e-6), "{w:?}");
+        assert!(
+            close(w.lower, 0.54570, 5e-6) && close(w.upper, 0.81925, 5e-6),
+            "{w:?}"
+        );
         let cp = clopper_pearson(28, 40, 0.95).unwrap();
-        assert!(close(cp.lower, 0.53468, 5e-6) && close(cp.upper, 0.83437, 5e-6), "{cp:?}");
+        assert!(
+            close(cp.lower, 0.53468, 5e-6) && close(cp.upper, 0.83437, 5e-6),
+            "{cp:?}"
+        );
         assert!(close(sign_test(1102, 2080).unwrap(), 0.00698, 5e-6));
         assert!(close(sign_test(28, 40).unwrap(), 0.0166, 5e-5));
     }
@@ -187,9 +211,17 @@ mod tests {
         let w = wilson(0, 10, 0.95).unwrap();
         assert!(w.lower == 0.0 && w.upper > 0.0);
         assert_eq!(sign_test(5, 10), Some(1.0));
-        assert!(close(sign_test(3, 10).unwrap(), sign_test(7, 10).unwrap(), 1e-15));
+        assert!(close(
+            sign_test(3, 10).unwrap(),
+            sign_test(7, 10).unwrap(),
+            1e-15
+        ));
         assert!(wilson(1, 0, 0.95).is_none() && sign_test(3, 2).is_none());
-        let t = Tally { a: 6, b: 2, ties: 2 };
+        let t = Tally {
+            a: 6,
+            b: 2,
+            ties: 2,
+        };
         assert_eq!(t.win_rate(), Some(0.75));
         assert_eq!(t.half_score(), Some(0.7));
         assert_eq!(t.shares(), Some((0.6, 0.2, 0.2)));
