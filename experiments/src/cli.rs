@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use crate::cmd::experiment::{
     DemoCli, ExperimentCli, GridCli, ReportCli, Stages, experiment, grid, report, run_demo,
 };
-use crate::cmd::{bench, eval, eval_shapes, llm_features, measure, model_info, sample, train, vae};
+use crate::cmd::{
+    bench, eval, eval_shapes, llm_features, measure, model_info, sample, study, train, vae,
+};
 
 /// flowlens: how a language model's hidden states align with an image generator's streams.
 #[derive(Debug, Parser)]
@@ -62,6 +64,10 @@ pub enum Command {
     /// with model FLOPs utilisation, or sampling with and without taps.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Human preference studies: design (new, plan, lock), blind rating (export-html, import,
+    /// status), unblind and analyze with clustered inference, Figure 4 and tables.
+    #[command(subcommand)]
+    Study(study::StudyCmd),
 }
 
 impl Cli {
@@ -88,6 +94,7 @@ impl Cli {
             Command::Vae(a) => vae::run(a),
             Command::Eval(a) => eval::run(a),
             Command::Bench(a) => bench::run(a),
+            Command::Study(a) => study::run(a),
         }
     }
 }

@@ -26,5 +26,6 @@ pub mod pipeline;
 pub mod probing;
 pub mod protocol;
 pub mod report;
+pub mod study;
 pub mod training;
 pub mod vae_cmd;

@@ -9,6 +9,7 @@
 pub mod agreement;
 pub mod bt;
 pub mod cluster;
+pub mod figure;
 pub mod proportion;
 pub mod special;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod tests;
 
 pub use agreement::{Fleiss, Level, fleiss, krippendorff, leave_one_out, raw_agreement};
 pub use bt::{BtFit, PairVote};
+pub use figure::{PreferenceBar, PreferenceFigure};
 pub use cluster::{
     ClusterBootstrap, ClusterT, Outcome, Plan, SignFlip, Vote, cluster_bootstrap, cluster_t,
     design_effect, heterogeneity, icc_anova, phi, plan, sign_flip, tally,

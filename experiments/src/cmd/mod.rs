@@ -10,5 +10,6 @@ pub mod llm_features;
 pub mod measure;
 pub mod model_info;
 pub mod sample;
+pub mod study;
 pub mod train;
 pub mod vae;
