@@ -22,6 +22,7 @@ use crate::panels::launch::LaunchState;
 use crate::panels::results::ResultsState;
 use crate::panels::runs::RunsState;
 use crate::panels::sampling::SamplingState;
+use crate::panels::study::StudyState;
 use crate::panels::trajectory::TrajectoryState;
 use crate::sampling::Session;
 use crate::widgets::images::decode_png;
@@ -40,6 +41,7 @@ pub struct LabApp {
     pub trajectory: TrajectoryState,
     pub sampling: SamplingState,
     pub results: ResultsState,
+    pub study: StudyState,
     /// The status bar's messages (the last 50).
     pub messages: Vec<Message>,
     /// Time of the last frame's UI code (ms), shown in the status bar.
@@ -61,6 +63,7 @@ impl LabApp {
             trajectory: TrajectoryState::default(),
             sampling: SamplingState::default(),
             results: ResultsState::default(),
+            study: StudyState::default(),
             messages: Vec::new(),
             frame_ms: 0.0,
             show_frame_time: true,
@@ -79,6 +82,7 @@ impl LabApp {
             Tab::Trajectory => &self.trajectory,
             Tab::Sampling => &self.sampling,
             Tab::Results => &self.results,
+            Tab::Study => &self.study,
         }
     }
 
@@ -200,6 +204,7 @@ impl LabApp {
                 Done::Results(dir, r) => {
                     self.lab.results.insert(dir, *r);
                 }
+                Done::Study(info) => self.lab.study = Some(std::sync::Arc::new(*info)),
             }
         }
         for label in self.lab.launcher.poll() {
@@ -361,6 +366,7 @@ impl LabApp {
                         Tab::Trajectory => &mut self.trajectory,
                         Tab::Sampling => &mut self.sampling,
                         Tab::Results => &mut self.results,
+                        Tab::Study => &mut self.study,
                     };
                     panel.ui(ui, &self.lab, &mut cmds);
                 });

@@ -20,10 +20,11 @@ pub enum Tab {
     Trajectory,
     Sampling,
     Results,
+    Study,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 7] = [
+    pub const ALL: [Tab; 8] = [
         Tab::Runs,
         Tab::Launch,
         Tab::Dashboard,
@@ -31,6 +32,7 @@ impl Tab {
         Tab::Trajectory,
         Tab::Sampling,
         Tab::Results,
+        Tab::Study,
     ];
 }
 

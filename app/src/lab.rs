@@ -32,6 +32,8 @@ pub enum Done {
     Experiments(Vec<PathBuf>),
     /// One experiment directory's results, ready to draw.
     Results(PathBuf, Box<Result<Arc<ExperimentResults>, String>>),
+    /// A study's blind monitor (and analysis once unblinded), for the Study tab.
+    Study(Box<crate::study::StudyInfo>),
 }
 
 /// Which grid a result belongs to.
@@ -111,6 +113,8 @@ pub struct Lab {
     pub experiments: Option<Vec<PathBuf>>,
     /// The results of the experiment directories the Results tab has shown, by directory.
     pub results: BTreeMap<PathBuf, Result<Arc<ExperimentResults>, String>>,
+    /// The study the Study tab last read.
+    pub study: Option<Arc<crate::study::StudyInfo>>,
     /// Seconds between refreshes of live files.
     pub refresh: Duration,
 }
@@ -138,6 +142,7 @@ impl Lab {
             device: "cpu".into(),
             experiments: None,
             results: BTreeMap::new(),
+            study: None,
             refresh: Duration::from_millis(1500),
         }
     }

@@ -26,6 +26,7 @@ pub mod panels;
 pub mod results;
 pub mod sampling;
 pub mod softrender;
+pub mod study;
 pub mod widgets;
 
 pub use app::LabApp;

@@ -9,6 +9,7 @@ pub mod launch;
 pub mod results;
 pub mod runs;
 pub mod sampling;
+pub mod study;
 pub mod trajectory;
 
 use std::path::Path;

@@ -10,11 +10,13 @@
 //! - [`generate`]: `study new` (images from runs or folders, opaque ids, degraded gold copies);
 //! - [`lock`]: `study lock` and `study unblind`; [`plan`]: the planner;
 //! - [`page`]: the rating page and the ratings file; [`ratings`]: import, lab sessions, merge;
-//! - [`monitor`]: the blind monitor; [`simulate`]: raters with known ground truth;
+//! - [`monitor`]: the blind monitor; [`blind`]: one rater's view for the lab's rate mode;
+//! - [`simulate`]: raters with known ground truth;
 //! - [`analyze`] and [`outputs`]: every number, table, figure and the methods paragraph.
 
 pub mod analyze;
 pub mod assign;
+pub mod blind;
 pub mod design;
 pub mod files;
 pub mod generate;

@@ -180,7 +180,7 @@ impl Session {
 }
 
 /// Reads a session file; a torn last line (a crash mid-write) is dropped.
-fn read_session(path: &Path) -> Result<RatingsPayload> {
+pub fn read_session(path: &Path) -> Result<RatingsPayload> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = text.lines();
