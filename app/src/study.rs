@@ -62,4 +62,3 @@ pub fn studies_under(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
-

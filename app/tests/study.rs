@@ -36,7 +36,11 @@ fn study(root: &Path) -> String {
         });
     }
     let prompts = root.join("prompts.txt");
-    std::fs::write(&prompts, "a red kite\na blue boat\na green tree\na yellow house\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "a red kite\na blue boat\na green tree\na yellow house\n",
+    )
+    .unwrap();
     let mut spec = StudyToml::new("lab-study", systems, &prompts.display().to_string(), 2);
     spec.protocol.min_view_ms = 0;
     let dir = root.join("studies/s");
@@ -92,7 +96,10 @@ fn the_rate_mode_records_undoes_and_resumes_without_naming_a_system() {
     let mut h = open_rating(tmp.path(), &code);
     // While blind, nothing names a system, a folder or the key.
     for secret in ["qxours", "qxbase", "images-q", "key.json"] {
-        assert!(h.query_by_label_contains(secret).is_none(), "{secret} on screen");
+        assert!(
+            h.query_by_label_contains(secret).is_none(),
+            "{secret} on screen"
+        );
     }
     h.get_by_label("Left image");
     h.get_by_label("Right image");

@@ -39,7 +39,11 @@ fn folders(dir: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
     let prompts = dir.join("prompts.tsv");
     let mut text = String::from("Prompt\tCategory\n");
     for p in 0..n {
-        text += &format!("a {} square number {p}\t{}\n", ["red", "blue"][p % 2], ["colour", "count"][p % 2]);
+        text += &format!(
+            "a {} square number {p}\t{}\n",
+            ["red", "blue"][p % 2],
+            ["colour", "count"][p % 2]
+        );
     }
     std::fs::write(&prompts, text).unwrap();
     (a, b, prompts)
@@ -82,7 +86,10 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
     let e = fails(&["study", "export-html", s, "--out", html.to_str().unwrap()]);
     assert!(e.contains("study lock"), "{e}");
     let plan = ok(&["study", "plan", s, "--studies", "40"]);
-    assert!(plan.contains("prompt floor") && plan.contains("verdict"), "{plan}");
+    assert!(
+        plan.contains("prompt floor") && plan.contains("verdict"),
+        "{plan}"
+    );
     ok(&["study", "lock", s]);
     ok(&["study", "lock", s]);
     ok(&["study", "export-html", s, "--out", html.to_str().unwrap()]);
@@ -95,32 +102,62 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
         let end = at + text[at..].find('"').unwrap();
         text.replace_range(at..end, "");
     }
-    for secret in ["qxours", "qxbase", "model-ours", "model-base", tmp.path().to_str().unwrap()] {
+    for secret in [
+        "qxours",
+        "qxbase",
+        "model-ours",
+        "model-base",
+        tmp.path().to_str().unwrap(),
+    ] {
         assert!(!text.contains(secret), "the page contains `{secret}`");
     }
     // Self-containment: the CSP, and no network reference in src, href or url().
-    assert!(page.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:;"));
-    for attr in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "url(http", "url(//"] {
+    assert!(page.contains(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:;"
+    ));
+    for attr in [
+        "src=\"http",
+        "href=\"http",
+        "src=\"//",
+        "href=\"//",
+        "url(http",
+        "url(//",
+    ] {
         assert!(!page.contains(attr), "{attr}");
     }
     // Every embedded image decodes, hashes to the manifest and matches the assignment.
     let data = payload_of(&page);
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(study.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(study.join("manifest.json")).unwrap())
+            .unwrap();
     let images = data["images"].as_object().unwrap();
     for (id, uri) in images {
-        let b64 = uri.as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let b64 = uri
+            .as_str()
+            .unwrap()
+            .strip_prefix("data:image/png;base64,")
+            .unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         let img = image::load_from_memory(&bytes).unwrap();
         assert_eq!((img.width(), img.height()), (24, 24));
-        let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(manifest["images"][id].as_str().unwrap(), sha, "{id}");
     }
     let raters = manifest["raters"].as_array().unwrap();
     assert_eq!(data["raters"].as_array().unwrap().len(), raters.len());
     for (page_rater, m) in data["raters"].as_array().unwrap().iter().zip(raters) {
         assert_eq!(page_rater["code"], m["code"]);
-        for (pi, t) in page_rater["items"].as_array().unwrap().iter().zip(m["tasks"].as_array().unwrap()) {
+        for (pi, t) in page_rater["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(m["tasks"].as_array().unwrap())
+        {
             for k in ["seq", "item", "kind", "criterion", "left", "right"] {
                 assert_eq!(pi[k], t[k], "{k}");
             }
@@ -133,7 +170,10 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
         while at + 8 <= bytes.len() {
             let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             let kind = std::str::from_utf8(&bytes[at + 4..at + 8]).unwrap();
-            assert!(!["tEXt", "iTXt", "zTXt", "eXIf", "tIME"].contains(&kind), "{kind}");
+            assert!(
+                !["tEXt", "iTXt", "zTXt", "eXIf", "tIME"].contains(&kind),
+                "{kind}"
+            );
             at += 12 + len;
         }
     }
@@ -141,8 +181,17 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
     // Simulated raters through the page's schema, one of them careless.
     let sim = tmp.path().join("sim");
     ok(&[
-        "study", "simulate", s, "--share", "aesthetics=0.55,prompt_following=0.85", "--bad-raters", "1",
-        "--seed", "5", "--out", sim.to_str().unwrap(),
+        "study",
+        "simulate",
+        s,
+        "--share",
+        "aesthetics=0.55,prompt_following=0.85",
+        "--bad-raters",
+        "1",
+        "--seed",
+        "5",
+        "--out",
+        sim.to_str().unwrap(),
     ]);
     let mut files: Vec<String> = std::fs::read_dir(&sim)
         .unwrap()
@@ -154,11 +203,31 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
     // A tampered file is refused, and nothing is imported with it.
     let tampered = tmp.path().join("tampered.flowlens-ratings.json");
     let text = std::fs::read_to_string(&files[1]).unwrap();
-    std::fs::write(&tampered, text.replacen("\\\"choice\\\":\\\"left\\\"", "\\\"choice\\\":\\\"right\\\"", 1)).unwrap();
-    let mut args = vec!["study", "import", s, files[0].as_str(), tampered.to_str().unwrap()];
+    std::fs::write(
+        &tampered,
+        text.replacen(
+            "\\\"choice\\\":\\\"left\\\"",
+            "\\\"choice\\\":\\\"right\\\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let mut args = vec![
+        "study",
+        "import",
+        s,
+        files[0].as_str(),
+        tampered.to_str().unwrap(),
+    ];
     let e = fails(&args);
-    assert!(e.contains("checksum mismatch") && e.contains("tampered"), "{e}");
-    assert!(!study.join("ratings").exists() || std::fs::read_dir(study.join("ratings")).unwrap().count() == 0);
+    assert!(
+        e.contains("checksum mismatch") && e.contains("tampered"),
+        "{e}"
+    );
+    assert!(
+        !study.join("ratings").exists()
+            || std::fs::read_dir(study.join("ratings")).unwrap().count() == 0
+    );
     args.truncate(2);
     args.push(s);
     args.extend(files.iter().map(|f| f.as_str()));
@@ -171,32 +240,74 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
     let e = fails(&["study", "analyze", s]);
     assert!(e.contains("still blind"), "{e}");
     ok(&["study", "unblind", s]);
-    let summary: serde_json::Value = serde_json::from_str(&ok(&["study", "analyze", s, "--json"])).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(&["study", "analyze", s, "--json"])).unwrap();
     let truth: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sim.join("truth.json")).unwrap()).unwrap();
     let bad = truth["bad_raters"][0].as_str().unwrap();
-    let row = summary["raters"].as_array().unwrap().iter().find(|r| r["rater"] == bad).unwrap();
+    let row = summary["raters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rater"] == bad)
+        .unwrap();
     assert!(!row["excluded_by"].as_array().unwrap().is_empty(), "{row}");
     for p in summary["pairs"].as_array().unwrap() {
-        let key = format!("{}:{}:{}", p["criterion"].as_str().unwrap(), p["a"].as_str().unwrap(), p["b"].as_str().unwrap());
+        let key = format!(
+            "{}:{}:{}",
+            p["criterion"].as_str().unwrap(),
+            p["a"].as_str().unwrap(),
+            p["b"].as_str().unwrap()
+        );
         let t = &p["tally"];
-        let got = [t["a"].as_u64().unwrap(), t["b"].as_u64().unwrap(), t["ties"].as_u64().unwrap()];
-        let want: Vec<u64> = truth["good_tallies"][&key].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let got = [
+            t["a"].as_u64().unwrap(),
+            t["b"].as_u64().unwrap(),
+            t["ties"].as_u64().unwrap(),
+        ];
+        let want: Vec<u64> = truth["good_tallies"][&key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         assert_eq!(got.to_vec(), want, "{key} (included raters)");
         let s = &p["sensitivity"]["tally"];
-        let all = [s["a"].as_u64().unwrap(), s["b"].as_u64().unwrap(), s["ties"].as_u64().unwrap()];
-        let want: Vec<u64> = truth["tallies"][&key].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let all = [
+            s["a"].as_u64().unwrap(),
+            s["b"].as_u64().unwrap(),
+            s["ties"].as_u64().unwrap(),
+        ];
+        let want: Vec<u64> = truth["tallies"][&key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         assert_eq!(all.to_vec(), want, "{key} (every rater)");
         let w = p["win_rate"].as_f64().unwrap();
         let ci = &p["cluster_ci"];
         assert!(ci["lower"].as_f64().unwrap() <= w && w <= ci["upper"].as_f64().unwrap());
         assert!(p["sign_flip_p"].as_f64().is_some() && p["naive_p"].as_f64().is_some());
     }
-    for f in ["summary.json", "tally.csv", "per_prompt.csv", "raters.csv", "agreement.csv", "table.tex", "report.md", "figure_preference.png", "figure_preference.svg"] {
+    for f in [
+        "summary.json",
+        "tally.csv",
+        "per_prompt.csv",
+        "raters.csv",
+        "agreement.csv",
+        "table.tex",
+        "report.md",
+        "figure_preference.png",
+        "figure_preference.svg",
+    ] {
         assert!(study.join("analysis").join(f).is_file(), "{f}");
     }
     let report = std::fs::read_to_string(study.join("analysis/report.md")).unwrap();
-    assert!(report.contains("two-way cluster bootstrap over prompts and raters"), "{report}");
+    assert!(
+        report.contains("two-way cluster bootstrap over prompts and raters"),
+        "{report}"
+    );
     let audit = std::fs::read_to_string(study.join("audit.log")).unwrap();
     for event in ["new:", "lock:", "export-html:", "import:", "unblind:"] {
         assert!(audit.contains(event), "{event} in {audit}");
@@ -211,15 +322,41 @@ fn the_same_study_file_and_seed_give_byte_identical_manifests_and_pages() {
     std::fs::create_dir_all(tmp.path().join("b")).unwrap();
     new_study(tmp.path(), &one, 6, 3);
     // The second study from the first one's study.toml.
-    ok(&["study", "new", two.to_str().unwrap(), "--from", one.join("study.toml").to_str().unwrap(), "--reproducible", "--quiet"]);
-    assert_eq!(std::fs::read(one.join("manifest.json")).unwrap(), std::fs::read(two.join("manifest.json")).unwrap());
+    ok(&[
+        "study",
+        "new",
+        two.to_str().unwrap(),
+        "--from",
+        one.join("study.toml").to_str().unwrap(),
+        "--reproducible",
+        "--quiet",
+    ]);
+    assert_eq!(
+        std::fs::read(one.join("manifest.json")).unwrap(),
+        std::fs::read(two.join("manifest.json")).unwrap()
+    );
     for d in [&one, &two] {
         ok(&["study", "lock", d.to_str().unwrap()]);
-        ok(&["study", "export-html", d.to_str().unwrap(), "--out", d.join("page.html").to_str().unwrap()]);
+        ok(&[
+            "study",
+            "export-html",
+            d.to_str().unwrap(),
+            "--out",
+            d.join("page.html").to_str().unwrap(),
+        ]);
     }
-    assert_eq!(std::fs::read(one.join("page.html")).unwrap(), std::fs::read(two.join("page.html")).unwrap());
+    assert_eq!(
+        std::fs::read(one.join("page.html")).unwrap(),
+        std::fs::read(two.join("page.html")).unwrap()
+    );
     // Editing the design after `new` is refused at lock; a study dir is never overwritten.
-    let e = fails(&["study", "new", one.to_str().unwrap(), "--from", one.join("study.toml").to_str().unwrap()]);
+    let e = fails(&[
+        "study",
+        "new",
+        one.to_str().unwrap(),
+        "--from",
+        one.join("study.toml").to_str().unwrap(),
+    ]);
     assert!(e.contains("not empty"), "{e}");
 }
 
@@ -229,20 +366,40 @@ fn bad_study_input_is_named() {
     let (a, _, prompts) = folders(tmp.path(), 4);
     let study = tmp.path().join("s");
     let e = fails(&[
-        "study", "new", study.to_str().unwrap(), "--systems", &format!("ours=images:{}", a.display()),
-        "base=images:/does/not/exist", "--prompts", prompts.to_str().unwrap(), "--quiet",
+        "study",
+        "new",
+        study.to_str().unwrap(),
+        "--systems",
+        &format!("ours=images:{}", a.display()),
+        "base=images:/does/not/exist",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--quiet",
     ]);
     assert!(e.contains("base") && e.contains("/does/not/exist"), "{e}");
     let dup = tmp.path().join("dup.txt");
     std::fs::write(&dup, "a cat\na dog\na cat\n").unwrap();
     let e = fails(&[
-        "study", "new", tmp.path().join("s2").to_str().unwrap(), "--systems", &format!("x=images:{}", a.display()),
-        &format!("y=images:{}", a.display()), "--prompts", dup.to_str().unwrap(), "--quiet",
+        "study",
+        "new",
+        tmp.path().join("s2").to_str().unwrap(),
+        "--systems",
+        &format!("x=images:{}", a.display()),
+        &format!("y=images:{}", a.display()),
+        "--prompts",
+        dup.to_str().unwrap(),
+        "--quiet",
     ]);
     assert!(e.contains("line 3 repeats line 1"), "{e}");
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "format = 1\nname = \"x\"\nseed = \"one\"\n").unwrap();
-    let e = fails(&["study", "new", tmp.path().join("s3").to_str().unwrap(), "--from", bad.to_str().unwrap()]);
+    let e = fails(&[
+        "study",
+        "new",
+        tmp.path().join("s3").to_str().unwrap(),
+        "--from",
+        bad.to_str().unwrap(),
+    ]);
     assert!(e.contains("seed"), "{e}");
 }
 
@@ -253,11 +410,17 @@ fn run_systems_share_the_initial_noise() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("run");
     let out = flowlens_in(tmp.path())
-        .args(["train", "--preset", "tiny", "--steps", "2", "--quiet", "--run"])
+        .args([
+            "train", "--preset", "tiny", "--steps", "2", "--quiet", "--run",
+        ])
         .arg(&runp)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let prompts = tmp.path().join("p.txt");
     std::fs::write(&prompts, "a red circle\na blue square\na green triangle\n").unwrap();
     let study = tmp.path().join("study");
@@ -272,18 +435,29 @@ fn run_systems_share_the_initial_noise() {
         .args(["--steps", "2", "--raters", "2", "--quiet"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(study.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(study.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(m["same_noise"], true);
     assert!(m["systems"][0]["checkpoint_sha256"].as_str().unwrap().len() == 64);
     let key: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(study.join("key.json")).unwrap()).unwrap();
     for item in m["items"].as_array().unwrap() {
-        let [x, y] = [&item["images"][0], &item["images"][1]].map(|v| v.as_str().unwrap().to_string());
+        let [x, y] =
+            [&item["images"][0], &item["images"][1]].map(|v| v.as_str().unwrap().to_string());
         assert_ne!(x, y);
         assert_ne!(key["images"][&x]["system"], key["images"][&y]["system"]);
-        let px = |id: &str| image::open(study.join(format!("images/{id}.png"))).unwrap().to_rgb8().into_raw();
+        let px = |id: &str| {
+            image::open(study.join(format!("images/{id}.png")))
+                .unwrap()
+                .to_rgb8()
+                .into_raw()
+        };
         assert_eq!(px(&x), px(&y), "same run, same noise: same pixels");
     }
 }

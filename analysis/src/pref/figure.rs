@@ -52,8 +52,12 @@ impl Figure for PreferenceFigure {
         let (w, h) = root.dim_in_pixel();
         let (w, h) = (w as f64, h as f64);
         let px = |v: f64| (v * s) as i32;
-        root.draw(&Text::new(self.title.clone(), (px(20.0), px(14.0)), font(18.0).style(FontStyle::Bold)))
-            .map_err(plot_err)?;
+        root.draw(&Text::new(
+            self.title.clone(),
+            (px(20.0), px(14.0)),
+            font(18.0).style(FontStyle::Bold),
+        ))
+        .map_err(plot_err)?;
         let left = 200.0 * s;
         let right = w - 40.0 * s;
         let x_of = |v: f64| (left + v.clamp(0.0, 1.0) * (right - left)) as i32;
@@ -93,8 +97,11 @@ impl Figure for PreferenceFigure {
             // Win rate among decisive votes with its interval, above the bar.
             let wy = (y0 + 26.0 * s) as i32;
             let style = BLACK.stroke_width((1.6 * s).max(1.0) as u32);
-            root.draw(&PathElement::new(vec![(x_of(bar.interval.0), wy), (x_of(bar.interval.1), wy)], style))
-                .map_err(plot_err)?;
+            root.draw(&PathElement::new(
+                vec![(x_of(bar.interval.0), wy), (x_of(bar.interval.1), wy)],
+                style,
+            ))
+            .map_err(plot_err)?;
             for end in [bar.interval.0, bar.interval.1] {
                 root.draw(&PathElement::new(
                     vec![(x_of(end), wy - px(6.0)), (x_of(end), wy + px(6.0))],
@@ -102,8 +109,12 @@ impl Figure for PreferenceFigure {
                 ))
                 .map_err(plot_err)?;
             }
-            root.draw(&Circle::new((x_of(bar.win_rate), wy), px(5.0), BLACK.filled()))
-                .map_err(plot_err)?;
+            root.draw(&Circle::new(
+                (x_of(bar.win_rate), wy),
+                px(5.0),
+                BLACK.filled(),
+            ))
+            .map_err(plot_err)?;
             root.draw(&Text::new(
                 format!(
                     "{:.1} % [{:.1}, {:.1}] {}",
@@ -132,10 +143,17 @@ impl Figure for PreferenceFigure {
         let ly = (bottom + 12.0 * s) as i32;
         let mut lx = left as i32;
         for (k, name) in [self.a.as_str(), "tie", self.b.as_str()].iter().enumerate() {
-            root.draw(&Rectangle::new([(lx, ly), (lx + px(14.0), ly + px(14.0))], colours[k].filled()))
-                .map_err(plot_err)?;
-            root.draw(&Text::new(name.to_string(), (lx + px(20.0), ly), font(13.0)))
-                .map_err(plot_err)?;
+            root.draw(&Rectangle::new(
+                [(lx, ly), (lx + px(14.0), ly + px(14.0))],
+                colours[k].filled(),
+            ))
+            .map_err(plot_err)?;
+            root.draw(&Text::new(
+                name.to_string(),
+                (lx + px(20.0), ly),
+                font(13.0),
+            ))
+            .map_err(plot_err)?;
             lx += px(40.0 + 8.0 * name.chars().count() as f64);
         }
         root.draw(&Text::new(

@@ -17,9 +17,9 @@ mod tests;
 
 pub use agreement::{Fleiss, Level, fleiss, krippendorff, leave_one_out, raw_agreement};
 pub use bt::{BtFit, PairVote};
-pub use figure::{PreferenceBar, PreferenceFigure};
 pub use cluster::{
     ClusterBootstrap, ClusterT, Outcome, Plan, SignFlip, Vote, cluster_bootstrap, cluster_t,
     design_effect, heterogeneity, icc_anova, phi, plan, sign_flip, tally,
 };
+pub use figure::{PreferenceBar, PreferenceFigure};
 pub use proportion::{Interval, Tally, clopper_pearson, holm, jeffreys, sign_test, wilson};

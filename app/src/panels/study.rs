@@ -55,8 +55,13 @@ impl RateMode {
             self.session = Some(self.view.start_session()?);
         }
         let session = self.session.as_mut().expect("started above");
-        self.view
-            .answer(session, seq, choice, self.shown_at_ms, now_ms().max(self.shown_at_ms))?;
+        self.view.answer(
+            session,
+            seq,
+            choice,
+            self.shown_at_ms,
+            now_ms().max(self.shown_at_ms),
+        )?;
         self.history.push(seq);
         let next = self.view.next_open();
         self.show(next);
@@ -123,11 +128,22 @@ impl StudyState {
             ui.heading(&mode.view.title);
             ui.separator();
             ui.label(format!("rater {}", mode.view.rater));
-            ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).text(format!("{done} / {total}")).desired_width(220.0));
-            if ui.button("Pause").on_hover_text("Back to the study; your answers are saved").clicked() {
+            ui.add(
+                egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                    .text(format!("{done} / {total}"))
+                    .desired_width(220.0),
+            );
+            if ui
+                .button("Pause")
+                .on_hover_text("Back to the study; your answers are saved")
+                .clicked()
+            {
                 pause = true;
             }
-            if ui.add_enabled(!mode.history.is_empty(), egui::Button::new("Undo last (U)")).clicked() {
+            if ui
+                .add_enabled(!mode.history.is_empty(), egui::Button::new("Undo last (U)"))
+                .clicked()
+            {
                 mode.undo();
             }
         });
@@ -159,7 +175,11 @@ impl StudyState {
                     if r.is_some_and(|r| r.interact(egui::Sense::click()).clicked()) {
                         clicked = Some(which);
                     }
-                    ui.label(if which == "left" { "Left image" } else { "Right image" });
+                    ui.label(if which == "left" {
+                        "Left image"
+                    } else {
+                        "Right image"
+                    });
                 });
                 ui.add_space(20.0);
             }
@@ -167,10 +187,21 @@ impl StudyState {
         let loaded = lab.images.loaded(&screen.left) && lab.images.loaded(&screen.right);
         let ready = loaded && mode.shown.elapsed().as_millis() as u64 >= mode.view.min_view_ms;
         if !ready {
-            ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(100));
         }
-        let labels = [("left", "1 Left"), ("right", "2 Right"), ("tie", "3 Tie"), ("both_bad", "4 Both bad")];
-        let keys = [egui::Key::Num1, egui::Key::Num2, egui::Key::Num3, egui::Key::Num4];
+        let labels = [
+            ("left", "1 Left"),
+            ("right", "2 Right"),
+            ("tie", "3 Tie"),
+            ("both_bad", "4 Both bad"),
+        ];
+        let keys = [
+            egui::Key::Num1,
+            egui::Key::Num2,
+            egui::Key::Num3,
+            egui::Key::Num4,
+        ];
         let mut choice = clicked.filter(|_| ready).map(str::to_string);
         ui.horizontal(|ui| {
             for ((value, text), key) in labels.iter().zip(keys) {
@@ -178,7 +209,11 @@ impl StudyState {
                     continue;
                 }
                 let pressed = ready && ui.input(|i| i.key_pressed(key));
-                if ui.add_enabled(ready, egui::Button::new(RichText::new(*text).size(16.0))).clicked() || pressed {
+                if ui
+                    .add_enabled(ready, egui::Button::new(RichText::new(*text).size(16.0)))
+                    .clicked()
+                    || pressed
+                {
                     choice = Some(value.to_string());
                 }
             }
@@ -202,29 +237,55 @@ impl StudyState {
         }
     }
 
-    fn analysis_ui(&mut self, ui: &mut egui::Ui, lab: &Lab, info: &StudyInfo, cmds: &mut Vec<Command>) {
+    fn analysis_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        lab: &Lab,
+        info: &StudyInfo,
+        cmds: &mut Vec<Command>,
+    ) {
         let Some(s) = &info.summary else {
             if ui.button("Analyze").on_hover_text("Every statistic, Figure 4, tables and the methods paragraph into <study>/analysis/").clicked() {
                 self.request(info.dir.clone(), true, cmds);
             }
             return;
         };
-        egui::Grid::new("study-pairs").striped(true).spacing([14.0, 3.0]).show(ui, |ui| {
-            for h in ["criterion", "comparison", "A / B / tie", "win rate", "cluster CI", "primary p", "naive p (independent votes)"] {
-                ui.label(RichText::new(h).strong());
-            }
-            ui.end_row();
-            for p in &s.pairs {
-                ui.label(&p.criterion);
-                ui.label(format!("{} vs {}", p.a, p.b));
-                ui.label(format!("{} / {} / {}", p.tally.a, p.tally.b, p.tally.ties));
-                ui.label(p.win_rate.map_or("–".into(), |w| format!("{:.1} %", 100.0 * w)));
-                ui.label(p.cluster_ci.map_or("–".into(), |i| format!("[{:.1}, {:.1}]", 100.0 * i.lower, 100.0 * i.upper)));
-                ui.label(p.holm_p.or(p.sign_flip_p).map_or("–".into(), |x| format!("{x:.4}")));
-                ui.label(p.naive_p.map_or("–".into(), |x| format!("{x:.4}")));
+        egui::Grid::new("study-pairs")
+            .striped(true)
+            .spacing([14.0, 3.0])
+            .show(ui, |ui| {
+                for h in [
+                    "criterion",
+                    "comparison",
+                    "A / B / tie",
+                    "win rate",
+                    "cluster CI",
+                    "primary p",
+                    "naive p (independent votes)",
+                ] {
+                    ui.label(RichText::new(h).strong());
+                }
                 ui.end_row();
-            }
-        });
+                for p in &s.pairs {
+                    ui.label(&p.criterion);
+                    ui.label(format!("{} vs {}", p.a, p.b));
+                    ui.label(format!("{} / {} / {}", p.tally.a, p.tally.b, p.tally.ties));
+                    ui.label(
+                        p.win_rate
+                            .map_or("–".into(), |w| format!("{:.1} %", 100.0 * w)),
+                    );
+                    ui.label(p.cluster_ci.map_or("–".into(), |i| {
+                        format!("[{:.1}, {:.1}]", 100.0 * i.lower, 100.0 * i.upper)
+                    }));
+                    ui.label(
+                        p.holm_p
+                            .or(p.sign_flip_p)
+                            .map_or("–".into(), |x| format!("{x:.4}")),
+                    );
+                    ui.label(p.naive_p.map_or("–".into(), |x| format!("{x:.4}")));
+                    ui.end_row();
+                }
+            });
         ui.label(format!(
             "{} raters ({} excluded by the pre-registered rules) × {} prompts; report, CSV and LaTeX in {}",
             s.raters_with_ratings,
@@ -232,9 +293,18 @@ impl StudyState {
             s.prompts,
             StudyDir::new(&info.dir).analysis().display()
         ));
-        let fig = StudyDir::new(&info.dir).analysis().join("figure_preference.png");
+        let fig = StudyDir::new(&info.dir)
+            .analysis()
+            .join("figure_preference.png");
         let w = ui.available_width().min(900.0);
-        image_ui(ui, lab, &fig, egui::vec2(w, w * 0.6), "(figure not written)", cmds);
+        image_ui(
+            ui,
+            lab,
+            &fig,
+            egui::vec2(w, w * 0.6),
+            "(figure not written)",
+            cmds,
+        );
     }
 }
 
@@ -260,9 +330,14 @@ impl Panel for StudyState {
         }
         ui.horizontal_wrapped(|ui| {
             let l = ui.label("study directory");
-            ui.add(egui::TextEdit::singleline(&mut self.dir).desired_width(420.0)).labelled_by(l.id);
+            ui.add(egui::TextEdit::singleline(&mut self.dir).desired_width(420.0))
+                .labelled_by(l.id);
             for s in &found {
-                let name = s.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let name = s
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 if ui.small_button(&name).clicked() {
                     self.dir = s.display().to_string();
                 }
@@ -277,7 +352,8 @@ impl Panel for StudyState {
             return;
         }
         let dir = PathBuf::from(&self.dir);
-        let stale = self.info.as_ref().is_none_or(|i| i.dir != dir) && self.requested.as_ref().is_none_or(|r| r.0 != dir);
+        let stale = self.info.as_ref().is_none_or(|i| i.dir != dir)
+            && self.requested.as_ref().is_none_or(|r| r.0 != dir);
         if stale {
             self.request(dir.clone(), false, cmds);
         }
@@ -297,7 +373,8 @@ impl Panel for StudyState {
         }
         ui.horizontal(|ui| {
             let l = ui.label("rater code");
-            ui.add(egui::TextEdit::singleline(&mut self.code).desired_width(90.0)).labelled_by(l.id);
+            ui.add(egui::TextEdit::singleline(&mut self.code).desired_width(90.0))
+                .labelled_by(l.id);
             if ui.button("Rate").clicked() {
                 self.start_rating();
             }
@@ -320,8 +397,14 @@ impl Panel for StudyState {
             self.analysis_ui(ui, lab, &info, cmds);
         } else {
             ui.label("The analysis stays locked until the study is unblinded.");
-            ui.checkbox(&mut self.confirm_unblind, "Collection is finished: open the key (recorded in audit.log)");
-            if ui.add_enabled(self.confirm_unblind, egui::Button::new("Unblind")).clicked() {
+            ui.checkbox(
+                &mut self.confirm_unblind,
+                "Collection is finished: open the key (recorded in audit.log)",
+            );
+            if ui
+                .add_enabled(self.confirm_unblind, egui::Button::new("Unblind"))
+                .clicked()
+            {
                 match lock::unblind(&dir) {
                     Ok(_) => {
                         self.confirm_unblind = false;

@@ -332,17 +332,31 @@ pub fn demo(quick: bool, out: Option<PathBuf>, devices: DeviceList, show: bool) 
         );
     }
     let both = file.resolve_run("both", None);
-    let index = run_stages(
+    let baseline = file.resolve_run("baseline", None);
+    let out = file.out.clone();
+    let first = devices.first();
+    run_stages(
         file,
         Stages {
             ablation: true,
             exp1: true,
             exp2: true,
         },
-        Some((both, None)),
+        Some((both.clone(), None)),
         devices,
         show,
     )?;
+    // The human preference study (simulated raters), then the report again with its section.
+    let study = crate::study::demo::demo_study(
+        &out,
+        [("both", both), ("baseline", baseline)],
+        first,
+        show,
+    )?;
+    let index = write_report(std::slice::from_ref(&out), &out.join("report"))?;
+    if show {
+        eprintln!("study report: {}", study.display());
+    }
     if show {
         let s = started.elapsed().as_secs();
         eprintln!(

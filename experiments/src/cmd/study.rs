@@ -188,16 +188,26 @@ fn new(a: NewArgs) -> Result<()> {
             path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         ),
         None => {
-            let systems = a.systems.iter().map(|s| parse_system(s)).collect::<Result<Vec<_>>>()?;
+            let systems = a
+                .systems
+                .iter()
+                .map(|s| parse_system(s))
+                .collect::<Result<Vec<_>>>()?;
             let prompts = a.prompts.as_ref().context("--prompts FILE is required")?;
             let prompts_abs = std::path::absolute(prompts)?;
             let name = a
                 .dir
                 .file_name()
-                .map(|n| n.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-"))
+                .map(|n| {
+                    n.to_string_lossy().replace(
+                        |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                        "-",
+                    )
+                })
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "study".into());
-            let mut spec = StudyToml::new(&name, systems, &prompts_abs.display().to_string(), a.raters);
+            let mut spec =
+                StudyToml::new(&name, systems, &prompts_abs.display().to_string(), a.raters);
             for s in &mut spec.systems {
                 for p in [&mut s.run, &mut s.images].into_iter().flatten() {
                     *p = std::path::absolute(&*p)?.display().to_string();
@@ -222,9 +232,14 @@ fn new(a: NewArgs) -> Result<()> {
             (spec, std::env::current_dir()?)
         }
     };
-    let secret = if a.reproducible { Secret::FromSeed } else { Secret::Random };
+    let secret = if a.reproducible {
+        Secret::FromSeed
+    } else {
+        Secret::Random
+    };
     let m = generate::create(&a.dir, &spec, &base, a.device, secret, !a.quiet)?;
-    let screens: usize = m.raters.iter().map(|r| r.tasks.len()).sum::<usize>() / m.raters.len().max(1);
+    let screens: usize =
+        m.raters.iter().map(|r| r.tasks.len()).sum::<usize>() / m.raters.len().max(1);
     println!(
         "study {}: {} systems, {} prompts x {} seed(s), {} items, {} gold items, {} raters (~{screens} screens each), {} images",
         a.dir.display(),
@@ -238,7 +253,11 @@ fn new(a: NewArgs) -> Result<()> {
     );
     println!(
         "rater codes: {}",
-        m.raters.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(" ")
+        m.raters
+            .iter()
+            .map(|r| r.code.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "next: edit [analysis] in {} if needed, then `flowlens study plan {0}` and `flowlens study lock {0}`",
@@ -252,9 +271,9 @@ fn parse_shares(args: &[String]) -> Result<BTreeMap<String, f64>> {
         .flat_map(|a| a.split(','))
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let (c, p) = s
-                .split_once('=')
-                .with_context(|| format!("--share `{s}`: write CRITERION=P, e.g. prompt_following=0.7"))?;
+            let (c, p) = s.split_once('=').with_context(|| {
+                format!("--share `{s}`: write CRITERION=P, e.g. prompt_following=0.7")
+            })?;
             let p: f64 = p
                 .parse()
                 .with_context(|| format!("--share `{s}`: `{p}` is not a number"))?;
@@ -293,7 +312,11 @@ pub fn run(cmd: StudyCmd) -> Result<()> {
         StudyCmd::ExportHtml(a) => {
             for f in page::export(&a.dir, &a.out, a.per_rater)? {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                println!("{} ({:.1} MiB)", f.display(), size as f64 / (1 << 20) as f64);
+                println!(
+                    "{} ({:.1} MiB)",
+                    f.display(),
+                    size as f64 / (1 << 20) as f64
+                );
             }
             Ok(())
         }
@@ -329,8 +352,16 @@ pub fn run(cmd: StudyCmd) -> Result<()> {
                     r.file.display(),
                     r.rater,
                     r.judgments,
-                    if r.complete { ", complete" } else { ", partial" },
-                    if r.duplicate { " (already imported: unchanged)" } else { "" }
+                    if r.complete {
+                        ", complete"
+                    } else {
+                        ", partial"
+                    },
+                    if r.duplicate {
+                        " (already imported: unchanged)"
+                    } else {
+                        ""
+                    }
                 );
             }
             Ok(())
@@ -341,7 +372,10 @@ pub fn run(cmd: StudyCmd) -> Result<()> {
         }
         StudyCmd::Unblind(a) => {
             let u = lock::unblind(&a.dir)?;
-            println!("unblinded at {} by {} (recorded in audit.log)", u.time, u.who);
+            println!(
+                "unblinded at {} by {} (recorded in audit.log)",
+                u.time, u.who
+            );
             Ok(())
         }
         StudyCmd::Analyze(a) => {
@@ -363,8 +397,11 @@ pub fn run(cmd: StudyCmd) -> Result<()> {
                         p.tally.b,
                         p.tally.ties,
                         p.win_rate.map_or("-".into(), |x| format!("{x:.3}")),
-                        p.cluster_ci.map_or("-".into(), |i| format!("[{:.3}, {:.3}]", i.lower, i.upper)),
-                        p.holm_p.or(p.sign_flip_p).map_or("-".into(), |x| format!("{x:.4}")),
+                        p.cluster_ci
+                            .map_or("-".into(), |i| format!("[{:.3}, {:.3}]", i.lower, i.upper)),
+                        p.holm_p
+                            .or(p.sign_flip_p)
+                            .map_or("-".into(), |x| format!("{x:.4}")),
                         p.naive_p.map_or("-".into(), |x| format!("{x:.4}")),
                     );
                 }

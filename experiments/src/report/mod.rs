@@ -172,6 +172,9 @@ fn experiment_sections(
             )?);
         }
     }
+    if let Some(study) = crate::study::section::section(dir, prefix)? {
+        sections.push(study);
+    }
     Ok(sections)
 }
 

@@ -149,6 +149,8 @@ pub struct Summary {
     pub raters_total: usize,
     pub raters_with_ratings: usize,
     pub raters_excluded: usize,
+    /// Raters whose ratings came from `flowlens study simulate`, not from a person.
+    pub simulated_raters: usize,
     pub prompts: usize,
     pub seeds: usize,
     pub level: f64,
@@ -223,7 +225,9 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
             if j.kind == "gold" {
                 continue;
             }
-            let item = manifest.item(&j.item).context("an answered item is not in the manifest")?;
+            let item = manifest
+                .item(&j.item)
+                .context("an answered item is not in the manifest")?;
             coded.push(Coded {
                 rater: ri,
                 prompt: prompt_index[item.prompt.as_str()],
@@ -231,7 +235,11 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
                 criterion: &j.criterion,
                 left: system_of(&j.left)?,
                 right: system_of(&j.right)?,
-                choice: if j.kind == "repeat" { "repeat" } else { &j.choice },
+                choice: if j.kind == "repeat" {
+                    "repeat"
+                } else {
+                    &j.choice
+                },
             });
         }
     }
@@ -242,7 +250,16 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
     let mut pairs = Vec::new();
     for c in &spec.criteria {
         for &(sa, sb) in &spec.pairs() {
-            let mut res = pair_result(&spec, &manifest, &coded, &c.id, sa, sb, |r| included[r], a.seed)?;
+            let mut res = pair_result(
+                &spec,
+                &manifest,
+                &coded,
+                &c.id,
+                sa,
+                sb,
+                |r| included[r],
+                a.seed,
+            )?;
             let all = pair_result(&spec, &manifest, &coded, &c.id, sa, sb, |_| true, a.seed)?;
             res.sensitivity = Some(Sensitivity {
                 raters: all.raters,
@@ -264,13 +281,21 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
     let family: Vec<usize> = (0..pairs.len())
         .filter(|&i| a.primary.contains(&pairs[i].criterion) && pairs[i].sign_flip_p.is_some())
         .collect();
-    let adjusted = pref::holm(&family.iter().map(|&i| pairs[i].sign_flip_p.unwrap()).collect::<Vec<_>>());
+    let adjusted = pref::holm(
+        &family
+            .iter()
+            .map(|&i| pairs[i].sign_flip_p.unwrap())
+            .collect::<Vec<_>>(),
+    );
     for (&i, p) in family.iter().zip(adjusted) {
         pairs[i].holm_p = Some(p);
     }
     // Position bias: left among decisive main answers of included raters.
     let (mut left, mut decisive) = (0u64, 0u64);
-    for x in coded.iter().filter(|x| included[x.rater] && x.choice != "repeat") {
+    for x in coded
+        .iter()
+        .filter(|x| included[x.rater] && x.choice != "repeat")
+    {
         match x.choice {
             "left" => {
                 left += 1;
@@ -305,6 +330,7 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
         raters_total: manifest.raters.len(),
         raters_with_ratings: answers.len(),
         raters_excluded: included.iter().filter(|x| !**x).count(),
+        simulated_raters: answers.iter().filter(|a| a.client == "simulated").count(),
         prompts: manifest.prompts.len(),
         seeds: manifest.seeds.len(),
         level: a.level,
@@ -392,11 +418,9 @@ fn rater_rows(
             };
             let (mut repeats, mut consistent) = (0, 0);
             for rep in r.answers.values().filter(|j| j.kind == "repeat") {
-                if let Some(orig) = r
-                    .answers
-                    .values()
-                    .find(|j| j.kind == "main" && j.item == rep.item && j.criterion == rep.criterion)
-                {
+                if let Some(orig) = r.answers.values().find(|j| {
+                    j.kind == "main" && j.item == rep.item && j.criterion == rep.criterion
+                }) {
                     repeats += 1;
                     consistent += (pick(rep)? == pick(orig)?) as usize;
                 }
@@ -455,7 +479,13 @@ fn rater_rows(
 
 /// Votes of `criterion` and pair (sa, sb) from the raters `keep` accepts; raters re-indexed
 /// densely.
-fn votes(coded: &[Coded], criterion: &str, sa: usize, sb: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(Vote, usize)> {
+fn votes(
+    coded: &[Coded],
+    criterion: &str,
+    sa: usize,
+    sb: usize,
+    keep: &dyn Fn(usize) -> bool,
+) -> Vec<(Vote, usize)> {
     let mut dense: BTreeMap<usize, usize> = BTreeMap::new();
     let mut out = Vec::new();
     for x in coded {
@@ -503,15 +533,37 @@ fn pair_result(
     let with_raters = votes(coded, criterion, sa, sb, &keep);
     let v: Vec<Vote> = with_raters.iter().map(|x| x.0).collect();
     let t = cluster::tally(&v);
-    let raters = v.iter().map(|x| x.rater).collect::<std::collections::BTreeSet<_>>().len();
-    let prompts_seen = v.iter().map(|x| x.prompt).collect::<std::collections::BTreeSet<_>>().len();
-    let decisive: Vec<Vote> = v.iter().copied().filter(|x| x.outcome != Outcome::Tie).collect();
+    let raters = v
+        .iter()
+        .map(|x| x.rater)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let prompts_seen = v
+        .iter()
+        .map(|x| x.prompt)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let decisive: Vec<Vote> = v
+        .iter()
+        .copied()
+        .filter(|x| x.outcome != Outcome::Tie)
+        .collect();
     let (boot, boot2) = if decisive.is_empty() {
         (None, None)
     } else {
         (
-            Some(cluster::cluster_bootstrap(&v, a.bootstrap_rounds, seed, a.level)?),
-            Some(cluster::cluster_bootstrap(&v, a.bootstrap_rounds, seed.wrapping_add(1), a.level)?),
+            Some(cluster::cluster_bootstrap(
+                &v,
+                a.bootstrap_rounds,
+                seed,
+                a.level,
+            )?),
+            Some(cluster::cluster_bootstrap(
+                &v,
+                a.bootstrap_rounds,
+                seed.wrapping_add(1),
+                a.level,
+            )?),
         )
     };
     let unstable = match (&boot, &boot2) {
@@ -534,7 +586,9 @@ fn pair_result(
     let icc = cluster::icc_anova(&groups);
     let clusters = groups.iter().filter(|g| !g.is_empty()).count();
     let mean_size = (clusters > 0).then(|| decisive.len() as f64 / clusters as f64);
-    let deff = icc.zip(mean_size).map(|(i, m)| cluster::design_effect(i, m));
+    let deff = icc
+        .zip(mean_size)
+        .map(|(i, m)| cluster::design_effect(i, m));
     let n_eff = deff.map(|d| decisive.len() as f64 / d);
     // Per prompt.
     let mut per: Vec<Tally> = vec![Tally::default(); manifest.prompts.len()];
@@ -622,7 +676,14 @@ fn pair_result(
             fleiss_kappa: agreement::fleiss(&counts).map(|f| f.kappa),
             alpha_nominal: agreement::krippendorff(&data, 3, Level::Nominal),
             alpha_ordinal: agreement::krippendorff(&data, 3, Level::Ordinal),
-            alpha_nominal_ci: agreement::krippendorff_rater_bootstrap(&data, 3, Level::Nominal, 1000, seed, a.level),
+            alpha_nominal_ci: agreement::krippendorff_rater_bootstrap(
+                &data,
+                3,
+                Level::Nominal,
+                1000,
+                seed,
+                a.level,
+            ),
             prevalence_a: Some(
                 cells.iter().filter(|c| c.2 == 2).count() as f64 / cells.len() as f64,
             ),
@@ -661,7 +722,11 @@ fn pair_result(
     })
 }
 
-fn halo(spec: &StudyToml, coded: &[Coded], included: &[bool]) -> Vec<(String, String, Option<f64>)> {
+fn halo(
+    spec: &StudyToml,
+    coded: &[Coded],
+    included: &[bool],
+) -> Vec<(String, String, Option<f64>)> {
     let mut out = Vec::new();
     for (i, c1) in spec.criteria.iter().enumerate() {
         for c2 in &spec.criteria[i + 1..] {
@@ -717,7 +782,14 @@ fn bt_row(spec: &StudyToml, coded: &[Coded], criterion: &str, included: &[bool])
         })
         .collect();
     let a = &spec.analysis;
-    match bt::fit_with_intervals(names.len(), &votes, &names, a.bootstrap_rounds.min(2000), a.seed, a.level) {
+    match bt::fit_with_intervals(
+        names.len(),
+        &votes,
+        &names,
+        a.bootstrap_rounds.min(2000),
+        a.seed,
+        a.level,
+    ) {
         Ok(fit) => {
             let reference = spec
                 .baseline

@@ -107,7 +107,11 @@ pub fn gold_items(spec: &StudyToml, prompts: &[Prompt], images: &Images) -> Vec<
     let k = spec.systems.len();
     let n = prompts.len();
     let mut out: Vec<GoldItem> = Vec::new();
-    let push = |out: &mut Vec<GoldItem>, prompt: &Prompt, criterion: &str, right: String, wrong: String| {
+    let push = |out: &mut Vec<GoldItem>,
+                prompt: &Prompt,
+                criterion: &str,
+                right: String,
+                wrong: String| {
         let id = format!("g{:04}", out.len() + 1);
         out.push(GoldItem {
             id,
@@ -184,9 +188,14 @@ pub fn assign(spec: &StudyToml, items: &[(Item, String)], gold: &[GoldItem]) -> 
         // A-left minus A-right so far, per rater: the raters most behind get A on the left.
         let mut balance = vec![0i64; r];
         for (ip, &i) in item_order.iter().enumerate() {
-            let mut raters: Vec<usize> = (0..per).map(|t| rater_order[(ip * per + t) % r]).collect();
+            let mut raters: Vec<usize> =
+                (0..per).map(|t| rater_order[(ip * per + t) % r]).collect();
             raters.sort_by_key(|&x| (balance[x], x));
-            let lefts = if ip % 2 == 0 { per.div_ceil(2) } else { per / 2 };
+            let lefts = if ip % 2 == 0 {
+                per.div_ceil(2)
+            } else {
+                per / 2
+            };
             for (t, &rater) in raters.iter().enumerate() {
                 let a_left = t < lefts;
                 balance[rater] += if a_left { 1 } else { -1 };
@@ -219,7 +228,12 @@ fn rater_tasks(
     let p = &spec.protocol;
     let mut criteria: Vec<&super::design::Criterion> = spec.criteria.iter().collect();
     criteria.shuffle(rng);
-    let gold_criteria = spec.criteria.iter().filter(|c| c.gold != "none").count().max(1);
+    let gold_criteria = spec
+        .criteria
+        .iter()
+        .filter(|c| c.gold != "none")
+        .count()
+        .max(1);
     let mut blocks: Vec<Vec<Draft>> = criteria
         .iter()
         .map(|c| {
@@ -343,7 +357,9 @@ mod tests {
                 category: None,
             })
             .collect();
-        let main = |s: usize, p: usize, j: usize| format!("{:016x}", (s * 1000 + p * 10 + j) * 7919 % 65_521);
+        let main = |s: usize, p: usize, j: usize| {
+            format!("{:016x}", (s * 1000 + p * 10 + j) * 7919 % 65_521)
+        };
         let degraded = |p: usize| Some(format!("d{p:015}"));
         let images = Images {
             main: &main,
@@ -398,10 +414,17 @@ mod tests {
                 let orig = r
                     .tasks
                     .iter()
-                    .find(|t| t.kind == "main" && t.item == rep.item && t.criterion == rep.criterion)
+                    .find(|t| {
+                        t.kind == "main" && t.item == rep.item && t.criterion == rep.criterion
+                    })
                     .unwrap();
                 assert_eq!((&orig.left, &orig.right), (&rep.right, &rep.left));
-                assert!(rep.seq > orig.seq + s.protocol.repeat_gap, "{} {}", orig.seq, rep.seq);
+                assert!(
+                    rep.seq > orig.seq + s.protocol.repeat_gap,
+                    "{} {}",
+                    orig.seq,
+                    rep.seq
+                );
             }
             assert!(r.tasks.iter().enumerate().all(|(i, t)| t.seq == i));
         }
@@ -415,7 +438,9 @@ mod tests {
             let seen: Vec<(&str, bool)> = raters
                 .iter()
                 .flat_map(|r| r.tasks.iter().map(move |t| (r.code.as_str(), t)))
-                .filter(|(_, t)| t.kind == "main" && t.item == item.id && t.criterion == "aesthetics")
+                .filter(|(_, t)| {
+                    t.kind == "main" && t.item == item.id && t.criterion == "aesthetics"
+                })
                 .map(|(c, t)| (c, &t.left == a))
                 .collect();
             assert_eq!(seen.len(), 3);
@@ -426,7 +451,11 @@ mod tests {
             assert!(n == 1 || n == 2);
         }
         for r in &raters {
-            let n = r.tasks.iter().filter(|t| t.kind == "main" && t.criterion == "aesthetics").count();
+            let n = r
+                .tasks
+                .iter()
+                .filter(|t| t.kind == "main" && t.criterion == "aesthetics")
+                .count();
             assert!(n == 6 || n == 7, "{n}");
         }
     }

@@ -54,7 +54,9 @@ impl BlindView {
         let manifest = study.read_manifest()?;
         let rater = rater.trim().to_uppercase();
         let assignment = manifest.rater(&rater).with_context(|| {
-            format!("`{rater}` is not a rater code of this study (check the code's five characters)")
+            format!(
+                "`{rater}` is not a rater code of this study (check the code's five characters)"
+            )
         })?;
         let screens = assignment
             .tasks
@@ -108,17 +110,27 @@ impl BlindView {
         files.sort();
         let mut answers: BTreeMap<usize, Judgment> = BTreeMap::new();
         for f in files {
-            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let payload = if name.starts_with(&format!("app-{}-", self.rater)) && name.ends_with(".jsonl") {
-                super::ratings::read_session(&f)?
-            } else if name.starts_with(&format!("html-{}-", self.rater)) {
-                RatingsPayload::parse(&std::fs::read_to_string(&f)?, &f.display().to_string())?
-            } else {
-                continue;
-            };
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let payload =
+                if name.starts_with(&format!("app-{}-", self.rater)) && name.ends_with(".jsonl") {
+                    super::ratings::read_session(&f)?
+                } else if name.starts_with(&format!("html-{}-", self.rater)) {
+                    RatingsPayload::parse(&std::fs::read_to_string(&f)?, &f.display().to_string())?
+                } else {
+                    continue;
+                };
             for j in payload.judgments {
                 let s = self.screens.get(j.seq).with_context(|| {
-                    format!("{}: seq {} is not a screen of rater {}", f.display(), j.seq, self.rater)
+                    format!(
+                        "{}: seq {} is not a screen of rater {}",
+                        f.display(),
+                        j.seq,
+                        self.rater
+                    )
                 })?;
                 ensure!(
                     s.item == j.item && s.left_id == j.left && s.right_id == j.right,
@@ -127,7 +139,10 @@ impl BlindView {
                     j.seq,
                     self.rater
                 );
-                if answers.get(&j.seq).is_none_or(|old| old.answered_at <= j.answered_at) {
+                if answers
+                    .get(&j.seq)
+                    .is_none_or(|old| old.answered_at <= j.answered_at)
+                {
                     answers.insert(j.seq, j);
                 }
             }
@@ -137,16 +152,31 @@ impl BlindView {
 
     /// The first screen without an answer (`None`: all done).
     pub fn next_open(&self) -> Option<usize> {
-        self.screens.iter().map(|s| s.seq).find(|s| !self.answers.contains_key(s))
+        self.screens
+            .iter()
+            .map(|s| s.seq)
+            .find(|s| !self.answers.contains_key(s))
     }
 
     /// Starts the append-only session file of this sitting.
     pub fn start_session(&self) -> Result<Session> {
-        Session::create(&StudyDir::new(&self.root), &self.manifest_sha256, &self.study_id, &self.rater)
+        Session::create(
+            &StudyDir::new(&self.root),
+            &self.manifest_sha256,
+            &self.study_id,
+            &self.rater,
+        )
     }
 
     /// Records an answer of screen `seq` (appended to `session`, then kept in memory).
-    pub fn answer(&mut self, session: &mut Session, seq: usize, choice: &str, shown_at: i64, answered_at: i64) -> Result<()> {
+    pub fn answer(
+        &mut self,
+        session: &mut Session,
+        seq: usize,
+        choice: &str,
+        shown_at: i64,
+        answered_at: i64,
+    ) -> Result<()> {
         let s = self.screens.get(seq).context("no such screen")?;
         ensure!(
             self.responses.iter().any(|r| r == choice),

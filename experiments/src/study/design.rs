@@ -233,8 +233,9 @@ impl StudyToml {
             .with_context(|| format!("cannot read the study file {}", path.display()))?;
         let de = toml::Deserializer::parse(&text)
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
-        let s: Self = serde_path_to_error::deserialize(de)
-            .map_err(|e| anyhow::anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner()))?;
+        let s: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            anyhow::anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner())
+        })?;
         s.check().with_context(|| format!("{}", path.display()))?;
         Ok(s)
     }
@@ -321,11 +322,11 @@ impl StudyToml {
             self.prompts.seeds_per_prompt >= 1,
             "`prompts.seeds_per_prompt` must be at least 1"
         );
-        ensure!(self.sampler.steps >= 1, "`sampler.steps` must be at least 1");
         ensure!(
-            self.raters.count >= 1,
-            "`raters.count` must be at least 1"
+            self.sampler.steps >= 1,
+            "`sampler.steps` must be at least 1"
         );
+        ensure!(self.raters.count >= 1, "`raters.count` must be at least 1");
         let r = &self.protocol.responses;
         let allowed = ["left", "right", "tie", "both_bad"];
         ensure!(
@@ -344,7 +345,10 @@ impl StudyToml {
                 "`protocol.{name}` is {share}: use a share in [0, 0.5]"
             );
         }
-        ensure!(!self.criteria.is_empty(), "`criteria`: at least one criterion");
+        ensure!(
+            !self.criteria.is_empty(),
+            "`criteria`: at least one criterion"
+        );
         for (i, c) in self.criteria.iter().enumerate() {
             ensure!(
                 !c.id.is_empty()
@@ -424,7 +428,11 @@ pub fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
                 path.display(),
                 i + 2
             );
-            rows.push((i + 2, text, c.and_then(|c| f.get(c)).map(|s| s.trim().to_string())));
+            rows.push((
+                i + 2,
+                text,
+                c.and_then(|c| f.get(c)).map(|s| s.trim().to_string()),
+            ));
         }
     } else {
         for (i, line) in text.lines().enumerate() {

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use super::assign::{self, Images};
 use super::design::{Prompt, StudyToml, read_prompts};
 use super::files::{
-    Key, KeyEntry, MANIFEST_FORMAT, Manifest, StudyDir, SystemRecord, hex, sha256_hex,
-    utc_now, write_json, write_whole,
+    Key, KeyEntry, MANIFEST_FORMAT, Manifest, StudyDir, SystemRecord, hex, sha256_hex, utc_now,
+    write_json, write_whole,
 };
 
 /// One system's images: `[prompt][seed index]` PNG bytes, and its record.
@@ -44,7 +44,14 @@ pub enum Secret {
 
 /// Creates the study directory `dir` from `spec` (study.toml written first), sampling run
 /// systems on `device`. `dir` must not exist or be empty.
-pub fn create(dir: &Path, spec: &StudyToml, base: &Path, device: DeviceSpec, secret: Secret, progress: bool) -> Result<Manifest> {
+pub fn create(
+    dir: &Path,
+    spec: &StudyToml,
+    base: &Path,
+    device: DeviceSpec,
+    secret: Secret,
+    progress: bool,
+) -> Result<Manifest> {
     spec.check()?;
     if dir.exists()
         && std::fs::read_dir(dir)
@@ -217,7 +224,14 @@ fn secret_is_fixed(spec: &StudyToml, secret: &[u8; 32]) -> bool {
 }
 
 /// The first 16 hex digits of HMAC-SHA256(secret, role | prompt | seed | system | sha256(png)).
-fn image_id(secret: &[u8], role: &str, prompt: &str, seed: u64, system: usize, png: &[u8]) -> String {
+fn image_id(
+    secret: &[u8],
+    role: &str,
+    prompt: &str,
+    seed: u64,
+    system: usize,
+    png: &[u8],
+) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(role.as_bytes());
     mac.update(b"\0");
@@ -239,7 +253,12 @@ fn image_size(png: &[u8]) -> Result<[u32; 2]> {
 pub fn encode_png(img: &image::RgbImage) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ColorType::Rgb8)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ColorType::Rgb8,
+        )
         .context("PNG encoding failed")?;
     Ok(out)
 }

@@ -76,7 +76,10 @@ pub fn unblind(root: &Path) -> Result<Unblinded> {
         return super::files::read_json(&study.unblinded());
     }
     if !study.key().is_file() {
-        bail!("{} is missing: the study cannot be unblinded", study.key().display());
+        bail!(
+            "{} is missing: the study cannot be unblinded",
+            study.key().display()
+        );
     }
     let u = Unblinded {
         time: utc_now(),

@@ -12,11 +12,14 @@
 //! - [`page`]: the rating page and the ratings file; [`ratings`]: import, lab sessions, merge;
 //! - [`monitor`]: the blind monitor; [`blind`]: one rater's view for the lab's rate mode;
 //! - [`simulate`]: raters with known ground truth;
-//! - [`analyze`] and [`outputs`]: every number, table, figure and the methods paragraph.
+//! - [`analyze`] and [`outputs`]: every number, table, figure and the methods paragraph;
+//!   [`section`]: the experiment report's section for a study beside the experiments;
+//! - [`demo`]: the demo's study with simulated raters.
 
 pub mod analyze;
 pub mod assign;
 pub mod blind;
+pub mod demo;
 pub mod design;
 pub mod files;
 pub mod generate;
@@ -26,4 +29,5 @@ pub mod outputs;
 pub mod page;
 pub mod plan;
 pub mod ratings;
+pub mod section;
 pub mod simulate;

@@ -47,7 +47,9 @@ pub fn monitor(root: &Path) -> Result<Monitor> {
     let mut coverage: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &manifest.raters {
         for t in r.tasks.iter().filter(|t| t.kind == "main") {
-            coverage.entry((t.item.clone(), t.criterion.clone())).or_insert(0);
+            coverage
+                .entry((t.item.clone(), t.criterion.clone()))
+                .or_insert(0);
         }
     }
     let mut raters = Vec::new();
@@ -81,7 +83,9 @@ pub fn monitor(root: &Path) -> Result<Monitor> {
                         p.gold_correct += (chosen.is_some() && chosen == answer) as usize;
                     }
                     "main" => {
-                        *coverage.entry((j.item.clone(), j.criterion.clone())).or_insert(0) += 1;
+                        *coverage
+                            .entry((j.item.clone(), j.criterion.clone()))
+                            .or_insert(0) += 1;
                         if j.choice == "left" || j.choice == "right" {
                             p.decisive += 1;
                             p.left += (j.choice == "left") as usize;

@@ -85,8 +85,9 @@ fn tally_csv(s: &Summary) -> String {
 }
 
 fn per_prompt_csv(s: &Summary) -> String {
-    let mut out =
-        String::from("criterion,a,b,prompt,category,text,wins_a,wins_b,ties,win_rate,wilson_lo,wilson_hi\n");
+    let mut out = String::from(
+        "criterion,a,b,prompt,category,text,wins_a,wins_b,ties,win_rate,wilson_lo,wilson_hi\n",
+    );
     for p in &s.pairs {
         for r in &p.per_prompt {
             let (lo, hi) = ci(r.wilson);
@@ -168,16 +169,19 @@ fn latex_escape(s: &str) -> String {
 pub fn table_tex(s: &Summary) -> String {
     let level = format!("{:.0}", 100.0 * s.level);
     let mut out = String::new();
-    let _ = writeln!(out, "\\begin{{table}}[t]\n\\centering\n\\begin{{tabular}}{{llrrrcc}}\n\\toprule");
+    let _ = writeln!(
+        out,
+        "\\begin{{table}}[t]\n\\centering\n\\begin{{tabular}}{{llrrrcc}}\n\\toprule"
+    );
     let _ = writeln!(
         out,
         "Criterion & Comparison & A (\\%) & Tie (\\%) & B (\\%) & $\\hat p$ [{level}\\,\\% CI] & $p$ \\\\\n\\midrule"
     );
     for p in &s.pairs {
         let (sa, st, sb) = p.shares.unwrap_or((f64::NAN, f64::NAN, f64::NAN));
-        let ci = p
-            .cluster_ci
-            .map_or("--".into(), |i| format!("[{:.1}, {:.1}]", 100.0 * i.lower, 100.0 * i.upper));
+        let ci = p.cluster_ci.map_or("--".into(), |i| {
+            format!("[{:.1}, {:.1}]", 100.0 * i.lower, 100.0 * i.upper)
+        });
         let _ = writeln!(
             out,
             "{} & {} vs {} & {} & {} & {} & {} {} & {} \\\\",
@@ -189,7 +193,9 @@ pub fn table_tex(s: &Summary) -> String {
             pct(sb),
             p.win_rate.map_or("--".into(), pct),
             ci,
-            p.holm_p.or(p.sign_flip_p).map_or("--".into(), |x| format!("{x:.3}"))
+            p.holm_p
+                .or(p.sign_flip_p)
+                .map_or("--".into(), |x| format!("{x:.3}"))
         );
     }
     let _ = writeln!(
@@ -203,14 +209,23 @@ pub fn table_tex(s: &Summary) -> String {
 
 /// The methods paragraph of the report.
 pub fn methods(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
-    let crossed = spec.raters.ratings_per_pair == 0 || spec.raters.ratings_per_pair >= spec.raters.count;
+    let crossed =
+        spec.raters.ratings_per_pair == 0 || spec.raters.ratings_per_pair >= spec.raters.count;
     let noise = if manifest.same_noise {
         "Both images of a pair were generated from the same prompt and the same initial noise"
     } else {
         "Both images of a pair were generated from the same prompt and seed"
     };
+    let simulated = if s.simulated_raters > 0 {
+        format!(
+            "SIMULATED: {} of the {} raters are `flowlens study simulate` raters with known ground truth, not people; ",
+            s.simulated_raters, s.raters_with_ratings
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} raters ({} excluded by the pre-registered rules: {}) judged {} prompts × {} seed{} of {} systems ({}) in a {} design, {} judgments per rater on average. {noise} ({} Euler steps, guidance {}), and shown side by side under opaque ids with left and right counterbalanced across raters; criteria ({}) were asked on separate screens in a per-rater random order, with {} gold items and side-swapped repeats mixed in. Responses were {}. We report shares of all judgments and the win rate among decisive votes; 95 % intervals come from a two-way cluster bootstrap over prompts and raters (B = {}, seed {}), and p-values from a prompt-level sign-flip test ({} sign vectors), Holm-adjusted across {}. Naive binomial intervals and tests, which assume independent votes, are reported alongside for comparison only.",
+        "{simulated}{} raters ({} excluded by the pre-registered rules: {}) judged {} prompts × {} seed{} of {} systems ({}) in a {} design, {} judgments per rater on average. {noise} ({} Euler steps, guidance {}), and shown side by side under opaque ids with left and right counterbalanced across raters; criteria ({}) were asked on separate screens in a per-rater random order, with {} gold items and side-swapped repeats mixed in. Responses were {}. We report shares of all judgments and the win rate among decisive votes; 95 % intervals come from a two-way cluster bootstrap over prompts and raters (B = {}, seed {}), and p-values from a prompt-level sign-flip test ({} sign vectors), Holm-adjusted across {}. Naive binomial intervals and tests, which assume independent votes, are reported alongside for comparison only.",
         s.raters_with_ratings,
         s.raters_excluded,
         describe_rules(&spec.analysis.exclude),
@@ -219,7 +234,11 @@ pub fn methods(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
         if s.seeds == 1 { "" } else { "s" },
         s.systems.len(),
         s.systems.join(", "),
-        if crossed { "fully crossed" } else { "balanced incomplete" },
+        if crossed {
+            "fully crossed"
+        } else {
+            "balanced incomplete"
+        },
         s.raters
             .iter()
             .map(|r| r.main)
@@ -228,12 +247,22 @@ pub fn methods(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
             .unwrap_or(0),
         spec.sampler.steps,
         spec.sampler.cfg,
-        spec.criteria.iter().map(|c| c.id.replace('_', " ")).collect::<Vec<_>>().join(", "),
+        spec.criteria
+            .iter()
+            .map(|c| c.id.replace('_', " "))
+            .collect::<Vec<_>>()
+            .join(", "),
         spec.criteria
             .iter()
             .map(|c| match c.gold.as_str() {
-                "degraded" => format!("{} (an image vs a degraded copy of itself)", c.id.replace('_', " ")),
-                "mismatch" => format!("{} (the prompt's image vs an image of another prompt)", c.id.replace('_', " ")),
+                "degraded" => format!(
+                    "{} (an image vs a degraded copy of itself)",
+                    c.id.replace('_', " ")
+                ),
+                "mismatch" => format!(
+                    "{} (the prompt's image vs an image of another prompt)",
+                    c.id.replace('_', " ")
+                ),
                 _ => String::new(),
             })
             .filter(|x| !x.is_empty())
@@ -246,7 +275,10 @@ pub fn methods(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
         if spec.analysis.primary.is_empty() {
             "no family (none pre-registered as primary)".to_string()
         } else {
-            format!("the criteria {} and every system pair", spec.analysis.primary.join(", "))
+            format!(
+                "the criteria {} and every system pair",
+                spec.analysis.primary.join(", ")
+            )
         },
     )
 }
@@ -260,10 +292,16 @@ fn describe_rules(r: &super::design::ExclusionRules) -> String {
         ));
     }
     if r.median_rt_below_ms > 0 {
-        out.push(format!("median response time below {} ms", r.median_rt_below_ms));
+        out.push(format!(
+            "median response time below {} ms",
+            r.median_rt_below_ms
+        ));
     }
     if r.same_side_at_least > 0.0 {
-        out.push(format!("at least {:.0} % of answers on one side", 100.0 * r.same_side_at_least));
+        out.push(format!(
+            "at least {:.0} % of answers on one side",
+            100.0 * r.same_side_at_least
+        ));
     }
     if out.is_empty() {
         "none".into()
@@ -283,12 +321,18 @@ fn result_line(p: &PairResult) -> String {
         pct(st),
         pct(sb),
         p.win_rate.map_or("–".into(), pct),
-        p.cluster_ci
-            .map_or("–".into(), |i| format!("[{}, {}]", pct(i.lower), pct(i.upper))),
+        p.cluster_ci.map_or("–".into(), |i| format!(
+            "[{}, {}]",
+            pct(i.lower),
+            pct(i.upper)
+        )),
         p.sign_flip_p.map_or("–".into(), |x| format!("{x:.4}")),
         p.holm_p.map_or("–".into(), |x| format!("{x:.4}")),
-        p.wilson
-            .map_or("–".into(), |i| format!("[{}, {}]", pct(i.lower), pct(i.upper))),
+        p.wilson.map_or("–".into(), |i| format!(
+            "[{}, {}]",
+            pct(i.lower),
+            pct(i.upper)
+        )),
         p.naive_p.map_or("–".into(), |x| format!("{x:.4}")),
         p.design_effect.map_or("–".into(), |d| format!("{d:.2}")),
     )
@@ -307,7 +351,10 @@ pub fn report_md(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
     for p in &s.pairs {
         let _ = writeln!(out, "{}", result_line(p));
     }
-    let _ = writeln!(out, "\n### Sensitivity: every rater, no exclusions\n\n| criterion | comparison | raters | win rate (%) | cluster CI | sign-flip p |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "\n### Sensitivity: every rater, no exclusions\n\n| criterion | comparison | raters | win rate (%) | cluster CI | sign-flip p |\n|---|---|---|---|---|---|"
+    );
     for p in &s.pairs {
         if let Some(x) = &p.sensitivity {
             let _ = writeln!(
@@ -318,8 +365,11 @@ pub fn report_md(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
                 p.b,
                 x.raters,
                 x.win_rate.map_or("–".into(), pct),
-                x.cluster_ci
-                    .map_or("–".into(), |i| format!("[{}, {}]", pct(i.lower), pct(i.upper))),
+                x.cluster_ci.map_or("–".into(), |i| format!(
+                    "[{}, {}]",
+                    pct(i.lower),
+                    pct(i.upper)
+                )),
                 x.sign_flip_p.map_or("–".into(), |v| format!("{v:.4}"))
             );
         }
@@ -394,7 +444,11 @@ pub fn report_md(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
     let _ = writeln!(
         out,
         "\nFiles: summary.json, tally.csv, per_prompt.csv, raters.csv, agreement.csv, table.tex, figure_preference.png/svg{}.",
-        if s.bradley_terry.is_empty() { "" } else { ", bt.csv, pairwise.csv" }
+        if s.bradley_terry.is_empty() {
+            ""
+        } else {
+            ", bt.csv, pairwise.csv"
+        }
     );
     out
 }
@@ -410,14 +464,24 @@ fn bt_csvs(s: &Summary) -> (String, String) {
             let _ = writeln!(
                 bt,
                 "{},{},{:.6},{:.6},{:.6},{:.1}",
-                row.criterion, name, fit.theta[i], fit.theta_ci[i].lower, fit.theta_ci[i].upper, elo[i]
+                row.criterion,
+                name,
+                fit.theta[i],
+                fit.theta_ci[i].lower,
+                fit.theta_ci[i].upper,
+                elo[i]
             );
             for (j, other) in row.systems.iter().enumerate() {
                 if i != j {
                     let _ = writeln!(
                         pw,
                         "{},{},{},{:.6},{:.6},{:.6}",
-                        row.criterion, name, other, fit.prob[i][j], fit.prob_ci[i][j].lower, fit.prob_ci[i][j].upper
+                        row.criterion,
+                        name,
+                        other,
+                        fit.prob[i][j],
+                        fit.prob_ci[i][j].lower,
+                        fit.prob_ci[i][j].upper
                     );
                 }
             }
@@ -427,7 +491,12 @@ fn bt_csvs(s: &Summary) -> (String, String) {
 }
 
 /// Writes every output into `dir`; returns the paths.
-pub fn write_all(dir: &Path, s: &Summary, spec: &StudyToml, manifest: &Manifest) -> Result<Vec<PathBuf>> {
+pub fn write_all(
+    dir: &Path,
+    s: &Summary,
+    spec: &StudyToml,
+    manifest: &Manifest,
+) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut put = |name: &str, text: String| -> Result<()> {
         let p = dir.join(name);

@@ -81,7 +81,9 @@ impl RatingsPayload {
     pub fn parse(text: &str, what: &str) -> Result<Self> {
         let text = text.trim_start_matches('\u{feff}');
         let file: RatingsFile = serde_json::from_str(text).with_context(|| {
-            format!("{what} is not a flowlens ratings file (not the expected JSON; is it truncated?)")
+            format!(
+                "{what} is not a flowlens ratings file (not the expected JSON; is it truncated?)"
+            )
         })?;
         ensure!(
             file.format == RATINGS_FORMAT,
@@ -177,7 +179,10 @@ pub fn render(
                 let bytes = std::fs::read(&path)
                     .with_context(|| format!("cannot read the study image {}", path.display()))?;
                 ensure!(
-                    manifest.images.get(id).is_some_and(|h| *h == sha256_hex(&bytes)),
+                    manifest
+                        .images
+                        .get(id)
+                        .is_some_and(|h| *h == sha256_hex(&bytes)),
                     "{} does not match its sha256 in manifest.json: the study's images were changed",
                     path.display()
                 );
@@ -254,7 +259,12 @@ pub fn export(study_root: &Path, out: &Path, per_rater: bool) -> Result<Vec<std:
         manifest
             .raters
             .iter()
-            .map(|r| (out.join(format!("rater-{}.html", r.code)), vec![r.code.clone()]))
+            .map(|r| {
+                (
+                    out.join(format!("rater-{}.html", r.code)),
+                    vec![r.code.clone()],
+                )
+            })
             .collect()
     } else {
         vec![(out.to_path_buf(), Vec::new())]
@@ -300,12 +310,17 @@ mod tests {
         let payload = RatingsPayload::parse(sample, "sample").unwrap();
         assert_eq!(payload.to_file(), sample.trim_end());
         assert_eq!(payload.judgments.len(), 3);
-        let mut tampered = sample.replace("\\\"left\\\",\\\"shown_at", "\\\"right\\\",\\\"shown_at");
+        let mut tampered =
+            sample.replace("\\\"left\\\",\\\"shown_at", "\\\"right\\\",\\\"shown_at");
         assert_ne!(tampered, sample);
-        let err = RatingsPayload::parse(&tampered, "x.json").unwrap_err().to_string();
+        let err = RatingsPayload::parse(&tampered, "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
         tampered = sample[..sample.len() / 2].to_string();
-        let err = RatingsPayload::parse(&tampered, "x.json").unwrap_err().to_string();
+        let err = RatingsPayload::parse(&tampered, "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 }

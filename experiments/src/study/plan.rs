@@ -53,7 +53,9 @@ pub fn simulated_power(
         .into_par_iter()
         .map(|k| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(k as u64));
-            let v: Vec<f64> = (0..per_prompt).map(|_| sd_rater * normal(&mut rng)).collect();
+            let v: Vec<f64> = (0..per_prompt)
+                .map(|_| sd_rater * normal(&mut rng))
+                .collect();
             let mut votes = Vec::with_capacity(prompts * per_prompt);
             for p in 0..prompts {
                 let u = sd_prompt * normal(&mut rng);
@@ -62,7 +64,11 @@ pub fn simulated_power(
                     votes.push(Vote {
                         prompt: p,
                         rater: r,
-                        outcome: if rng.random_bool(pa) { Outcome::A } else { Outcome::B },
+                        outcome: if rng.random_bool(pa) {
+                            Outcome::A
+                        } else {
+                            Outcome::B
+                        },
                     });
                 }
             }
@@ -77,11 +83,12 @@ pub fn simulated_power(
 /// The planner for a study file, with `sd_rater` for the simulation.
 pub fn plan(spec: &StudyToml, prompts: usize, sd_rater: f64, studies: usize) -> Result<PlanReport> {
     let a = &spec.analysis;
-    let per = if spec.raters.ratings_per_pair == 0 || spec.raters.ratings_per_pair >= spec.raters.count {
-        spec.raters.count
-    } else {
-        spec.raters.ratings_per_pair
-    };
+    let per =
+        if spec.raters.ratings_per_pair == 0 || spec.raters.ratings_per_pair >= spec.raters.count {
+            spec.raters.count
+        } else {
+            spec.raters.ratings_per_pair
+        };
     let seeds = spec.prompts.seeds_per_prompt;
     // Judgments per prompt cluster: every seed of a prompt belongs to its cluster.
     let m = per * seeds;

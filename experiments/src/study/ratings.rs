@@ -44,11 +44,17 @@ pub fn validate(
     ensure!(
         payload.manifest_sha256 == lock.manifest_sha256,
         "{what} was made from another version of this study's manifest (sha256 {}…, this study {}…): it comes from an older or different export",
-        &payload.manifest_sha256.get(..12).unwrap_or(&payload.manifest_sha256),
+        &payload
+            .manifest_sha256
+            .get(..12)
+            .unwrap_or(&payload.manifest_sha256),
         &lock.manifest_sha256[..12]
     );
     let rater = manifest.rater(&payload.rater).with_context(|| {
-        format!("{what}: rater `{}` is not a rater of this study", payload.rater)
+        format!(
+            "{what}: rater `{}` is not a rater of this study",
+            payload.rater
+        )
     })?;
     for (n, j) in payload.judgments.iter().enumerate() {
         let task = rater.tasks.get(j.seq).with_context(|| {
@@ -93,8 +99,8 @@ pub fn import(root: &Path, files: &[PathBuf]) -> Result<Vec<ImportReport>> {
     ensure!(!files.is_empty(), "give the ratings files to import");
     let mut checked = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let what = f.display().to_string();
         let payload = RatingsPayload::parse(&text, &what)?;
         validate(&payload, &spec, &manifest, &lock, &what)?;
@@ -147,7 +153,12 @@ pub struct Session {
 
 impl Session {
     /// Starts a new session file for `rater`.
-    pub fn create(study: &StudyDir, manifest_sha256: &str, study_id: &str, rater: &str) -> Result<Self> {
+    pub fn create(
+        study: &StudyDir,
+        manifest_sha256: &str,
+        study_id: &str,
+        rater: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(study.ratings())?;
         let stamp = super::files::utc_now().replace([':', '-'], "");
         let path = study.ratings().join(format!("app-{rater}-{stamp}.jsonl"));
@@ -223,12 +234,19 @@ pub struct RaterAnswers {
     /// Answers replaced by a later one (undo, or a screen answered in two files).
     pub superseded: usize,
     pub files: Vec<PathBuf>,
+    /// `html`, `app` or `simulated` (the last file's).
+    pub client: String,
 }
 
 /// Every rater's merged answers from `ratings/` (imported page files and lab sessions), each
 /// file validated again. Files are read in name order; within the merge a later answer
 /// (by `answered_at`, then file order) replaces an earlier one of the same screen.
-pub fn load(study: &StudyDir, spec: &StudyToml, manifest: &Manifest, lock: &Lock) -> Result<Vec<RaterAnswers>> {
+pub fn load(
+    study: &StudyDir,
+    spec: &StudyToml,
+    manifest: &Manifest,
+    lock: &Lock,
+) -> Result<Vec<RaterAnswers>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(study.ratings()) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(_) => Vec::new(),
@@ -254,8 +272,10 @@ pub fn load(study: &StudyDir, spec: &StudyToml, manifest: &Manifest, lock: &Lock
                 answers: BTreeMap::new(),
                 superseded: 0,
                 files: Vec::new(),
+                client: String::new(),
             });
         entry.files.push(f.clone());
+        entry.client = payload.client.clone();
         for j in payload.judgments {
             match entry.answers.get(&j.seq) {
                 Some(old) if old == &j => {}

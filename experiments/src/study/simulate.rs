@@ -61,9 +61,16 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
         ensure!(
             spec.criteria.iter().any(|x| &x.id == c),
             "--share names `{c}`, which is not a criterion of the study ({})",
-            spec.criteria.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", ")
+            spec.criteria
+                .iter()
+                .map(|x| x.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        ensure!((0.0..=1.0).contains(s), "--share {c}={s}: a share lies in [0, 1]");
+        ensure!(
+            (0.0..=1.0).contains(s),
+            "--share {c}={s}: a share lies in [0, 1]"
+        );
     }
     ensure!(
         (0.0..1.0).contains(&sim.left_bias) && (0.0..1.0).contains(&sim.tie),
@@ -76,7 +83,12 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
     let prompt_effect: BTreeMap<(String, String), f64> = spec
         .criteria
         .iter()
-        .flat_map(|c| manifest.prompts.iter().map(move |p| (c.id.clone(), p.id.clone())))
+        .flat_map(|c| {
+            manifest
+                .prompts
+                .iter()
+                .map(move |p| (c.id.clone(), p.id.clone()))
+        })
         .map(|k| (k, sim.sd_prompt * normal(&mut rng)))
         .collect();
     let mut truth = Truth {
@@ -103,7 +115,9 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
             let choice: &str = if bad {
                 ["left", "right", "tie"][rng.random_range(0..if ties { 3 } else { 2 })]
             } else if t.kind == "gold" {
-                let g = manifest.gold_item(&t.item).context("a gold item of a task is missing")?;
+                let g = manifest
+                    .gold_item(&t.item)
+                    .context("a gold item of a task is missing")?;
                 let right_answer = if g.answer == t.left { "left" } else { "right" };
                 if rng.random_bool(0.95) {
                     right_answer
@@ -124,12 +138,18 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
                 );
                 let a_left = pairs.contains(&(ia, ib));
                 let share = sim.share.get(&t.criterion).copied().unwrap_or(0.5);
-                let prompt = manifest.prompt_of(&t.item).map(|p| p.id.clone()).unwrap_or_default();
+                let prompt = manifest
+                    .prompt_of(&t.item)
+                    .map(|p| p.id.clone())
+                    .unwrap_or_default();
                 let u = prompt_effect
                     .get(&(t.criterion.clone(), prompt))
                     .copied()
                     .unwrap_or(0.0);
-                let logit = (share.clamp(1e-9, 1.0 - 1e-9) / (1.0 - share.clamp(1e-9, 1.0 - 1e-9))).ln() + u + v;
+                let logit = (share.clamp(1e-9, 1.0 - 1e-9) / (1.0 - share.clamp(1e-9, 1.0 - 1e-9)))
+                    .ln()
+                    + u
+                    + v;
                 let picks_a = rng.random_bool(1.0 / (1.0 + (-logit).exp()));
                 if picks_a == a_left { "left" } else { "right" }
             };
@@ -140,7 +160,10 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
                 } else {
                     (ib, ia, false)
                 };
-                let k = format!("{}:{}:{}", t.criterion, spec.systems[a].name, spec.systems[b].name);
+                let k = format!(
+                    "{}:{}:{}",
+                    t.criterion, spec.systems[a].name, spec.systems[b].name
+                );
                 let slot = match (choice, a_left) {
                     ("left", true) | ("right", false) => 0,
                     ("left", false) | ("right", true) => 1,
