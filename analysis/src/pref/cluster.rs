@@ -376,7 +376,7 @@ pub fn plan(p1: f64, alpha: f64, power: f64, raters: usize, icc: f64) -> Result<
             format!("the expected share {p1} must lie in (0, 1) and differ from 0.5"),
         ));
     }
-    if !(0.0 < alpha && alpha < 1.0) || !(0.0 < power && power < 1.0) || raters == 0 {
+    if !(0.0 < alpha && alpha < 1.0 && 0.0 < power && power < 1.0) || raters == 0 {
         return Err(invalid(
             "the planner",
             format!(

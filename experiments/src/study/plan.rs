@@ -37,17 +37,28 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
-/// Power of the sign-flip test at `alpha` for `prompts` x `per_prompt` judgments per pair.
-pub fn simulated_power(
-    share: f64,
-    prompts: usize,
-    per_prompt: usize,
-    sd_prompt: f64,
-    sd_rater: f64,
-    alpha: f64,
-    studies: usize,
-    seed: u64,
-) -> f64 {
+/// A design and effect to simulate: `prompts` x `per_prompt` judgments per pair under the
+/// logit model with the pair's first system winning `share` of decisive votes.
+#[derive(Debug, Clone, Copy)]
+pub struct PowerDesign {
+    pub share: f64,
+    pub prompts: usize,
+    pub per_prompt: usize,
+    pub sd_prompt: f64,
+    pub sd_rater: f64,
+    pub alpha: f64,
+}
+
+/// Power of the sign-flip test at `alpha` over `studies` simulated studies.
+pub fn simulated_power(d: PowerDesign, studies: usize, seed: u64) -> f64 {
+    let PowerDesign {
+        share,
+        prompts,
+        per_prompt,
+        sd_prompt,
+        sd_rater,
+        alpha,
+    } = d;
     let base = (share / (1.0 - share)).ln();
     let hits: usize = (0..studies)
         .into_par_iter()
@@ -97,12 +108,14 @@ pub fn plan(spec: &StudyToml, prompts: usize, sd_rater: f64, studies: usize) -> 
     let icc = a.expected_icc.min(0.95);
     let sd_prompt = (icc / (1.0 - icc) * std::f64::consts::PI.powi(2) / 3.0).sqrt();
     let power = simulated_power(
-        a.expected_share,
-        prompts,
-        m,
-        sd_prompt,
-        sd_rater,
-        a.alpha,
+        PowerDesign {
+            share: a.expected_share,
+            prompts,
+            per_prompt: m,
+            sd_prompt,
+            sd_rater,
+            alpha: a.alpha,
+        },
         studies,
         a.seed,
     );
