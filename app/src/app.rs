@@ -205,6 +205,8 @@ impl LabApp {
                     self.lab.results.insert(dir, *r);
                 }
                 Done::Study(info) => self.lab.study = Some(std::sync::Arc::new(*info)),
+                Done::Studies(dirs) => self.lab.studies = Some(dirs),
+                Done::StudyView(v) => self.lab.study_view = Some(std::sync::Arc::new(*v)),
             }
         }
         for label in self.lab.launcher.poll() {

@@ -34,6 +34,10 @@ pub enum Done {
     Results(PathBuf, Box<Result<Arc<ExperimentResults>, String>>),
     /// A study's blind monitor (and analysis once unblinded), for the Study tab.
     Study(Box<crate::study::StudyInfo>),
+    /// The studies under `<runs>/studies/`.
+    Studies(Vec<PathBuf>),
+    /// A rater's blind view, for the rate mode.
+    StudyView(Box<crate::study::OpenedView>),
 }
 
 /// Which grid a result belongs to.
@@ -115,6 +119,10 @@ pub struct Lab {
     pub results: BTreeMap<PathBuf, Result<Arc<ExperimentResults>, String>>,
     /// The study the Study tab last read.
     pub study: Option<Arc<crate::study::StudyInfo>>,
+    /// The studies under `<runs>/studies/` (`None`: not looked for yet).
+    pub studies: Option<Vec<PathBuf>>,
+    /// The last blind view opened for the rate mode.
+    pub study_view: Option<Arc<crate::study::OpenedView>>,
     /// Seconds between refreshes of live files.
     pub refresh: Duration,
 }
@@ -143,6 +151,8 @@ impl Lab {
             experiments: None,
             results: BTreeMap::new(),
             study: None,
+            studies: None,
+            study_view: None,
             refresh: Duration::from_millis(1500),
         }
     }

@@ -66,7 +66,8 @@ fn settle(h: &mut Harness<'static, LabApp>) {
     h.step();
 }
 
-fn session_lines(root: &Path) -> usize {
+fn session_lines(h: &Harness<'static, LabApp>, root: &Path) -> usize {
+    h.state().study.flush();
     std::fs::read_dir(root.join("studies/s/ratings"))
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -118,7 +119,7 @@ fn the_rate_mode_records_undoes_and_resumes_without_naming_a_system() {
         assert_eq!(mode.current, Some(1));
         assert_eq!(mode.view.answers[&0].choice, "left");
     }
-    assert_eq!(session_lines(tmp.path()), 1);
+    assert_eq!(session_lines(&h, tmp.path()), 1);
     // U re-asks screen 0; key 2 answers it again; both answers stay in the session file.
     h.key_press(egui::Key::U);
     settle(&mut h);
@@ -132,7 +133,7 @@ fn the_rate_mode_records_undoes_and_resumes_without_naming_a_system() {
     }
     h.key_press(egui::Key::Num3);
     settle(&mut h);
-    assert_eq!(session_lines(tmp.path()), 3);
+    assert_eq!(session_lines(&h, tmp.path()), 3);
     h.get_by_label("Pause").click();
     settle(&mut h);
     // Blind: the analysis is locked.
@@ -140,11 +141,52 @@ fn the_rate_mode_records_undoes_and_resumes_without_naming_a_system() {
     drop(h);
     // A restart resumes at the first unanswered screen with the answers kept.
     let h = open_rating(tmp.path(), &code);
-    let mode = h.state().study.rate.as_ref().unwrap();
-    assert_eq!(mode.view.answers.len(), 2);
-    assert_eq!(mode.view.answers[&0].choice, "right");
-    assert_eq!(mode.view.answers[&1].choice, "tie");
-    assert_eq!(mode.current, Some(2));
+    {
+        let mode = h.state().study.rate.as_ref().unwrap();
+        assert_eq!(mode.view.answers.len(), 2);
+        assert_eq!(mode.view.answers[&0].choice, "right");
+        assert_eq!(mode.view.answers[&1].choice, "tie");
+        assert_eq!(mode.current, Some(2));
+    }
+    drop(h);
+    unblind_and_analyze(tmp.path());
+}
+
+/// Simulated raters for the rest, then Unblind (with its confirmation) and the analysis view.
+fn unblind_and_analyze(root: &Path) {
+    use flowlens_experiments::study::{ratings, simulate};
+    let dir = root.join("studies/s");
+    let sim = simulate::simulate(
+        &dir,
+        &simulate::SimulationSpec {
+            share: [("prompt_following".to_string(), 0.8)].into(),
+            sd_prompt: 0.5,
+            sd_rater: 0.2,
+            left_bias: 0.0,
+            tie: 0.1,
+            bad_raters: 0,
+            seed: 2,
+        },
+        &root.join("sim"),
+    )
+    .unwrap();
+    ratings::import(&dir, &sim.files[1..]).unwrap();
+    let mut app = LabApp::new(root.to_path_buf());
+    app.show_frame_time = false;
+    app.tab = Tab::Study;
+    let mut h = harness(app);
+    settle(&mut h);
+    assert!(h.query_by_label("Unblind").is_some());
+    h.get_by_label_contains("Collection is finished").click();
+    settle(&mut h);
+    h.get_by_label("Unblind").click();
+    settle(&mut h);
+    h.get_by_label("primary p");
+    assert_eq!(h.get_all_by_label("qxours vs qxbase").count(), 2, "one row per criterion");
+    assert!(dir.join("unblinded.json").is_file());
+    assert!(dir.join("analysis/figure_preference.png").is_file());
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(audit.contains("unblind"), "{audit}");
 }
 
 #[test]

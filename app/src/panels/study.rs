@@ -4,27 +4,27 @@
 //! question, keys 1/2/3/4, undo with U, pause and resume across restarts through the
 //! append-only session file), and after `unblind` (a confirmation, recorded in the audit log)
 //! run the analysis and read its table and Figure 4. While the study is blind the tab holds
-//! only opaque ids ([`BlindView`]) and never loads the key.
+//! only opaque ids ([`BlindView`]) and never loads the key. Files are read and written off the
+//! UI thread: worker jobs for the study list, the monitor, the view, unblinding and the
+//! analysis; one writer thread per sitting for the answers ([`SessionWriter`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use eframe::egui::{self, Color32, RichText};
 use flowlens_experiments::study::blind::BlindView;
 use flowlens_experiments::study::files::StudyDir;
-use flowlens_experiments::study::lock;
-use flowlens_experiments::study::ratings::Session;
 
 use crate::command::{Command, Job};
 use crate::lab::{Done, Lab};
 use crate::panels::{Panel, image_ui};
-use crate::study::{StudyInfo, studies_under, study_info};
+use crate::study::{OpenedView, SessionWriter, StudyAction, StudyInfo, studies_under, study_info};
 
 /// A sitting of the rate mode.
 pub struct RateMode {
     pub view: BlindView,
-    session: Option<Session>,
+    writer: SessionWriter,
     /// The screen shown.
     pub current: Option<usize>,
     shown_at_ms: i64,
@@ -51,17 +51,14 @@ impl RateMode {
         let Some(seq) = self.current else {
             return Ok(());
         };
-        if self.session.is_none() {
-            self.session = Some(self.view.start_session()?);
-        }
-        let session = self.session.as_mut().expect("started above");
-        self.view.answer(
-            session,
+        let j = self.view.judgment(
             seq,
             choice,
             self.shown_at_ms,
             now_ms().max(self.shown_at_ms),
         )?;
+        self.writer.write(j.clone());
+        self.view.keep(j);
         self.history.push(seq);
         let next = self.view.next_open();
         self.show(next);
@@ -85,25 +82,48 @@ pub struct StudyState {
     pub rate: Option<RateMode>,
     pub error: Option<String>,
     pub info: Option<Arc<StudyInfo>>,
-    requested: Option<(PathBuf, bool)>,
+    requested: Option<PathBuf>,
+    listed_for: Option<Instant>,
+    /// The blind view asked for (request number), until it arrives.
+    opening: Option<u64>,
+    requests: u64,
 }
 
 impl StudyState {
-    fn request(&mut self, dir: PathBuf, analyze_it: bool, cmds: &mut Vec<Command>) {
-        self.requested = Some((dir.clone(), analyze_it));
+    fn request(&mut self, dir: PathBuf, action: StudyAction, cmds: &mut Vec<Command>) {
+        self.requested = Some(dir.clone());
         cmds.push(Command::Submit(Job::new("study", move || {
-            Done::Study(Box::new(study_info(&dir, analyze_it)))
+            Done::Study(Box::new(study_info(&dir, action)))
         })));
     }
 
-    /// Starts rating as the rater whose code is typed.
-    pub fn start_rating(&mut self) {
-        match BlindView::open(Path::new(&self.dir), &self.code) {
+    /// Asks for the blind view of the rater whose code is typed (opened on a worker).
+    pub fn start_rating(&mut self, cmds: &mut Vec<Command>) {
+        self.requests += 1;
+        let request = self.requests;
+        self.opening = Some(request);
+        let (dir, code) = (PathBuf::from(&self.dir), self.code.clone());
+        cmds.push(Command::Submit(Job::new("study:view", move || {
+            let view = BlindView::open(&dir, &code).map_err(|e| format!("{e:#}"));
+            Done::StudyView(Box::new(OpenedView { request, view }))
+        })));
+    }
+
+    /// Enters the rate mode when the asked-for view has arrived.
+    fn take_view(&mut self, lab: &Lab) {
+        let Some(request) = self.opening else {
+            return;
+        };
+        let Some(opened) = lab.study_view.as_ref().filter(|v| v.request == request) else {
+            return;
+        };
+        self.opening = None;
+        match &opened.view {
             Ok(view) => {
                 let mut mode = RateMode {
                     current: None,
-                    view,
-                    session: None,
+                    writer: SessionWriter::start(view),
+                    view: view.clone(),
                     shown_at_ms: 0,
                     shown: Instant::now(),
                     history: Vec::new(),
@@ -113,8 +133,23 @@ impl StudyState {
                 self.rate = Some(mode);
                 self.error = None;
             }
-            Err(e) => self.error = Some(format!("{e:#}")),
+            Err(e) => self.error = Some(e.clone()),
         }
+    }
+
+    /// Waits until the answers given so far are on disk.
+    pub fn flush(&self) {
+        if let Some(m) = &self.rate {
+            m.writer.flush();
+        }
+    }
+
+    fn leave_rating(&mut self, cmds: &mut Vec<Command>) {
+        if let Some(m) = self.rate.take() {
+            m.writer.flush();
+        }
+        let dir = PathBuf::from(&self.dir);
+        self.request(dir, StudyAction::Read, cmds);
     }
 
     fn rate_ui(&mut self, ui: &mut egui::Ui, lab: &Lab, cmds: &mut Vec<Command>) {
@@ -154,9 +189,7 @@ impl StudyState {
                 pause = true;
             }
             if pause {
-                self.rate = None;
-                let dir = PathBuf::from(&self.dir);
-                self.request(dir, false, cmds);
+                self.leave_rating(cmds);
             }
             return;
         };
@@ -227,13 +260,14 @@ impl StudyState {
         {
             self.error = Some(format!("{e:#}"));
         }
+        if let Some(e) = mode.writer.error() {
+            self.error = Some(format!("an answer was not saved: {e}"));
+        }
         if let Some(e) = &self.error {
             ui.colored_label(Color32::LIGHT_RED, e);
         }
         if pause {
-            self.rate = None;
-            let dir = PathBuf::from(&self.dir);
-            self.request(dir, false, cmds);
+            self.leave_rating(cmds);
         }
     }
 
@@ -246,7 +280,7 @@ impl StudyState {
     ) {
         let Some(s) = &info.summary else {
             if ui.button("Analyze").on_hover_text("Every statistic, Figure 4, tables and the methods paragraph into <study>/analysis/").clicked() {
-                self.request(info.dir.clone(), true, cmds);
+                self.request(info.dir.clone(), StudyAction::Analyze, cmds);
             }
             return;
         };
@@ -318,11 +352,19 @@ impl Panel for StudyState {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, lab: &Lab, cmds: &mut Vec<Command>) {
+        self.take_view(lab);
         if self.rate.is_some() {
             self.rate_ui(ui, lab, cmds);
             return;
         }
-        let found = studies_under(&lab.root);
+        if lab.scanned.is_some() && self.listed_for != lab.scanned {
+            self.listed_for = lab.scanned;
+            let root = lab.root.clone();
+            cmds.push(Command::Submit(Job::new("study:list", move || {
+                Done::Studies(studies_under(&root))
+            })));
+        }
+        let found = lab.studies.clone().unwrap_or_default();
         if self.dir.is_empty()
             && let Some(first) = found.first()
         {
@@ -353,9 +395,9 @@ impl Panel for StudyState {
         }
         let dir = PathBuf::from(&self.dir);
         let stale = self.info.as_ref().is_none_or(|i| i.dir != dir)
-            && self.requested.as_ref().is_none_or(|r| r.0 != dir);
+            && self.requested.as_ref().is_none_or(|r| *r != dir);
         if stale {
-            self.request(dir.clone(), false, cmds);
+            self.request(dir.clone(), StudyAction::Read, cmds);
         }
         if let Some(info) = lab.study.as_ref().filter(|i| i.dir == dir) {
             self.info = Some(info.clone());
@@ -375,11 +417,14 @@ impl Panel for StudyState {
             let l = ui.label("rater code");
             ui.add(egui::TextEdit::singleline(&mut self.code).desired_width(90.0))
                 .labelled_by(l.id);
-            if ui.button("Rate").clicked() {
-                self.start_rating();
+            if ui
+                .add_enabled(self.opening.is_none(), egui::Button::new("Rate"))
+                .clicked()
+            {
+                self.start_rating(cmds);
             }
             if ui.button("Refresh").clicked() {
-                self.request(dir.clone(), false, cmds);
+                self.request(dir.clone(), StudyAction::Read, cmds);
             }
         });
         if let Some(e) = &self.error {
@@ -405,13 +450,8 @@ impl Panel for StudyState {
                 .add_enabled(self.confirm_unblind, egui::Button::new("Unblind"))
                 .clicked()
             {
-                match lock::unblind(&dir) {
-                    Ok(_) => {
-                        self.confirm_unblind = false;
-                        self.request(dir.clone(), true, cmds);
-                    }
-                    Err(e) => self.error = Some(format!("{e:#}")),
-                }
+                self.confirm_unblind = false;
+                self.request(dir.clone(), StudyAction::UnblindAndAnalyze, cmds);
             }
         }
     }

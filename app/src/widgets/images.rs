@@ -25,12 +25,20 @@ pub enum DecodeError {
 /// A decoded image on its way to the UI.
 pub type Decoded = Result<egui::ColorImage, DecodeError>;
 
+/// The largest texture side the lab uploads.
+pub const MAX_SIDE: u32 = 2048;
+
 pub fn decode_png(path: &Path) -> Decoded {
     if !path.is_file() {
         return Err(DecodeError::Missing);
     }
-    let img =
+    let mut img =
         image::open(path).map_err(|e| DecodeError::Bad(format!("{}: {e}", path.display())))?;
+    // A texture side above 2048 is refused by some GPUs (and panics egui): the report's 3x
+    // figures are shown downscaled.
+    if img.width().max(img.height()) > MAX_SIDE {
+        img = img.resize(MAX_SIDE, MAX_SIDE, image::imageops::FilterType::Triangle);
+    }
     let rgba = img.to_rgba8();
     Ok(egui::ColorImage::from_rgba_unmultiplied(
         [rgba.width() as usize, rgba.height() as usize],

@@ -168,21 +168,21 @@ impl BlindView {
         )
     }
 
-    /// Records an answer of screen `seq` (appended to `session`, then kept in memory).
-    pub fn answer(
-        &mut self,
-        session: &mut Session,
+    /// The judgment of an answer to screen `seq` (checked: the screen exists, the choice is a
+    /// response of the study).
+    pub fn judgment(
+        &self,
         seq: usize,
         choice: &str,
         shown_at: i64,
         answered_at: i64,
-    ) -> Result<()> {
+    ) -> Result<Judgment> {
         let s = self.screens.get(seq).context("no such screen")?;
         ensure!(
             self.responses.iter().any(|r| r == choice),
             "`{choice}` is not a response of this study"
         );
-        let j = Judgment {
+        Ok(Judgment {
             seq,
             item: s.item.clone(),
             kind: s.kind.clone(),
@@ -193,9 +193,11 @@ impl BlindView {
             shown_at,
             answered_at,
             rt_ms: answered_at - shown_at,
-        };
-        session.append(&j)?;
-        self.answers.insert(seq, j);
-        Ok(())
+        })
+    }
+
+    /// Keeps an answer (the last one of a screen counts).
+    pub fn keep(&mut self, j: Judgment) {
+        self.answers.insert(j.seq, j);
     }
 }
