@@ -182,7 +182,11 @@ fn unblind_and_analyze(root: &Path) {
     h.get_by_label("Unblind").click();
     settle(&mut h);
     h.get_by_label("primary p");
-    assert_eq!(h.get_all_by_label("qxours vs qxbase").count(), 2, "one row per criterion");
+    assert_eq!(
+        h.get_all_by_label("qxours vs qxbase").count(),
+        2,
+        "one row per criterion"
+    );
     assert!(dir.join("unblinded.json").is_file());
     assert!(dir.join("analysis/figure_preference.png").is_file());
     let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();

@@ -303,6 +303,18 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
     ] {
         assert!(study.join("analysis").join(f).is_file(), "{f}");
     }
+    // table.tex against its snapshot (UPDATE_SNAPSHOTS=1 rewrites it).
+    let table = std::fs::read_to_string(study.join("analysis/table.tex")).unwrap();
+    let snap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/study_table.tex");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
+        std::fs::write(&snap, &table).unwrap();
+    }
+    assert_eq!(
+        table,
+        std::fs::read_to_string(&snap).unwrap(),
+        "table.tex changed"
+    );
     let report = std::fs::read_to_string(study.join("analysis/report.md")).unwrap();
     assert!(
         report.contains("two-way cluster bootstrap over prompts and raters"),
@@ -459,5 +471,86 @@ fn run_systems_share_the_initial_noise() {
                 .into_raw()
         };
         assert_eq!(px(&x), px(&y), "same run, same noise: same pixels");
+    }
+}
+
+/// Three systems, every pair (round robin): Bradley-Terry scores with cluster-bootstrap
+/// intervals, the pairwise win matrix, and the order the simulated shares imply.
+#[test]
+fn three_systems_in_a_round_robin_get_bradley_terry_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, prompts) = folders(tmp.path(), 10);
+    let c = tmp.path().join("model-third");
+    std::fs::create_dir_all(&c).unwrap();
+    for p in 0..10 {
+        let img = image::RgbImage::from_fn(24, 24, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 5 + p) as u8, 99])
+        });
+        img.save(c.join(format!("p{p:04}_0.png"))).unwrap();
+    }
+    let study = tmp.path().join("rr");
+    let s = study.to_str().unwrap();
+    ok(&[
+        "study",
+        "new",
+        s,
+        "--systems",
+        &format!("first=images:{}", a.display()),
+        &format!("second=images:{}", b.display()),
+        &format!("third=images:{}", c.display()),
+        "--baseline",
+        "none",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--raters",
+        "6",
+        "--quiet",
+    ]);
+    ok(&["study", "lock", s]);
+    let sim = tmp.path().join("sim");
+    // Each pair's first system wins 75 %: first > second > third.
+    ok(&[
+        "study",
+        "simulate",
+        s,
+        "--share",
+        "aesthetics=0.75,prompt_following=0.75",
+        "--seed",
+        "2",
+        "--out",
+        sim.to_str().unwrap(),
+    ]);
+    let mut args = vec!["study".to_string(), "import".into(), s.into()];
+    for e in std::fs::read_dir(&sim).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().ends_with(".flowlens-ratings.json") {
+            args.push(p.display().to_string());
+        }
+    }
+    ok(&args.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    ok(&["study", "unblind", s]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(&["study", "analyze", s, "--json"])).unwrap();
+    assert_eq!(
+        summary["pairs"].as_array().unwrap().len(),
+        6,
+        "3 pairs x 2 criteria"
+    );
+    for row in summary["bradley_terry"].as_array().unwrap() {
+        let theta: Vec<f64> = row["fit"]["theta"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        assert!(theta[0] > theta[1] && theta[1] > theta[2], "{theta:?}");
+        assert!(theta.iter().sum::<f64>().abs() < 1e-9);
+        let ci = &row["fit"]["theta_ci"][0];
+        assert!(
+            ci["lower"].as_f64().unwrap() <= theta[0] && theta[0] <= ci["upper"].as_f64().unwrap()
+        );
+    }
+    for f in ["bt.csv", "pairwise.csv"] {
+        assert!(study.join("analysis").join(f).is_file(), "{f}");
     }
 }

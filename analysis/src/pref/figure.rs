@@ -165,3 +165,98 @@ impl Figure for PreferenceFigure {
         Ok(())
     }
 }
+
+/// One row of the forest plot.
+#[derive(Debug, Clone)]
+pub struct ForestRow {
+    pub label: String,
+    pub win_rate: f64,
+    pub interval: (f64, f64),
+    /// Decisive votes.
+    pub n: u64,
+}
+
+/// Per-prompt win rates with their intervals (a forest plot), the overall win rate as a
+/// vertical line and ½ dashed: which prompts drive a preference, and how much they differ.
+#[derive(Debug, Clone)]
+pub struct ForestFigure {
+    pub title: String,
+    pub rows: Vec<ForestRow>,
+    pub overall: f64,
+    pub note: String,
+}
+
+impl Figure for ForestFigure {
+    fn size(&self) -> (u32, u32) {
+        (900, 110 + 22 * self.rows.len().max(1) as u32)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, s: f64) -> Result<()> {
+        let font = |size: f64| ("sans-serif", size * s).into_font();
+        let (w, h) = root.dim_in_pixel();
+        let (w, h) = (w as f64, h as f64);
+        let px = |v: f64| (v * s) as i32;
+        root.draw(&Text::new(
+            self.title.clone(),
+            (px(20.0), px(12.0)),
+            font(16.0).style(FontStyle::Bold),
+        ))
+        .map_err(plot_err)?;
+        let left = 380.0 * s;
+        let right = w - 120.0 * s;
+        let x_of = |v: f64| (left + v.clamp(0.0, 1.0) * (right - left)) as i32;
+        let top = 48.0 * s;
+        let row = 22.0 * s;
+        let bottom = top + row * self.rows.len() as f64;
+        let grey = RGBColor(120, 120, 120);
+        for (v, style) in [(0.5, grey), (self.overall, PALETTE[0])] {
+            let mut y = top;
+            while y < bottom {
+                root.draw(&PathElement::new(
+                    vec![(x_of(v), y as i32), (x_of(v), (y + 5.0 * s) as i32)],
+                    style.stroke_width((1.0 * s).max(1.0) as u32),
+                ))
+                .map_err(plot_err)?;
+                y += 9.0 * s;
+            }
+        }
+        for (i, r) in self.rows.iter().enumerate() {
+            let y = (top + row * (i as f64 + 0.5)) as i32;
+            let mut label: String = r.label.chars().take(47).collect();
+            if r.label.chars().count() > 47 {
+                label.push('…');
+            }
+            root.draw(&Text::new(label, (px(20.0), y - px(7.0)), font(11.5)))
+                .map_err(plot_err)?;
+            let style = BLACK.stroke_width((1.4 * s).max(1.0) as u32);
+            root.draw(&PathElement::new(
+                vec![(x_of(r.interval.0), y), (x_of(r.interval.1), y)],
+                style,
+            ))
+            .map_err(plot_err)?;
+            root.draw(&Circle::new((x_of(r.win_rate), y), px(4.0), BLACK.filled()))
+                .map_err(plot_err)?;
+            root.draw(&Text::new(
+                format!("{:.0} % (n {})", 100.0 * r.win_rate, r.n),
+                ((right + 8.0 * s) as i32, y - px(7.0)),
+                font(11.0),
+            ))
+            .map_err(plot_err)?;
+        }
+        for v in [0.0, 0.25, 0.5, 0.75, 1.0] {
+            root.draw(&Text::new(
+                format!("{:.0} %", 100.0 * v),
+                (x_of(v) - px(12.0), (bottom + 6.0 * s) as i32),
+                font(11.0),
+            ))
+            .map_err(plot_err)?;
+        }
+        root.draw(&Text::new(
+            self.note.clone(),
+            (px(20.0), (h - 26.0 * s) as i32),
+            font(11.0).color(&RGBColor(60, 60, 60)),
+        ))
+        .map_err(plot_err)?;
+        Ok(())
+    }
+}

@@ -21,5 +21,5 @@ pub use cluster::{
     ClusterBootstrap, ClusterT, Outcome, Plan, SignFlip, Vote, cluster_bootstrap, cluster_t,
     design_effect, heterogeneity, icc_anova, phi, plan, sign_flip, tally,
 };
-pub use figure::{PreferenceBar, PreferenceFigure};
+pub use figure::{ForestFigure, ForestRow, PreferenceBar, PreferenceFigure};
 pub use proportion::{Interval, Tally, clopper_pearson, holm, jeffreys, sign_test, wilson};

@@ -102,7 +102,7 @@ impl StudyDir {
 
     /// Appends one line to the audit log.
     pub fn audit_line(&self, event: &str) -> Result<()> {
-        let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let who = who();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -112,6 +112,14 @@ impl StudyDir {
         f.sync_all()?;
         Ok(())
     }
+}
+
+/// Who runs this command: `$USER`, `$LOGNAME` or `$USERNAME`, else `unknown`.
+pub fn who() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// One system as the manifest records it (provenance; which image it made is in the key).

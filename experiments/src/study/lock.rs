@@ -83,7 +83,7 @@ pub fn unblind(root: &Path) -> Result<Unblinded> {
     }
     let u = Unblinded {
         time: utc_now(),
-        who: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        who: super::files::who(),
     };
     write_json(&study.unblinded(), &u)?;
     study.audit_line("unblind: the key is open for analysis")?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use flowlens_analysis::figures;
-use flowlens_analysis::pref::{Interval, PreferenceBar, PreferenceFigure};
+use flowlens_analysis::pref::{ForestFigure, ForestRow, Interval, PreferenceBar, PreferenceFigure};
 
 use super::analyze::{PairResult, Summary};
 use super::design::StudyToml;
@@ -443,7 +443,7 @@ pub fn report_md(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
     }
     let _ = writeln!(
         out,
-        "\nFiles: summary.json, tally.csv, per_prompt.csv, raters.csv, agreement.csv, table.tex, figure_preference.png/svg{}.",
+        "\nFiles: summary.json, tally.csv, per_prompt.csv, raters.csv, agreement.csv, table.tex, figure_preference.png/svg, figure_per_prompt_*.png/svg{}.",
         if s.bradley_terry.is_empty() {
             ""
         } else {
@@ -551,6 +551,52 @@ pub fn write_all(
             files.push(png);
             files.push(svg);
         }
+    }
+    // The forest plot of every criterion and pair: per-prompt win rates with Wilson intervals.
+    for (k, p) in s.pairs.iter().enumerate() {
+        let rows: Vec<ForestRow> = p
+            .per_prompt
+            .iter()
+            .filter_map(|r| {
+                Some(ForestRow {
+                    label: r.text.clone(),
+                    win_rate: r.win_rate?,
+                    interval: r.wilson.map(|i| (i.lower, i.upper))?,
+                    n: r.tally.decisive(),
+                })
+            })
+            .collect();
+        let (Some(overall), false) = (p.win_rate, rows.is_empty()) else {
+            continue;
+        };
+        let figure = ForestFigure {
+            title: format!(
+                "{}: {} vs {}, per prompt",
+                p.criterion.replace('_', " "),
+                p.a,
+                p.b
+            ),
+            rows,
+            overall,
+            note: format!(
+                "{}'s win rate among decisive votes per prompt, Wilson {:.0} % intervals (raters as independent within a prompt); blue: overall, grey: 1/2.",
+                p.a,
+                100.0 * s.level
+            ),
+        };
+        let pairs_of_criterion = s
+            .pairs
+            .iter()
+            .filter(|q| q.criterion == p.criterion)
+            .count();
+        let stem = if pairs_of_criterion == 1 {
+            format!("figure_per_prompt_{}", p.criterion)
+        } else {
+            format!("figure_per_prompt_{}_{k}", p.criterion)
+        };
+        let (png, svg) = figures::save(&figure, dir, &stem)?;
+        files.push(png);
+        files.push(svg);
     }
     Ok(files)
 }
