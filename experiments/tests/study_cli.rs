@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use common::{flowlens_in, run};
+use common::{assert_ok, flowlens_in, run};
 use sha2::{Digest, Sha256};
 
 fn ok(args: &[&str]) -> String {
@@ -259,32 +259,27 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
             p["a"].as_str().unwrap(),
             p["b"].as_str().unwrap()
         );
-        let t = &p["tally"];
-        let got = [
-            t["a"].as_u64().unwrap(),
-            t["b"].as_u64().unwrap(),
-            t["ties"].as_u64().unwrap(),
-        ];
-        let want: Vec<u64> = truth["good_tallies"][&key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap())
-            .collect();
-        assert_eq!(got.to_vec(), want, "{key} (included raters)");
-        let s = &p["sensitivity"]["tally"];
-        let all = [
-            s["a"].as_u64().unwrap(),
-            s["b"].as_u64().unwrap(),
-            s["ties"].as_u64().unwrap(),
-        ];
-        let want: Vec<u64> = truth["tallies"][&key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap())
-            .collect();
-        assert_eq!(all.to_vec(), want, "{key} (every rater)");
+        let counts = |t: &serde_json::Value| -> Vec<u64> {
+            ["a", "b", "ties"].map(|k| t[k].as_u64().unwrap()).to_vec()
+        };
+        let truth_of = |which: &str| -> Vec<u64> {
+            truth[which][&key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            counts(&p["tally"]),
+            truth_of("good_tallies"),
+            "{key} (included raters)"
+        );
+        assert_eq!(
+            counts(&p["sensitivity"]["tally"]),
+            truth_of("tallies"),
+            "{key} (every rater)"
+        );
         let w = p["win_rate"].as_f64().unwrap();
         let ci = &p["cluster_ci"];
         assert!(ci["lower"].as_f64().unwrap() <= w && w <= ci["upper"].as_f64().unwrap());
@@ -428,11 +423,7 @@ fn run_systems_share_the_initial_noise() {
         .arg(&runp)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let prompts = tmp.path().join("p.txt");
     std::fs::write(&prompts, "a red circle\na blue square\na green triangle\n").unwrap();
     let study = tmp.path().join("study");
@@ -447,11 +438,7 @@ fn run_systems_share_the_initial_noise() {
         .args(["--steps", "2", "--raters", "2", "--quiet"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(study.join("manifest.json")).unwrap())
             .unwrap();

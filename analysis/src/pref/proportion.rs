@@ -75,47 +75,52 @@ pub fn wilson(k: u64, n: u64, level: f64) -> Option<Interval> {
     })
 }
 
-/// The Clopper-Pearson ("exact") interval: Beta quantiles, 0 at `k = 0` and 1 at `k = n`.
-pub fn clopper_pearson(k: u64, n: u64, level: f64) -> Option<Interval> {
+/// An interval of Beta quantiles: the lower bound from Beta(`lo`) at α/2 (0 at `k = 0`), the
+/// upper from Beta(`hi`) at 1 − α/2 (1 at `k = n`).
+fn beta_interval(
+    k: u64,
+    n: u64,
+    level: f64,
+    lo: impl Fn(f64, f64) -> (f64, f64),
+    hi: impl Fn(f64, f64) -> (f64, f64),
+) -> Option<Interval> {
     if n == 0 || k > n {
         return None;
     }
     let alpha = 1.0 - level;
-    let (k, n) = (k as f64, n as f64);
-    Some(Interval {
-        lower: if k == 0.0 {
-            0.0
-        } else {
-            beta_quantile(alpha / 2.0, k, n - k + 1.0)
-        },
-        upper: if k == n {
-            1.0
-        } else {
-            beta_quantile(1.0 - alpha / 2.0, k + 1.0, n - k)
-        },
-    })
+    let (kf, nf) = (k as f64, n as f64);
+    let (a, b) = lo(kf, nf);
+    let lower = if k == 0 {
+        0.0
+    } else {
+        beta_quantile(alpha / 2.0, a, b)
+    };
+    let (a, b) = hi(kf, nf);
+    let upper = if k == n {
+        1.0
+    } else {
+        beta_quantile(1.0 - alpha / 2.0, a, b)
+    };
+    Some(Interval { lower, upper })
+}
+
+/// The Clopper-Pearson ("exact") interval: Beta(k, n − k + 1) and Beta(k + 1, n − k)
+/// quantiles, 0 at `k = 0` and 1 at `k = n`.
+pub fn clopper_pearson(k: u64, n: u64, level: f64) -> Option<Interval> {
+    beta_interval(
+        k,
+        n,
+        level,
+        |k, n| (k, n - k + 1.0),
+        |k, n| (k + 1.0, n - k),
+    )
 }
 
 /// The Jeffreys interval: Beta(k + 1/2, n - k + 1/2) quantiles, 0 at `k = 0` and 1 at `k = n`
 /// (statsmodels returns a small positive lower bound at `k = 0`; this convention is scipy's).
 pub fn jeffreys(k: u64, n: u64, level: f64) -> Option<Interval> {
-    if n == 0 || k > n {
-        return None;
-    }
-    let alpha = 1.0 - level;
-    let (k, n) = (k as f64, n as f64);
-    Some(Interval {
-        lower: if k == 0.0 {
-            0.0
-        } else {
-            beta_quantile(alpha / 2.0, k + 0.5, n - k + 0.5)
-        },
-        upper: if k == n {
-            1.0
-        } else {
-            beta_quantile(1.0 - alpha / 2.0, k + 0.5, n - k + 0.5)
-        },
-    })
+    let half = |k: f64, n: f64| (k + 0.5, n - k + 0.5);
+    beta_interval(k, n, level, half, half)
 }
 
 /// The exact two-sided binomial test of `k` successes in `n` against `p = 1/2` (the sign test

@@ -241,16 +241,17 @@ fn icc_planner_phi_and_heterogeneity_match_numpy_and_scipy() {
     }
 }
 
-/// STUDY.md 5.9 test 3 (the section 4.6 table at reduced size): under H0 with prompt
-/// heterogeneity (logit SD 1.0) and rater heterogeneity (0.3), the prompt sign-flip test and
-/// the two-way bootstrap keep their type-I error near 5 % while the naive sign test on all
-/// votes does not. 200 seeded studies of 24 prompts × 20 raters (Monte-Carlo SE of a rate near
-/// 0.05: 0.015).
-#[test]
-fn clustered_inference_keeps_its_level_where_the_naive_test_does_not() {
+/// Type-I error rates at 5 % (naive sign test on all votes, two-way bootstrap interval,
+/// prompt sign-flip) over `studies` seeded studies under H0 with prompt and rater heterogeneity.
+fn type_one_errors(
+    prompts: usize,
+    raters: usize,
+    studies: usize,
+    sd: (f64, f64),
+    rounds: (usize, usize),
+) -> (f64, f64, f64) {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-    let (prompts, raters, studies) = (24, 20, 200);
     let mut rng = ChaCha8Rng::seed_from_u64(20261207);
     let normal = |sd: f64, rng: &mut ChaCha8Rng| {
         let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
@@ -258,8 +259,8 @@ fn clustered_inference_keeps_its_level_where_the_naive_test_does_not() {
     };
     let (mut naive, mut boot, mut flip) = (0, 0, 0);
     for study in 0..studies {
-        let u: Vec<f64> = (0..prompts).map(|_| normal(1.0, &mut rng)).collect();
-        let v: Vec<f64> = (0..raters).map(|_| normal(0.3, &mut rng)).collect();
+        let u: Vec<f64> = (0..prompts).map(|_| normal(sd.0, &mut rng)).collect();
+        let v: Vec<f64> = (0..raters).map(|_| normal(sd.1, &mut rng)).collect();
         let mut votes = Vec::new();
         for (p, up) in u.iter().enumerate() {
             for (r, vr) in v.iter().enumerate() {
@@ -278,15 +279,44 @@ fn clustered_inference_keeps_its_level_where_the_naive_test_does_not() {
         }
         let t = cluster::tally(&votes);
         naive += (proportion::sign_test(t.a, t.decisive()).unwrap() < 0.05) as usize;
-        let b = cluster::cluster_bootstrap(&votes, 400, study as u64, 0.95).unwrap();
+        let b = cluster::cluster_bootstrap(&votes, rounds.0, study as u64, 0.95).unwrap();
         boot += !(b.win_rate.lower <= 0.5 && 0.5 <= b.win_rate.upper) as usize;
-        let s = cluster::sign_flip(&votes, 1000, study as u64).unwrap();
+        let s = cluster::sign_flip(&votes, rounds.1, study as u64).unwrap();
         flip += (s.p_value < 0.05) as usize;
     }
     let rate = |x: usize| x as f64 / studies as f64;
-    let (naive, boot, flip) = (rate(naive), rate(boot), rate(flip));
+    (rate(naive), rate(boot), rate(flip))
+}
+
+/// STUDY.md 5.9 test 3 (the section 4.6 table at reduced size): under H0 with prompt
+/// heterogeneity (logit SD 1.0) and rater heterogeneity (0.3), the prompt sign-flip test and
+/// the two-way bootstrap keep their type-I error near 5 % while the naive sign test on all
+/// votes does not. 200 seeded studies of 24 prompts × 20 raters (Monte-Carlo SE of a rate near
+/// 0.05: 0.015).
+#[test]
+fn clustered_inference_keeps_its_level_where_the_naive_test_does_not() {
+    let (naive, boot, flip) = type_one_errors(24, 20, 200, (1.0, 0.3), (400, 1000));
     eprintln!("type-I error at 5 %: naive {naive}, two-way bootstrap {boot}, sign-flip {flip}");
     assert!(naive >= 0.3, "naive {naive}");
     assert!(flip <= 0.09, "sign-flip {flip}");
     assert!(boot <= 0.09, "bootstrap {boot}");
+}
+
+/// The full-size check: the paper's design (40 prompts × 52 raters), 400 studies per row, the
+/// rows of STUDY.md 4.6 (`cargo test --release -p flowlens-analysis -- --ignored
+/// the_study_notes_coverage_table --nocapture`; about a minute in release).
+#[test]
+#[ignore]
+fn the_study_notes_coverage_table() {
+    for (sd, naive_at_least) in [((0.0, 0.0), 0.0), ((0.5, 0.3), 0.25), ((1.0, 0.3), 0.4)] {
+        let (naive, boot, flip) = type_one_errors(40, 52, 400, sd, (500, 4000));
+        eprintln!(
+            "SD prompt {}, rater {}: naive {naive}, bootstrap {boot}, sign-flip {flip}",
+            sd.0, sd.1
+        );
+        assert!(
+            naive >= naive_at_least && boot <= 0.07 && flip <= 0.09,
+            "{sd:?}"
+        );
+    }
 }

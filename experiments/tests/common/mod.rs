@@ -16,6 +16,16 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Fails the test with the child's stderr unless it succeeded.
+#[allow(dead_code)]
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `flowlens` with its caches (latents, the LLM prior) under `dir`.
 #[allow(dead_code)]
 pub fn flowlens_in(dir: &std::path::Path) -> Command {
