@@ -459,6 +459,22 @@ fn run_systems_share_the_initial_noise() {
         };
         assert_eq!(px(&x), px(&y), "same run, same noise: same pixels");
     }
+    // The page names neither system, nor the run's path, nor the checkpoint's hash.
+    let st = study.to_str().unwrap();
+    ok(&["study", "lock", st]);
+    let html = tmp.path().join("p.html");
+    ok(&["study", "export-html", st, "--out", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    let sha = m["systems"][0]["checkpoint_sha256"].as_str().unwrap();
+    for secret in [
+        sha,
+        &sha[..16],
+        runp.to_str().unwrap(),
+        "\"one\"",
+        "\"two\"",
+    ] {
+        assert!(!page.contains(secret), "the page contains {secret}");
+    }
 }
 
 /// Three systems, every pair (round robin): Bradley-Terry scores with cluster-bootstrap

@@ -525,6 +525,27 @@ mod tests {
         assert!(cluster_bootstrap(&votes(&[&[2, 2]]), 100, 1, 0.95).is_err());
     }
 
+    /// Edge cases: one rater (the rater multiplicity is always 1: the bootstrap is over prompts
+    /// alone), one prompt (the sign-flip test cannot reject: p = 1), all ties (no win rate).
+    #[test]
+    fn one_rater_one_prompt_and_all_ties() {
+        let one_rater = votes(&[&[1], &[1], &[0], &[1], &[1], &[0], &[1], &[1]]);
+        let b = cluster_bootstrap(&one_rater, 200, 3, 0.95).unwrap();
+        assert!(b.win_rate.lower < 0.75 && 0.75 < b.win_rate.upper, "{b:?}");
+        assert_eq!(b.empty_rounds, 0);
+        let one_prompt = votes(&[&[1, 1, 1, 1, 1, 1, 0]]);
+        let f = sign_flip(&one_prompt, 100, 1).unwrap();
+        assert!(f.exact && f.p_value == 1.0 && f.statistic == 5);
+        let ties = votes(&[&[2, 2], &[2, 2]]);
+        assert_eq!(tally(&ties).win_rate(), None);
+        let e = cluster_bootstrap(&ties, 100, 1, 0.95)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("every judgment is a tie"), "{e}");
+        assert!(cluster_t(&ties, true).is_none());
+        assert!(icc_anova(&[vec![1.0]]).is_none());
+    }
+
     #[test]
     fn design_effect_and_planner_reproduce_the_study_note() {
         assert!((design_effect(0.1, 52.0) - 6.1).abs() < 1e-12);

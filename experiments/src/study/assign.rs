@@ -282,22 +282,28 @@ fn rater_tasks(
             block
         })
         .collect();
-    // Side-swapped repeats of main screens.
-    let mut candidates: Vec<(usize, String)> = blocks
+    // Side-swapped repeats of main screens: originals early enough in their block for the
+    // repeat to come `repeat_gap` screens later are drawn first (in a block too short for that,
+    // the repeat goes to the block's end).
+    let gap = p.repeat_gap;
+    let mut candidates: Vec<(usize, String, bool)> = blocks
         .iter()
         .enumerate()
         .flat_map(|(b, block)| {
+            let len = block.len();
             block
                 .iter()
-                .filter(|d| d.kind == "main")
-                .map(move |d| (b, d.item.clone()))
+                .enumerate()
+                .filter(|(_, d)| d.kind == "main")
+                .map(move |(i, d)| (b, d.item.clone(), i + gap < len))
         })
         .collect();
     let want = ((p.repeat_share * candidates.len() as f64).round() as usize)
         .max(p.repeat_min)
         .min(candidates.len());
     candidates.shuffle(rng);
-    for (b, item) in candidates.into_iter().take(want) {
+    candidates.sort_by_key(|c| !c.2);
+    for (b, item, _) in candidates.into_iter().take(want) {
         let block = &mut blocks[b];
         let i = block
             .iter()
