@@ -58,6 +58,12 @@ pub struct NewArgs {
     pub prompts: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seeds_per_prompt: usize,
+    /// Use this many prompts of the file (default: all).
+    #[arg(long)]
+    pub n_prompts: Option<usize>,
+    /// How --n-prompts are chosen: first, random or stratified (by the file's Category column).
+    #[arg(long, default_value = "first")]
+    pub select: String,
     #[arg(long, default_value_t = 12)]
     pub raters: usize,
     /// Ratings per pair in a balanced incomplete design (default: fully crossed).
@@ -214,6 +220,8 @@ fn new(a: NewArgs) -> Result<()> {
                 }
             }
             spec.prompts.seeds_per_prompt = a.seeds_per_prompt;
+            spec.prompts.count = a.n_prompts.unwrap_or(0);
+            spec.prompts.select = a.select.clone();
             spec.raters.ratings_per_pair = a.ratings_per_pair.unwrap_or(0);
             spec.sampler.steps = a.steps;
             spec.sampler.cfg = a.cfg;

@@ -465,4 +465,48 @@ mod tests {
             assert!(n == 6 || n == 7, "{n}");
         }
     }
+
+    #[test]
+    fn prompt_selection_is_seeded_and_stratified() {
+        use crate::study::design::{PromptsSpec, select_prompts};
+        let all: Vec<Prompt> = (0..20)
+            .map(|i| Prompt {
+                id: format!("p{i:04}"),
+                text: format!("t{i}"),
+                category: Some(if i < 15 { "animals" } else { "vehicles" }.into()),
+            })
+            .collect();
+        let spec = |select: &str| PromptsSpec {
+            file: String::new(),
+            seeds_per_prompt: 1,
+            first_seed: 0,
+            count: 8,
+            select: select.into(),
+        };
+        let s = select_prompts(all.clone(), &spec("stratified"), 3).unwrap();
+        assert_eq!(s.len(), 8);
+        let vehicles = s
+            .iter()
+            .filter(|p| p.category.as_deref() == Some("vehicles"))
+            .count();
+        assert_eq!(vehicles, 2, "8 x 5/20");
+        assert!(s.windows(2).all(|w| w[0].id < w[1].id), "file order kept");
+        assert_eq!(
+            s,
+            select_prompts(all.clone(), &spec("stratified"), 3).unwrap()
+        );
+        assert_eq!(
+            select_prompts(all.clone(), &spec("random"), 3)
+                .unwrap()
+                .len(),
+            8
+        );
+        assert_eq!(
+            select_prompts(all.clone(), &spec("first"), 3).unwrap()[7].id,
+            "p0007"
+        );
+        let mut too_many = spec("first");
+        too_many.count = 30;
+        assert!(select_prompts(all, &too_many, 3).is_err());
+    }
 }

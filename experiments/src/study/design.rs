@@ -67,6 +67,17 @@ pub struct PromptsSpec {
     /// The first seed; a prompt's seeds are `first_seed..first_seed + seeds_per_prompt`.
     #[serde(default)]
     pub first_seed: u64,
+    /// How many prompts of the file the study uses (0: all).
+    #[serde(default)]
+    pub count: usize,
+    /// How `count` prompts are chosen: `first`, `random` or `stratified` (by category,
+    /// proportionally), with the study seed.
+    #[serde(default = "first")]
+    pub select: String,
+}
+
+fn first() -> String {
+    "first".into()
 }
 
 fn one() -> usize {
@@ -171,6 +182,8 @@ impl StudyToml {
                 file: prompts.into(),
                 seeds_per_prompt: 1,
                 first_seed: 0,
+                count: 0,
+                select: first(),
             },
             sampler: SamplerSpec {
                 steps: 30,
@@ -323,6 +336,11 @@ impl StudyToml {
             "`prompts.seeds_per_prompt` must be at least 1"
         );
         ensure!(
+            ["first", "random", "stratified"].contains(&self.prompts.select.as_str()),
+            "`prompts.select` is `{}`: use first, random or stratified",
+            self.prompts.select
+        );
+        ensure!(
             self.sampler.steps >= 1,
             "`sampler.steps` must be at least 1"
         );
@@ -460,4 +478,64 @@ pub fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
             category: category.filter(|c| !c.is_empty()),
         })
         .collect())
+}
+
+/// The prompts a study uses: all of them, or `spec.count` chosen as `spec.select` says (ids
+/// and file order kept, so image folders keep their file names). `stratified` gives every
+/// category its share of `count` (largest remainders), drawn at random within it.
+pub fn select_prompts(all: Vec<Prompt>, spec: &PromptsSpec, seed: u64) -> Result<Vec<Prompt>> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    ensure!(
+        spec.count <= all.len(),
+        "`prompts.count` is {}, but the file has {} prompts",
+        spec.count,
+        all.len()
+    );
+    if spec.count == 0 || spec.count == all.len() {
+        return Ok(all);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5E1E_C7ED);
+    let mut chosen: Vec<usize> = match spec.select.as_str() {
+        "first" => (0..spec.count).collect(),
+        "random" => {
+            let mut idx: Vec<usize> = (0..all.len()).collect();
+            idx.shuffle(&mut rng);
+            idx.truncate(spec.count);
+            idx
+        }
+        _ => {
+            let mut groups: std::collections::BTreeMap<Option<&str>, Vec<usize>> =
+                Default::default();
+            for (i, p) in all.iter().enumerate() {
+                groups.entry(p.category.as_deref()).or_default().push(i);
+            }
+            let total = all.len() as f64;
+            let quota: Vec<(f64, usize)> = groups
+                .values()
+                .map(|g| {
+                    let exact = spec.count as f64 * g.len() as f64 / total;
+                    (exact - exact.floor(), exact.floor() as usize)
+                })
+                .collect();
+            let mut take: Vec<usize> = quota.iter().map(|q| q.1).collect();
+            let mut order: Vec<usize> = (0..take.len()).collect();
+            order.sort_by(|&a, &b| quota[b].0.total_cmp(&quota[a].0));
+            let short = spec.count - take.iter().sum::<usize>();
+            for &g in order.iter().take(short) {
+                take[g] += 1;
+            }
+            groups
+                .into_values()
+                .zip(take)
+                .flat_map(|(mut g, n)| {
+                    g.shuffle(&mut rng);
+                    g.truncate(n);
+                    g
+                })
+                .collect()
+        }
+    };
+    chosen.sort_unstable();
+    Ok(chosen.into_iter().map(|i| all[i].clone()).collect())
 }

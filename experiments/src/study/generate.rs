@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::assign::{self, Images};
-use super::design::{Prompt, StudyToml, read_prompts};
+use super::design::{Prompt, StudyToml, read_prompts, select_prompts};
 use super::files::{
     Key, KeyEntry, MANIFEST_FORMAT, Manifest, StudyDir, SystemRecord, hex, sha256_hex, utc_now,
     write_json, write_whole,
@@ -68,7 +68,11 @@ pub fn create(
         let p = PathBuf::from(p);
         if p.is_absolute() { p } else { base.join(p) }
     };
-    let prompts = read_prompts(&resolve_path(&spec.prompts.file))?;
+    let prompts = select_prompts(
+        read_prompts(&resolve_path(&spec.prompts.file))?,
+        &spec.prompts,
+        spec.seed,
+    )?;
     let seeds: Vec<u64> = (0..spec.prompts.seeds_per_prompt as u64)
         .map(|j| spec.prompts.first_seed + j)
         .collect();
