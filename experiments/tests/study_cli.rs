@@ -356,6 +356,51 @@ fn the_same_study_file_and_seed_give_byte_identical_manifests_and_pages() {
         std::fs::read(one.join("page.html")).unwrap(),
         std::fs::read(two.join("page.html")).unwrap()
     );
+    // One page per rater with JPEG images: every image decodes at the study's size.
+    let pages = tmp.path().join("pages");
+    ok(&[
+        "study",
+        "export-html",
+        one.to_str().unwrap(),
+        "--out",
+        pages.to_str().unwrap(),
+        "--per-rater",
+        "--image-format",
+        "jpeg",
+        "--quality",
+        "80",
+    ]);
+    let files: Vec<_> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 3);
+    for f in files {
+        let data = payload_of(&std::fs::read_to_string(&f).unwrap());
+        assert_eq!(data["raters"].as_array().unwrap().len(), 1);
+        for uri in data["images"].as_object().unwrap().values() {
+            let b64 = uri
+                .as_str()
+                .unwrap()
+                .strip_prefix("data:image/jpeg;base64,")
+                .unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            let img = image::load_from_memory(&bytes).unwrap();
+            assert_eq!((img.width(), img.height()), (24, 24));
+        }
+    }
+    let e = fails(&[
+        "study",
+        "export-html",
+        one.to_str().unwrap(),
+        "--out",
+        "x.html",
+        "--image-format",
+        "gif",
+    ]);
+    assert!(e.contains("use png or jpeg"), "{e}");
     // Editing the design after `new` is refused at lock; a study dir is never overwritten.
     let e = fails(&[
         "study",

@@ -120,6 +120,12 @@ pub struct ExportArgs {
     /// One page per rater (`rater-<code>.html`) instead of one page asking for the code.
     #[arg(long)]
     pub per_rater: bool,
+    /// `png` (the study's images as they are) or `jpeg` (smaller pages).
+    #[arg(long, default_value = "png")]
+    pub image_format: String,
+    /// JPEG quality with --image-format jpeg.
+    #[arg(long, default_value_t = 92)]
+    pub quality: u8,
 }
 
 #[derive(Debug, clap::Args)]
@@ -318,7 +324,8 @@ pub fn run(cmd: StudyCmd) -> Result<()> {
             Ok(())
         }
         StudyCmd::ExportHtml(a) => {
-            for f in page::export(&a.dir, &a.out, a.per_rater)? {
+            let format = page::PageImages::parse(&a.image_format, a.quality)?;
+            for f in page::export(&a.dir, &a.out, a.per_rater, format)? {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
                 println!(
                     "{} ({:.1} MiB)",

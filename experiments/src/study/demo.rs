@@ -68,7 +68,12 @@ pub fn demo_study(
     }
     generate::create(&dir, &spec, out, device, Secret::FromSeed, false)?;
     lock::lock(&dir)?;
-    page::export(&dir, &study.html().join("study.html"), false)?;
+    page::export(
+        &dir,
+        &study.html().join("study.html"),
+        false,
+        page::PageImages::Png,
+    )?;
     let truth = simulate::simulate(
         &dir,
         &SimulationSpec {

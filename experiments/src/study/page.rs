@@ -143,6 +143,47 @@ struct PageData<'a> {
     completion_code: &'a str,
 }
 
+/// How the page embeds the images: the study's PNGs as they are, or every image re-encoded as
+/// JPEG at one quality (smaller pages; the same codec for every system keeps it fair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageImages {
+    #[default]
+    Png,
+    Jpeg(u8),
+}
+
+impl PageImages {
+    /// `png`, or `jpeg` with `quality` (1-100).
+    pub fn parse(format: &str, quality: u8) -> Result<Self> {
+        match format {
+            "png" => Ok(Self::Png),
+            "jpeg" | "jpg" => {
+                ensure!(
+                    (1..=100).contains(&quality),
+                    "--quality {quality}: a JPEG quality lies in 1-100"
+                );
+                Ok(Self::Jpeg(quality))
+            }
+            other => bail!("--image-format `{other}`: use png or jpeg"),
+        }
+    }
+
+    fn data_uri(self, png: &[u8]) -> Result<String> {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        Ok(match self {
+            Self::Png => format!("data:image/png;base64,{}", b64(png)),
+            Self::Jpeg(q) => {
+                let img = image::load_from_memory(png)?.to_rgb8();
+                let mut jpeg = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, q)
+                    .encode_image(&img)
+                    .context("JPEG encoding failed")?;
+                format!("data:image/jpeg;base64,{}", b64(&jpeg))
+            }
+        })
+    }
+}
+
 /// The page for `raters` (all of the study's when empty): the template with the data element
 /// filled in. Deterministic: the same study gives the same bytes.
 pub fn render(
@@ -151,6 +192,7 @@ pub fn render(
     manifest: &Manifest,
     lock: &Lock,
     raters: &[String],
+    format: PageImages,
 ) -> Result<String> {
     ensure!(
         TEMPLATE.matches(PLACEHOLDER).count() == 1,
@@ -186,13 +228,7 @@ pub fn render(
                     "{} does not match its sha256 in manifest.json: the study's images were changed",
                     path.display()
                 );
-                images.insert(
-                    id.as_str(),
-                    format!(
-                        "data:image/png;base64,{}",
-                        base64::engine::general_purpose::STANDARD.encode(&bytes)
-                    ),
-                );
+                images.insert(id.as_str(), format.data_uri(&bytes)?);
             }
         }
     }
@@ -250,7 +286,12 @@ pub fn render(
 
 /// `flowlens study export-html`: one page for every rater (`out`), or one page per rater
 /// (`per_rater`: `out` is a folder, files `rater-<code>.html`). Returns the files written.
-pub fn export(study_root: &Path, out: &Path, per_rater: bool) -> Result<Vec<std::path::PathBuf>> {
+pub fn export(
+    study_root: &Path,
+    out: &Path,
+    per_rater: bool,
+    format: PageImages,
+) -> Result<Vec<std::path::PathBuf>> {
     let study = StudyDir::open(study_root)?;
     let lock = study.require_lock("export-html")?;
     let spec = super::lock::check_locked(&study, &lock)?;
@@ -271,7 +312,7 @@ pub fn export(study_root: &Path, out: &Path, per_rater: bool) -> Result<Vec<std:
     };
     let mut written = Vec::new();
     for (path, raters) in pages {
-        let html = render(&study, &spec, &manifest, &lock, &raters)?;
+        let html = render(&study, &spec, &manifest, &lock, &raters, format)?;
         if html.len() > WARN_BYTES {
             eprintln!(
                 "warning: {} is {} MiB; browsers and mail handle pages above 50 MiB badly: export one page per rater (--per-rater)",
@@ -281,7 +322,7 @@ pub fn export(study_root: &Path, out: &Path, per_rater: bool) -> Result<Vec<std:
         }
         write_whole(&path, html.as_bytes())?;
         study.audit_line(&format!(
-            "export-html: {} ({} raters, sha256 {})",
+            "export-html: {} ({} raters, {format:?} images, sha256 {})",
             path.display(),
             if raters.is_empty() {
                 manifest.raters.len()
