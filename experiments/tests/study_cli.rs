@@ -577,8 +577,15 @@ fn three_systems_in_a_round_robin_get_bradley_terry_scores() {
     }
     ok(&args.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     ok(&["study", "unblind", s]);
-    let summary: serde_json::Value =
-        serde_json::from_str(&ok(&["study", "analyze", s, "--json"])).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&ok(&[
+        "study", "analyze", s, "--json", "--style", "grouped",
+    ]))
+    .unwrap();
+    assert!(
+        study
+            .join("analysis/figure_preference_grouped.png")
+            .is_file()
+    );
     assert_eq!(
         summary["pairs"].as_array().unwrap().len(),
         6,
@@ -598,7 +605,12 @@ fn three_systems_in_a_round_robin_get_bradley_terry_scores() {
             ci["lower"].as_f64().unwrap() <= theta[0] && theta[0] <= ci["upper"].as_f64().unwrap()
         );
     }
-    for f in ["bt.csv", "pairwise.csv"] {
+    for f in [
+        "bt.csv",
+        "pairwise.csv",
+        "figure_bt_aesthetics.png",
+        "figure_bt_prompt_following.svg",
+    ] {
         assert!(study.join("analysis").join(f).is_file(), "{f}");
     }
 }

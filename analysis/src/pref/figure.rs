@@ -172,8 +172,8 @@ pub struct ForestRow {
     pub label: String,
     pub win_rate: f64,
     pub interval: (f64, f64),
-    /// Decisive votes.
-    pub n: u64,
+    /// Decisive votes, when the row has a count.
+    pub n: Option<u64>,
 }
 
 /// Per-prompt win rates with their intervals (a forest plot), the overall win rate as a
@@ -237,7 +237,10 @@ impl Figure for ForestFigure {
             root.draw(&Circle::new((x_of(r.win_rate), y), px(4.0), BLACK.filled()))
                 .map_err(plot_err)?;
             root.draw(&Text::new(
-                format!("{:.0} % (n {})", 100.0 * r.win_rate, r.n),
+                match r.n {
+                    Some(n) => format!("{:.0} % (n {n})", 100.0 * r.win_rate),
+                    None => format!("{:.0} %", 100.0 * r.win_rate),
+                },
                 ((right + 8.0 * s) as i32, y - px(7.0)),
                 font(11.0),
             ))

@@ -162,6 +162,10 @@ pub struct ImportArgs {
 #[derive(Debug, clap::Args)]
 pub struct AnalyzeArgs {
     pub dir: PathBuf,
+    /// `stacked` (Figure 4 with the clustered intervals) or `grouped` (also the paper's
+    /// grouped bars, figure_preference_grouped).
+    #[arg(long, default_value = "stacked")]
+    pub style: String,
     /// Print summary.json on stdout.
     #[arg(long)]
     pub json: bool,
@@ -395,10 +399,19 @@ pub fn run(cmd: StudyCmd) -> Result<()> {
         }
         StudyCmd::Analyze(a) => {
             let study = StudyDir::open(&a.dir)?;
+            ensure!(
+                a.style == "stacked" || a.style == "grouped",
+                "--style `{}`: use stacked or grouped",
+                a.style
+            );
             let s = analyze::analyze(&a.dir)?;
             let spec = StudyToml::read(&study.toml())?;
             let manifest = study.read_manifest()?;
-            let files = outputs::write_all(&study.analysis(), &s, &spec, &manifest)?;
+            let mut files = outputs::write_all(&study.analysis(), &s, &spec, &manifest)?;
+            if a.style == "grouped" {
+                let (png, svg) = outputs::grouped_figure(&study.analysis(), &s)?;
+                files.extend([png, svg]);
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

@@ -133,6 +133,8 @@ pub struct PositionBias {
 pub struct BtRow {
     pub criterion: String,
     pub systems: Vec<String>,
+    /// The system the Elo scale is anchored at (1000): the baseline, else the first.
+    pub reference: usize,
     pub fit: Option<pref::BtFit>,
     pub elo: Option<Vec<f64>>,
     pub error: Option<String>,
@@ -799,6 +801,7 @@ fn bt_row(spec: &StudyToml, coded: &[Coded], criterion: &str, included: &[bool])
             BtRow {
                 criterion: criterion.into(),
                 systems: names,
+                reference,
                 elo: Some(bt::elo(&fit.theta, reference)),
                 fit: Some(fit),
                 error: None,
@@ -807,6 +810,7 @@ fn bt_row(spec: &StudyToml, coded: &[Coded], criterion: &str, included: &[bool])
         Err(e) => BtRow {
             criterion: criterion.into(),
             systems: names,
+            reference: 0,
             fit: None,
             elo: None,
             error: Some(e.to_string()),

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use flowlens_analysis::figures;
 use flowlens_analysis::pref::{ForestFigure, ForestRow, Interval, PreferenceBar, PreferenceFigure};
 
@@ -552,8 +552,42 @@ pub fn write_all(
             files.push(svg);
         }
     }
+    // More than two systems: each system's Bradley-Terry win probability against the reference
+    // with its cluster-bootstrap interval, per criterion.
+    for row in &s.bradley_terry {
+        let (Some(fit), Some(elo)) = (&row.fit, &row.elo) else {
+            continue;
+        };
+        let r = row.reference;
+        let rows: Vec<ForestRow> = (0..row.systems.len())
+            .filter(|&i| i != r)
+            .map(|i| ForestRow {
+                label: format!("{} (Elo {:.0})", row.systems[i], elo[i]),
+                win_rate: fit.prob[i][r],
+                interval: (fit.prob_ci[i][r].lower, fit.prob_ci[i][r].upper),
+                n: None,
+            })
+            .collect();
+        let figure = ForestFigure {
+            title: format!(
+                "{}: Bradley-Terry, P(system beats {})",
+                row.criterion.replace('_', " "),
+                row.systems[r]
+            ),
+            rows,
+            overall: 0.5,
+            note: format!(
+                "σ(θ_i − θ_ref) with {:.0} % two-way cluster bootstrap intervals ({} rounds); ties count half; Elo = 1000 + 400/ln 10 (θ_i − θ_ref).",
+                100.0 * s.level,
+                fit.rounds
+            ),
+        };
+        let (png, svg) = figures::save(&figure, dir, &format!("figure_bt_{}", row.criterion))?;
+        files.push(png);
+        files.push(svg);
+    }
     // The forest plot of every criterion and pair: per-prompt win rates with Wilson intervals.
-    for (k, p) in s.pairs.iter().enumerate() {
+    for p in &s.pairs {
         let rows: Vec<ForestRow> = p
             .per_prompt
             .iter()
@@ -562,7 +596,7 @@ pub fn write_all(
                     label: r.text.clone(),
                     win_rate: r.win_rate?,
                     interval: r.wilson.map(|i| (i.lower, i.upper))?,
-                    n: r.tally.decisive(),
+                    n: Some(r.tally.decisive()),
                 })
             })
             .collect();
@@ -589,14 +623,69 @@ pub fn write_all(
             .iter()
             .filter(|q| q.criterion == p.criterion)
             .count();
+        let safe = |name: &str| -> String {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
         let stem = if pairs_of_criterion == 1 {
             format!("figure_per_prompt_{}", p.criterion)
         } else {
-            format!("figure_per_prompt_{}_{k}", p.criterion)
+            format!(
+                "figure_per_prompt_{}_{}_vs_{}",
+                p.criterion,
+                safe(&p.a),
+                safe(&p.b)
+            )
         };
         let (png, svg) = figures::save(&figure, dir, &stem)?;
         files.push(png);
         files.push(svg);
     }
     Ok(files)
+}
+
+/// The grouped-bar variant of Figure 4 (`study analyze --style grouped`, the paper's look):
+/// per criterion, the shares of A, ties and B of the first system pair as bars, written as
+/// `figure_preference_grouped.{png,svg}` beside the stacked figure (which carries the intervals).
+pub fn grouped_figure(dir: &Path, s: &Summary) -> Result<(PathBuf, PathBuf)> {
+    let first = s
+        .pairs
+        .first()
+        .context("the study has no results to draw")?;
+    let pairs: Vec<&PairResult> = s
+        .pairs
+        .iter()
+        .filter(|p| p.a == first.a && p.b == first.b && p.shares.is_some())
+        .collect();
+    let share = |f: fn((f64, f64, f64)) -> f64| -> Vec<f64> {
+        pairs
+            .iter()
+            .map(|p| 100.0 * f(p.shares.unwrap_or_default()))
+            .collect()
+    };
+    let chart = figures::BarChart {
+        title: format!(
+            "Preference: {} vs {} ({} raters x {} prompts)",
+            first.a,
+            first.b,
+            s.raters_with_ratings - s.raters_excluded,
+            s.prompts
+        ),
+        y_label: "share of judgments (%)".into(),
+        groups: pairs
+            .iter()
+            .map(|p| p.criterion.replace('_', " "))
+            .collect(),
+        series: vec![first.a.clone(), "tie".into(), first.b.clone()],
+        values: vec![share(|x| x.0), share(|x| x.1), share(|x| x.2)],
+        errors: None,
+    };
+    Ok(figures::save(&chart, dir, "figure_preference_grouped")?)
 }
