@@ -22,7 +22,8 @@ struct Args {
     /// save them as a PNG and exit.
     #[arg(long)]
     screenshot: Option<PathBuf>,
-    /// With --screenshot: which tab (runs, launch, dashboard, explorer, trajectory, sampling).
+    /// With --screenshot: which tab (runs, launch, dashboard, explorer, trajectory, sampling,
+    /// results, study).
     #[arg(long, default_value = "explorer")]
     tab: String,
     /// With --screenshot: the run to select (a path below --runs).
