@@ -69,6 +69,15 @@ fn new_study(dir: &Path, study: &Path, n: usize, raters: usize) {
     ]);
 }
 
+/// The bytes of a `data:image/<kind>;base64,` URI of the page.
+fn data_uri_bytes(uri: &serde_json::Value, kind: &str) -> Vec<u8> {
+    let prefix = format!("data:image/{kind};base64,");
+    let b64 = uri.as_str().unwrap().strip_prefix(&prefix).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
 fn payload_of(html: &str) -> serde_json::Value {
     let start = html.find("id=\"study-data\">").unwrap() + "id=\"study-data\">".len();
     let end = start + html[start..].find("</script>").unwrap();
@@ -132,14 +141,7 @@ fn a_study_runs_from_design_to_figure_and_reproduces_the_simulated_tallies() {
             .unwrap();
     let images = data["images"].as_object().unwrap();
     for (id, uri) in images {
-        let b64 = uri
-            .as_str()
-            .unwrap()
-            .strip_prefix("data:image/png;base64,")
-            .unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
+        let bytes = data_uri_bytes(uri, "png");
         let img = image::load_from_memory(&bytes).unwrap();
         assert_eq!((img.width(), img.height()), (24, 24));
         let sha: String = Sha256::digest(&bytes)
@@ -379,14 +381,7 @@ fn the_same_study_file_and_seed_give_byte_identical_manifests_and_pages() {
         let data = payload_of(&std::fs::read_to_string(&f).unwrap());
         assert_eq!(data["raters"].as_array().unwrap().len(), 1);
         for uri in data["images"].as_object().unwrap().values() {
-            let b64 = uri
-                .as_str()
-                .unwrap()
-                .strip_prefix("data:image/jpeg;base64,")
-                .unwrap();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap();
+            let bytes = data_uri_bytes(uri, "jpeg");
             let img = image::load_from_memory(&bytes).unwrap();
             assert_eq!((img.width(), img.height()), (24, 24));
         }

@@ -173,36 +173,22 @@ mod tests {
     /// STUDY.md 4.2 and 4.3's check values (scipy's, to the five digits printed there).
     #[test]
     fn the_study_notes_check_values_hold() {
-        let ci = clopper_pearson(7, 50, 0.95).unwrap();
-        assert!(
-            close(ci.lower, 0.05819, 5e-6) && close(ci.upper, 0.26740, 5e-6),
-            "{ci:?}"
-        );
-        let w = wilson(1456, 2080, 0.95).unwrap();
-        assert!(
-            close(w.lower, 0.67995, 5e-6) && close(w.upper, 0.71931, 5e-6),
-            "{w:?}"
-        );
-        let cp = clopper_pearson(1456, 2080, 0.95).unwrap();
-        assert!(
-            close(cp.lower, 0.67979, 5e-6) && close(cp.upper, 0.71964, 5e-6),
-            "{cp:?}"
-        );
-        let w = wilson(1102, 2080, 0.95).unwrap();
-        assert!(
-            close(w.lower, 0.50832, 5e-6) && close(w.upper, 0.55118, 5e-6),
-            "{w:?}"
-        );
-        let w = wilson(28, 40, 0.95).unwrap();
-        assert!(
-            close(w.lower, 0.54570, 5e-6) && close(w.upper, 0.81925, 5e-6),
-            "{w:?}"
-        );
-        let cp = clopper_pearson(28, 40, 0.95).unwrap();
-        assert!(
-            close(cp.lower, 0.53468, 5e-6) && close(cp.upper, 0.83437, 5e-6),
-            "{cp:?}"
-        );
+        type Method = fn(u64, u64, f64) -> Option<Interval>;
+        let cases: [(Method, u64, u64, f64, f64); 6] = [
+            (clopper_pearson, 7, 50, 0.05819, 0.26740),
+            (wilson, 1456, 2080, 0.67995, 0.71931),
+            (clopper_pearson, 1456, 2080, 0.67979, 0.71964),
+            (wilson, 1102, 2080, 0.50832, 0.55118),
+            (wilson, 28, 40, 0.54570, 0.81925),
+            (clopper_pearson, 28, 40, 0.53468, 0.83437),
+        ];
+        for (method, k, n, lo, hi) in cases {
+            let ci = method(k, n, 0.95).unwrap();
+            assert!(
+                close(ci.lower, lo, 5e-6) && close(ci.upper, hi, 5e-6),
+                "{k}/{n}: {ci:?}"
+            );
+        }
         assert!(close(sign_test(1102, 2080).unwrap(), 0.00698, 5e-6));
         assert!(close(sign_test(28, 40).unwrap(), 0.0166, 5e-5));
     }
