@@ -448,6 +448,55 @@ fn bad_study_input_is_named() {
         bad.to_str().unwrap(),
     ]);
     assert!(e.contains("seed"), "{e}");
+    // A corrupt image in a folder system is named.
+    let (good, _, _) = folders(&tmp.path().join("c"), 4);
+    std::fs::write(good.join("p0002_0.png"), b"\x89PNG not really").unwrap();
+    let e = fails(&[
+        "study",
+        "new",
+        tmp.path().join("s4").to_str().unwrap(),
+        "--systems",
+        &format!("x=images:{}", good.display()),
+        &format!("y=images:{}", a.display()),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(e.contains("p0002_0.png") && e.contains("`x`"), "{e}");
+}
+
+/// Only [analysis] may change between `new` and `lock`; nothing after `lock`.
+#[test]
+fn the_design_is_frozen_at_new_and_everything_at_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = tmp.path().join("s");
+    let s = study.to_str().unwrap();
+    new_study(tmp.path(), &study, 4, 2);
+    let toml = study.join("study.toml");
+    let original = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, original.replace("count = 2", "count = 3")).unwrap();
+    let e = fails(&["study", "lock", s]);
+    assert!(
+        e.contains("the design") && e.contains("changed since"),
+        "{e}"
+    );
+    assert!(!study.join("lock.json").exists());
+    std::fs::write(&toml, original.replace("alpha = 0.05", "alpha = 0.01")).unwrap();
+    ok(&["study", "lock", s]);
+    std::fs::write(&toml, original.replace("alpha = 0.05", "alpha = 0.02")).unwrap();
+    let e = fails(&[
+        "study",
+        "export-html",
+        s,
+        "--out",
+        tmp.path().join("p.html").to_str().unwrap(),
+    ]);
+    assert!(e.contains("changed after `study lock`"), "{e}");
+    let e = fails(&["study", "lock", s]);
+    assert!(
+        e.contains("was locked at") && e.contains("has changed since"),
+        "{e}"
+    );
 }
 
 /// Images sampled from a trained run: two systems from one tiny run start from the same noise,

@@ -78,6 +78,19 @@ pub fn create(
         .collect();
     let study = StudyDir::new(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Two `study new` into one directory: the second finds this file and stops. A crash leaves
+    // it behind, and the directory is then refused as not empty.
+    let claim = dir.join(".study-new");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&claim)
+        .with_context(|| {
+            format!(
+                "{} is being created by another `flowlens study new` (or one crashed there: remove the directory)",
+                dir.display()
+            )
+        })?;
     write_whole(&study.toml(), spec.to_toml()?.as_bytes())?;
     let mut systems = Vec::new();
     for s in &spec.systems {
@@ -205,6 +218,7 @@ pub fn create(
     };
     write_json(&study.key(), &key)?;
     write_json(&study.manifest(), &manifest)?;
+    std::fs::remove_file(&claim)?;
     study.audit_line(&format!(
         "new: {} systems, {} prompts x {} seeds, {} raters, {} images",
         manifest.systems.len(),
