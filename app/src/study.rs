@@ -56,6 +56,14 @@ pub fn study_info(dir: &Path, action: StudyAction) -> StudyInfo {
         Ok(m) => info.monitor = Some(m),
         Err(e) => info.error = Some(format!("{e:#}")),
     }
+    let written = study.analysis().join("summary.json");
+    if action == StudyAction::Read && lock::is_unblinded(&study) && written.is_file() {
+        // The last analysis, as `study analyze` wrote it (Analyze runs it again).
+        match flowlens_experiments::study::files::read_json::<Summary>(&written) {
+            Ok(s) => info.summary = Some(s),
+            Err(e) => info.error = Some(format!("{e:#}")),
+        }
+    }
     if action != StudyAction::Read && lock::is_unblinded(&study) {
         let run = || -> anyhow::Result<Summary> {
             let s = analyze::analyze(dir)?;

@@ -284,6 +284,13 @@ impl StudyState {
             }
             return;
         };
+        if ui
+            .button("Analyze again")
+            .on_hover_text("After new ratings: every number, table and figure again")
+            .clicked()
+        {
+            self.request(info.dir.clone(), StudyAction::Analyze, cmds);
+        }
         egui::Grid::new("study-pairs")
             .striped(true)
             .spacing([14.0, 3.0])
