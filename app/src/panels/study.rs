@@ -440,14 +440,27 @@ impl Panel for StudyState {
         if let Some(e) = &info.error {
             ui.colored_label(Color32::LIGHT_RED, e);
         }
+        let unblinded = info.monitor.as_ref().is_some_and(|m| m.unblinded);
+        if unblinded {
+            self.analysis_ui(ui, lab, &info, cmds);
+            ui.separator();
+        }
         if let Some(m) = &info.monitor {
             ui.label(RichText::new("Blind monitor (no key read)").strong());
-            ui.label(RichText::new(&m.text).monospace());
+            let (head, table) = m.text.split_once('\n').unwrap_or((m.text.as_str(), ""));
+            ui.label(head);
+            egui::CollapsingHeader::new(format!(
+                "{} raters: progress, gold, side, time",
+                m.raters.len()
+            ))
+            .id_salt("study-monitor-raters")
+            .default_open(m.raters.len() <= 16 && !unblinded)
+            .show(ui, |ui| {
+                ui.label(RichText::new(table).monospace());
+            });
         }
-        ui.separator();
-        if info.monitor.as_ref().is_some_and(|m| m.unblinded) {
-            self.analysis_ui(ui, lab, &info, cmds);
-        } else {
+        if !unblinded {
+            ui.separator();
             ui.label("The analysis stays locked until the study is unblinded.");
             ui.checkbox(
                 &mut self.confirm_unblind,
