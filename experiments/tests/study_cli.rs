@@ -643,6 +643,15 @@ fn three_systems_in_a_round_robin_get_bradley_terry_scores() {
             .map(|t| t.as_f64().unwrap())
             .collect();
         assert!(theta[0] > theta[1] && theta[1] > theta[2], "{theta:?}");
+        // The Davidson model orders them the same way, with a positive tie parameter.
+        let dav: Vec<f64> = row["davidson"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        assert!(dav[0] > dav[1] && dav[1] > dav[2], "{dav:?}");
+        assert!(row["davidson"][1].as_f64().unwrap() > 0.0);
         assert!(theta.iter().sum::<f64>().abs() < 1e-9);
         let ci = &row["fit"]["theta_ci"][0];
         assert!(

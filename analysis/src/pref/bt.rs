@@ -3,7 +3,8 @@
 //! half a win for each side (Chatbot Arena's convention); θ normalised to mean 0. A comparison
 //! graph that is not strongly connected (a system that never loses or never wins, or two
 //! groups never compared) has no finite MLE and is refused with the systems named. Intervals
-//! come from the two-way cluster bootstrap refitting per round.
+//! come from the two-way cluster bootstrap refitting per round. [`fit_davidson`] fits Davidson's
+//! (1970) tie model beside it.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -138,6 +139,74 @@ pub fn fit(wins: &[Vec<f64>], names: &[String]) -> Result<Vec<f64>> {
     Ok(theta.iter().map(|t| t - mean).collect())
 }
 
+/// The Davidson (1970) model of ties: P(i ≻ j) = π_i/D, P(tie) = ν√(π_iπ_j)/D with
+/// D = π_i + π_j + ν√(π_iπ_j). `wins[i][j]` counts strict wins of i over j, `ties[i][j]` (=
+/// `ties[j][i]`) the ties of the pair. Davidson's fixed point, π_i = (W_i + T_i/2) / Σ_j n_ij
+/// (1 + ν/2 √(π_j/π_i)) / D_ij and ν = T / Σ_{i<j} n_ij √(π_iπ_j) / D_ij, to 1e-14; returns θ
+/// (mean 0) and ν. Refused like [`fit`] when the graph of wins (ties half to each side) is not
+/// strongly connected.
+pub fn fit_davidson(
+    wins: &[Vec<f64>],
+    ties: &[Vec<f64>],
+    names: &[String],
+) -> Result<(Vec<f64>, f64)> {
+    let k = wins.len();
+    if ties.len() != k || ties.iter().any(|r| r.len() != k) {
+        return Err(AnalysisError::Shape {
+            what: "the Davidson ties matrix".into(),
+            reason: format!("must be {k} x {k} like the wins"),
+        });
+    }
+    let half: Vec<Vec<f64>> = (0..k)
+        .map(|i| (0..k).map(|j| wins[i][j] + 0.5 * ties[i][j]).collect())
+        .collect();
+    // The same refusal as the half-ties model (and its shape checks).
+    fit(&half, names)?;
+    let n = |i: usize, j: usize| wins[i][j] + wins[j][i] + ties[i][j];
+    let num: Vec<f64> = half.iter().map(|r| r.iter().sum()).collect();
+    let total_ties: f64 = (0..k)
+        .flat_map(|i| (i + 1..k).map(move |j| (i, j)))
+        .map(|(i, j)| ties[i][j])
+        .sum();
+    let mut theta = vec![0.0f64; k];
+    let mut nu = 0.5f64;
+    for _ in 0..1_000_000 {
+        let pi: Vec<f64> = theta.iter().map(|t| t.exp()).collect();
+        let d =
+            |pi: &[f64], i: usize, j: usize, nu: f64| pi[i] + pi[j] + nu * (pi[i] * pi[j]).sqrt();
+        let mut next: Vec<f64> = (0..k)
+            .map(|i| {
+                let den: f64 = (0..k)
+                    .filter(|&j| j != i)
+                    .map(|j| n(i, j) * (1.0 + nu / 2.0 * (pi[j] / pi[i]).sqrt()) / d(&pi, i, j, nu))
+                    .sum();
+                (num[i] / den).ln()
+            })
+            .collect();
+        let mean = next.iter().sum::<f64>() / k as f64;
+        for t in &mut next {
+            *t -= mean;
+        }
+        let pi: Vec<f64> = next.iter().map(|t| t.exp()).collect();
+        let denom: f64 = (0..k)
+            .flat_map(|i| (i + 1..k).map(move |j| (i, j)))
+            .map(|(i, j)| n(i, j) * (pi[i] * pi[j]).sqrt() / d(&pi, i, j, nu))
+            .sum();
+        let next_nu = total_ties / denom;
+        let change = next
+            .iter()
+            .zip(&theta)
+            .map(|(a, b)| (a - b).abs())
+            .fold((next_nu - nu).abs(), f64::max);
+        theta = next;
+        nu = next_nu;
+        if change < 1e-14 {
+            break;
+        }
+    }
+    Ok((theta, nu))
+}
+
 /// Elo-like display of θ: 1000 + (400/ln 10)(θ_i − θ_ref).
 pub fn elo(theta: &[f64], reference: usize) -> Vec<f64> {
     theta
@@ -233,6 +302,19 @@ mod tests {
         let q: f64 = 33.0 / 54.0;
         assert!((theta[0] - theta[1] - (q / (1.0 - q)).ln()).abs() < 1e-12);
         assert!((theta[0] + theta[1]).abs() < 1e-15);
+    }
+
+    /// Two systems: θ_A − θ_B = ln(W/L) and ν = T/√(WL), Davidson's closed form.
+    #[test]
+    fn davidson_with_two_systems_has_its_closed_form() {
+        let (theta, nu) = fit_davidson(
+            &[vec![0.0, 30.0], vec![18.0, 0.0]],
+            &[vec![0.0, 6.0], vec![6.0, 0.0]],
+            &[],
+        )
+        .unwrap();
+        assert!((theta[0] - theta[1] - (30.0f64 / 18.0).ln()).abs() < 1e-12);
+        assert!((nu - 6.0 / (30.0f64 * 18.0).sqrt()).abs() < 1e-12);
     }
 
     #[test]

@@ -46,6 +46,14 @@ struct Bt {
 }
 
 #[derive(Deserialize)]
+struct Davidson {
+    wins: Vec<Vec<f64>>,
+    ties: Vec<Vec<f64>>,
+    theta: Vec<f64>,
+    nu: f64,
+}
+
+#[derive(Deserialize)]
 struct Icc {
     clusters: Vec<Vec<f64>>,
     icc: f64,
@@ -90,6 +98,7 @@ struct Fixtures {
     fleiss: Vec<FleissCase>,
     krippendorff: Vec<Kripp>,
     bradley_terry: Vec<Bt>,
+    davidson: Vec<Davidson>,
     icc: Vec<Icc>,
     planner: Vec<Planner>,
     phi: Vec<Phi>,
@@ -205,6 +214,19 @@ fn bradley_terry_matches_choix() {
                 c.theta
             );
         }
+    }
+}
+
+/// The Davidson tie model against the fixture's own fixed point, itself checked there by a
+/// scipy maximisation of the likelihood from another start.
+#[test]
+fn davidson_matches_the_numpy_fixed_point() {
+    for c in fixtures().davidson {
+        let (theta, nu) = bt::fit_davidson(&c.wins, &c.ties, &[]).unwrap();
+        for (g, w) in theta.iter().zip(&c.theta) {
+            assert!((g - w).abs() < 1e-8, "{theta:?} vs {:?}", c.theta);
+        }
+        assert!((nu - c.nu).abs() < 1e-8, "{nu} vs {}", c.nu);
     }
 }
 

@@ -135,6 +135,8 @@ pub struct BtRow {
     pub systems: Vec<String>,
     /// The system the Elo scale is anchored at (1000): the baseline, else the first.
     pub reference: usize,
+    /// The Davidson (1970) tie model's θ (mean 0) and tie parameter ν (point estimates).
+    pub davidson: Option<(Vec<f64>, f64)>,
     pub fit: Option<pref::BtFit>,
     pub elo: Option<Vec<f64>>,
     pub error: Option<String>,
@@ -783,6 +785,19 @@ fn bt_row(spec: &StudyToml, coded: &[Coded], criterion: &str, included: &[bool])
             }
         })
         .collect();
+    let k = names.len();
+    let (mut strict, mut ties) = (vec![vec![0.0; k]; k], vec![vec![0.0; k]; k]);
+    for v in &votes {
+        match v.outcome {
+            Outcome::A => strict[v.first][v.second] += 1.0,
+            Outcome::B => strict[v.second][v.first] += 1.0,
+            Outcome::Tie => {
+                ties[v.first][v.second] += 1.0;
+                ties[v.second][v.first] += 1.0;
+            }
+        }
+    }
+    let davidson = bt::fit_davidson(&strict, &ties, &names).ok();
     let a = &spec.analysis;
     match bt::fit_with_intervals(
         names.len(),
@@ -802,6 +817,7 @@ fn bt_row(spec: &StudyToml, coded: &[Coded], criterion: &str, included: &[bool])
                 criterion: criterion.into(),
                 systems: names,
                 reference,
+                davidson,
                 elo: Some(bt::elo(&fit.theta, reference)),
                 fit: Some(fit),
                 error: None,
@@ -811,6 +827,7 @@ fn bt_row(spec: &StudyToml, coded: &[Coded], criterion: &str, included: &[bool])
             criterion: criterion.into(),
             systems: names,
             reference: 0,
+            davidson: None,
             fit: None,
             elo: None,
             error: Some(e.to_string()),

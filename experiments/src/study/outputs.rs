@@ -454,7 +454,8 @@ pub fn report_md(s: &Summary, spec: &StudyToml, manifest: &Manifest) -> String {
 }
 
 fn bt_csvs(s: &Summary) -> (String, String) {
-    let mut bt = String::from("criterion,system,theta,theta_lo,theta_hi,elo\n");
+    let mut bt =
+        String::from("criterion,system,theta,theta_lo,theta_hi,elo,theta_davidson,nu_davidson\n");
     let mut pw = String::from("criterion,system_i,system_j,p_i_beats_j,lo,hi\n");
     for row in &s.bradley_terry {
         let (Some(fit), Some(elo)) = (&row.fit, &row.elo) else {
@@ -463,13 +464,15 @@ fn bt_csvs(s: &Summary) -> (String, String) {
         for (i, name) in row.systems.iter().enumerate() {
             let _ = writeln!(
                 bt,
-                "{},{},{:.6},{:.6},{:.6},{:.1}",
+                "{},{},{:.6},{:.6},{:.6},{:.1},{},{}",
                 row.criterion,
                 name,
                 fit.theta[i],
                 fit.theta_ci[i].lower,
                 fit.theta_ci[i].upper,
-                elo[i]
+                elo[i],
+                f(row.davidson.as_ref().map(|d| d.0[i])),
+                f(row.davidson.as_ref().map(|d| d.1))
             );
             for (j, other) in row.systems.iter().enumerate() {
                 if i != j {
