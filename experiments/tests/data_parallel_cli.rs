@@ -48,11 +48,7 @@ fn train(dir: &Path, run: &Path, extra: &[&str]) {
         .args(train_args(run, extra))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
 }
 
 /// Every parameter of the run's latest checkpoint (training weights), in module order.

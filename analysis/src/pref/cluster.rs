@@ -450,6 +450,48 @@ pub fn phi(x: &[bool], y: &[bool]) -> Option<f64> {
     (var > 0.0).then(|| cov / var.sqrt())
 }
 
+/// A standard normal draw (Box-Muller), for simulated raters and studies.
+pub fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// A fully crossed simulated study under the logit model: every one of `raters` raters judges
+/// every one of `prompts` prompts, A winning with probability σ(`base` + u_prompt + v_rater),
+/// u ~ N(0, sd_prompt²), v ~ N(0, sd_rater²) (prompt effects drawn first). No ties.
+pub fn simulate_votes(
+    rng: &mut impl Rng,
+    prompts: usize,
+    raters: usize,
+    base: f64,
+    sd_prompt: f64,
+    sd_rater: f64,
+) -> Vec<Vote> {
+    let u: Vec<f64> = (0..prompts)
+        .map(|_| sd_prompt * standard_normal(rng))
+        .collect();
+    let v: Vec<f64> = (0..raters)
+        .map(|_| sd_rater * standard_normal(rng))
+        .collect();
+    let mut votes = Vec::with_capacity(prompts * raters);
+    for (prompt, up) in u.iter().enumerate() {
+        for (rater, vr) in v.iter().enumerate() {
+            let pa = 1.0 / (1.0 + (-(base + up + vr)).exp());
+            let outcome = if rng.random::<f64>() < pa {
+                Outcome::A
+            } else {
+                Outcome::B
+            };
+            votes.push(Vote {
+                prompt,
+                rater,
+                outcome,
+            });
+        }
+    }
+    votes
+}
+
 fn invalid(what: &str, reason: impl Into<String>) -> AnalysisError {
     AnalysisError::Invalid {
         what: what.into(),

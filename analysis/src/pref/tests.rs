@@ -272,33 +272,11 @@ fn type_one_errors(
     sd: (f64, f64),
     rounds: (usize, usize),
 ) -> (f64, f64, f64) {
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-    let mut rng = ChaCha8Rng::seed_from_u64(20261207);
-    let normal = |sd: f64, rng: &mut ChaCha8Rng| {
-        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-        sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    };
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261207);
     let (mut naive, mut boot, mut flip) = (0, 0, 0);
     for study in 0..studies {
-        let u: Vec<f64> = (0..prompts).map(|_| normal(sd.0, &mut rng)).collect();
-        let v: Vec<f64> = (0..raters).map(|_| normal(sd.1, &mut rng)).collect();
-        let mut votes = Vec::new();
-        for (p, up) in u.iter().enumerate() {
-            for (r, vr) in v.iter().enumerate() {
-                let pa = 1.0 / (1.0 + (-(up + vr)).exp());
-                let outcome = if rng.random::<f64>() < pa {
-                    cluster::Outcome::A
-                } else {
-                    cluster::Outcome::B
-                };
-                votes.push(cluster::Vote {
-                    prompt: p,
-                    rater: r,
-                    outcome,
-                });
-            }
-        }
+        let votes = cluster::simulate_votes(&mut rng, prompts, raters, 0.0, sd.0, sd.1);
         let t = cluster::tally(&votes);
         naive += (proportion::sign_test(t.a, t.decisive()).unwrap() < 0.05) as usize;
         let b = cluster::cluster_bootstrap(&votes, rounds.0, study as u64, 0.95).unwrap();

@@ -184,11 +184,6 @@ struct Coded<'a> {
     choice: &'a str,
 }
 
-fn median(mut v: Vec<i64>) -> Option<i64> {
-    v.sort_unstable();
-    (!v.is_empty()).then(|| v[v.len() / 2])
-}
-
 /// Runs the whole analysis. Needs the study to be locked and unblinded.
 pub fn analyze(root: &std::path::Path) -> Result<Summary> {
     let study = StudyDir::open(root)?;
@@ -202,7 +197,7 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
     }
     let manifest: Manifest = study.read_manifest()?;
     let key: Key = read_json(&study.key())?;
-    let answers = ratings::load(&study, &spec, &manifest, &lock)?;
+    let answers = ratings::load(&study, &spec, &manifest, &lock, None)?;
     if answers.is_empty() {
         bail!(
             "no ratings yet in {}: import the raters' files with `flowlens study import` or rate in the lab",
@@ -264,13 +259,29 @@ pub fn analyze(root: &std::path::Path) -> Result<Summary> {
                 |r| included[r],
                 a.seed,
             )?;
-            let all = pair_result(&spec, &manifest, &coded, &c.id, sa, sb, |_| true, a.seed)?;
-            res.sensitivity = Some(Sensitivity {
-                raters: all.raters,
-                tally: all.tally,
-                win_rate: all.win_rate,
-                cluster_ci: all.cluster_ci,
-                sign_flip_p: all.sign_flip_p,
+            // The no-exclusion row: the same numbers when nobody is excluded.
+            res.sensitivity = Some(if included.iter().all(|x| *x) {
+                Sensitivity {
+                    raters: res.raters,
+                    tally: res.tally,
+                    win_rate: res.win_rate,
+                    cluster_ci: res.cluster_ci,
+                    sign_flip_p: res.sign_flip_p,
+                }
+            } else {
+                let v: Vec<Vote> = votes(&coded, &c.id, sa, sb, &|_| true)
+                    .into_iter()
+                    .map(|x| x.0)
+                    .collect();
+                let p = primary(&v, a, a.seed)?;
+                let tally = cluster::tally(&v);
+                Sensitivity {
+                    raters: v.iter().map(|x| x.rater).max().map_or(0, |r| r + 1),
+                    tally,
+                    win_rate: tally.win_rate(),
+                    cluster_ci: p.boot.map(|b| b.win_rate),
+                    sign_flip_p: p.flip.map(|f| f.p_value),
+                }
             });
             if res.cluster_ci_unstable {
                 warnings.push(format!(
@@ -386,21 +397,13 @@ fn rater_rows(
             let assigned = manifest.rater(code).map_or(0, |x| x.tasks.len());
             let mut gold = 0;
             let mut gold_correct = 0;
-            let mut rts = Vec::new();
             let (mut left, mut decisive) = (0usize, 0usize);
             let mut main = 0;
             for j in r.answers.values() {
-                rts.push(j.rt_ms);
                 match j.kind.as_str() {
                     "gold" => {
                         gold += 1;
-                        let g = manifest.gold_item(&j.item).context("gold item missing")?;
-                        let chosen = match j.choice.as_str() {
-                            "left" => Some(&j.left),
-                            "right" => Some(&j.right),
-                            _ => None,
-                        };
-                        gold_correct += (chosen == Some(&g.answer)) as usize;
+                        gold_correct += ratings::gold_correct(manifest, j) as usize;
                     }
                     "main" => {
                         main += 1;
@@ -431,7 +434,7 @@ fn rater_rows(
             }
             let gold_accuracy = (gold > 0).then(|| gold_correct as f64 / gold as f64);
             let left_share = (decisive > 0).then(|| left as f64 / decisive as f64);
-            let median_rt_ms = median(rts);
+            let median_rt_ms = ratings::median_rt_ms(r.answers.values());
             let mut excluded_by = Vec::new();
             if rules.gold_accuracy_below > 0.0
                 && gold >= rules.gold_min_items.max(1)
@@ -461,7 +464,6 @@ fn rater_rows(
                     100.0 * rules.same_side_at_least
                 ));
             }
-            let _ = &coded;
             Ok(RaterRow {
                 rater: code.clone(),
                 main,
@@ -522,6 +524,37 @@ fn votes(
     out
 }
 
+/// The primary inference of some votes: the two-way cluster bootstrap from two seeds (none
+/// without a decisive vote) and the prompt sign-flip test (none without a vote).
+struct Primary {
+    boot: Option<cluster::ClusterBootstrap>,
+    boot2: Option<cluster::ClusterBootstrap>,
+    flip: Option<cluster::SignFlip>,
+}
+
+fn primary(v: &[Vote], a: &super::design::AnalysisSpec, seed: u64) -> Result<Primary> {
+    let boot = |seed: u64| -> Result<Option<cluster::ClusterBootstrap>> {
+        if v.iter().all(|x| x.outcome == Outcome::Tie) {
+            return Ok(None);
+        }
+        Ok(Some(cluster::cluster_bootstrap(
+            v,
+            a.bootstrap_rounds,
+            seed,
+            a.level,
+        )?))
+    };
+    Ok(Primary {
+        boot: boot(seed)?,
+        boot2: boot(seed.wrapping_add(1))?,
+        flip: if v.is_empty() {
+            None
+        } else {
+            Some(cluster::sign_flip(v, a.sign_flip_rounds, seed)?)
+        },
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn pair_result(
     spec: &StudyToml,
@@ -552,35 +585,13 @@ fn pair_result(
         .copied()
         .filter(|x| x.outcome != Outcome::Tie)
         .collect();
-    let (boot, boot2) = if decisive.is_empty() {
-        (None, None)
-    } else {
-        (
-            Some(cluster::cluster_bootstrap(
-                &v,
-                a.bootstrap_rounds,
-                seed,
-                a.level,
-            )?),
-            Some(cluster::cluster_bootstrap(
-                &v,
-                a.bootstrap_rounds,
-                seed.wrapping_add(1),
-                a.level,
-            )?),
-        )
-    };
+    let Primary { boot, boot2, flip } = primary(&v, a, seed)?;
     let unstable = match (&boot, &boot2) {
         (Some(x), Some(y)) => {
             (x.win_rate.lower - y.win_rate.lower).abs() > 0.005
                 || (x.win_rate.upper - y.win_rate.upper).abs() > 0.005
         }
         _ => false,
-    };
-    let flip = if v.is_empty() {
-        None
-    } else {
-        Some(cluster::sign_flip(&v, a.sign_flip_rounds, seed)?)
     };
     // ICC of the A-or-B outcome within prompt clusters (decisive votes).
     let mut groups: Vec<Vec<f64>> = vec![Vec::new(); manifest.prompts.len()];

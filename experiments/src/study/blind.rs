@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 
 use super::design::StudyToml;
 use super::files::StudyDir;
-use super::page::{Judgment, RatingsPayload};
+use super::page::Judgment;
 use super::ratings::Session;
 
 /// One screen as a rater sees it.
@@ -84,7 +84,13 @@ impl BlindView {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut view = Self {
+        // This rater's answers so far, validated against the assignment like any import.
+        let answers = super::ratings::load(&study, &spec, &manifest, &lock, Some(&rater))?
+            .pop()
+            .map(|r| r.answers)
+            .unwrap_or_default();
+        // Everything that named systems (spec, manifest) is dropped here.
+        Ok(Self {
             root: root.to_path_buf(),
             study_id: manifest.study_id.clone(),
             manifest_sha256: lock.manifest_sha256.clone(),
@@ -93,61 +99,8 @@ impl BlindView {
             min_view_ms: spec.protocol.min_view_ms,
             title: spec.protocol.title.clone(),
             screens,
-            answers: BTreeMap::new(),
-        };
-        // Everything that named systems (spec, manifest) is dropped here.
-        view.answers = view.read_answers()?;
-        Ok(view)
-    }
-
-    /// This rater's answers in `ratings/`, each checked against the screens.
-    fn read_answers(&self) -> Result<BTreeMap<usize, Judgment>> {
-        let study = StudyDir::new(&self.root);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(study.ratings()) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(_) => Vec::new(),
-        };
-        files.sort();
-        let mut answers: BTreeMap<usize, Judgment> = BTreeMap::new();
-        for f in files {
-            let name = f
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let payload =
-                if name.starts_with(&format!("app-{}-", self.rater)) && name.ends_with(".jsonl") {
-                    super::ratings::read_session(&f)?
-                } else if name.starts_with(&format!("html-{}-", self.rater)) {
-                    RatingsPayload::parse(&std::fs::read_to_string(&f)?, &f.display().to_string())?
-                } else {
-                    continue;
-                };
-            for j in payload.judgments {
-                let s = self.screens.get(j.seq).with_context(|| {
-                    format!(
-                        "{}: seq {} is not a screen of rater {}",
-                        f.display(),
-                        j.seq,
-                        self.rater
-                    )
-                })?;
-                ensure!(
-                    s.item == j.item && s.left_id == j.left && s.right_id == j.right,
-                    "{}: seq {} does not match rater {}'s screen",
-                    f.display(),
-                    j.seq,
-                    self.rater
-                );
-                if answers
-                    .get(&j.seq)
-                    .is_none_or(|old| old.answered_at <= j.answered_at)
-                {
-                    answers.insert(j.seq, j);
-                }
-            }
-        }
-        Ok(answers)
+            answers,
+        })
     }
 
     /// The first screen without an answer (`None`: all done).

@@ -15,6 +15,7 @@ use flowlens_core::device::{BackendTask, DeviceSpec};
 use flowlens_core::flow::rectified::SamplerConfig;
 use flowlens_core::sample::Generator;
 use hmac::{Hmac, Mac};
+use image::ImageEncoder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -123,6 +124,7 @@ pub fn create(
             }
         }
     }
+    let reproducible = secret == Secret::FromSeed;
     let secret: [u8; 32] = match secret {
         Secret::Random => rand::rng().random(),
         Secret::FromSeed => Sha256::new()
@@ -210,7 +212,9 @@ pub fn create(
         items: items.into_iter().map(|(i, _)| i).collect(),
         gold,
         raters,
-        created: if secret_is_fixed(spec, &secret) {
+        // A reproducible study records no creation time, so that it is byte-identical when
+        // remade.
+        created: if reproducible {
             "fixed".into()
         } else {
             utc_now()
@@ -228,17 +232,6 @@ pub fn create(
         manifest.images.len()
     ))?;
     Ok(manifest)
-}
-
-/// A seed-derived study records no creation time, so that it is byte-identical when remade.
-fn secret_is_fixed(spec: &StudyToml, secret: &[u8; 32]) -> bool {
-    let fixed: [u8; 32] = Sha256::new()
-        .chain_update(b"flowlens study secret\0")
-        .chain_update(spec.seed.to_le_bytes())
-        .chain_update(spec.design_json().as_bytes())
-        .finalize()
-        .into();
-    &fixed == secret
 }
 
 /// The first 16 hex digits of HMAC-SHA256(secret, role | prompt | seed | system | sha256(png)).
@@ -280,8 +273,6 @@ pub fn encode_png(img: &image::RgbImage) -> Result<Vec<u8>> {
         .context("PNG encoding failed")?;
     Ok(out)
 }
-
-use image::ImageEncoder;
 
 /// A gold item's degraded copy: Gaussian blur (σ = 1.5 % of the width), JPEG at quality 10,
 /// then ±12 levels of seeded noise; deterministic.

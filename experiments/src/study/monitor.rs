@@ -43,7 +43,7 @@ pub fn monitor(root: &Path) -> Result<Monitor> {
     let lock = study.require_lock("status")?;
     let spec = super::lock::check_locked(&study, &lock)?;
     let manifest = study.read_manifest()?;
-    let answers = ratings::load(&study, &spec, &manifest, &lock)?;
+    let answers = ratings::load(&study, &spec, &manifest, &lock, None)?;
     let mut coverage: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &manifest.raters {
         for t in r.tasks.iter().filter(|t| t.kind == "main") {
@@ -67,20 +67,12 @@ pub fn monitor(root: &Path) -> Result<Monitor> {
         };
         if let Some(a) = got {
             p.answered = a.answers.len();
-            let mut rts: Vec<i64> = a.answers.values().map(|j| j.rt_ms).collect();
-            rts.sort_unstable();
-            p.median_rt_ms = rts.get(rts.len() / 2).copied();
+            p.median_rt_ms = ratings::median_rt_ms(a.answers.values());
             for j in a.answers.values() {
                 match j.kind.as_str() {
                     "gold" => {
                         p.gold += 1;
-                        let answer = manifest.gold_item(&j.item).map(|g| &g.answer);
-                        let chosen = match j.choice.as_str() {
-                            "left" => Some(&j.left),
-                            "right" => Some(&j.right),
-                            _ => None,
-                        };
-                        p.gold_correct += (chosen.is_some() && chosen == answer) as usize;
+                        p.gold_correct += ratings::gold_correct(&manifest, j) as usize;
                     }
                     "main" => {
                         *coverage

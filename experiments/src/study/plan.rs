@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use flowlens_analysis::pref::{Outcome, Vote, cluster};
-use rand::{Rng, SeedableRng};
+use flowlens_analysis::pref::cluster;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -30,11 +30,6 @@ pub struct PlanReport {
     pub simulated_studies: usize,
     pub resolvable: bool,
     pub text: String,
-}
-
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// A design and effect to simulate: `prompts` x `per_prompt` judgments per pair under the
@@ -64,25 +59,8 @@ pub fn simulated_power(d: PowerDesign, studies: usize, seed: u64) -> f64 {
         .into_par_iter()
         .map(|k| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(k as u64));
-            let v: Vec<f64> = (0..per_prompt)
-                .map(|_| sd_rater * normal(&mut rng))
-                .collect();
-            let mut votes = Vec::with_capacity(prompts * per_prompt);
-            for p in 0..prompts {
-                let u = sd_prompt * normal(&mut rng);
-                for (r, vr) in v.iter().enumerate() {
-                    let pa = 1.0 / (1.0 + (-(base + u + vr)).exp());
-                    votes.push(Vote {
-                        prompt: p,
-                        rater: r,
-                        outcome: if rng.random_bool(pa) {
-                            Outcome::A
-                        } else {
-                            Outcome::B
-                        },
-                    });
-                }
-            }
+            let votes =
+                cluster::simulate_votes(&mut rng, prompts, per_prompt, base, sd_prompt, sd_rater);
             cluster::sign_flip(&votes, 999, seed ^ k as u64)
                 .map(|f| (f.p_value < alpha) as usize)
                 .unwrap_or(0)

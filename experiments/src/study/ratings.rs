@@ -238,14 +238,35 @@ pub struct RaterAnswers {
     pub client: String,
 }
 
+/// Whether a gold answer picked the image known to be right (a tie is not).
+pub fn gold_correct(manifest: &Manifest, j: &Judgment) -> bool {
+    let chosen = match j.choice.as_str() {
+        "left" => &j.left,
+        "right" => &j.right,
+        _ => return false,
+    };
+    manifest
+        .gold_item(&j.item)
+        .is_some_and(|g| &g.answer == chosen)
+}
+
+/// The median response time of some answers (the upper middle one for an even count).
+pub fn median_rt_ms<'a>(answers: impl Iterator<Item = &'a Judgment>) -> Option<i64> {
+    let mut rts: Vec<i64> = answers.map(|j| j.rt_ms).collect();
+    rts.sort_unstable();
+    rts.get(rts.len() / 2).copied()
+}
+
 /// Every rater's merged answers from `ratings/` (imported page files and lab sessions), each
-/// file validated again. Files are read in name order; within the merge a later answer
-/// (by `answered_at`, then file order) replaces an earlier one of the same screen.
+/// file validated again; `only` keeps one rater's files (the lab's rate mode). Files are read
+/// in name order; within the merge a later answer (by `answered_at`, then file order) replaces
+/// an earlier one of the same screen.
 pub fn load(
     study: &StudyDir,
     spec: &StudyToml,
     manifest: &Manifest,
     lock: &Lock,
+    only: Option<&str>,
 ) -> Result<Vec<RaterAnswers>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(study.ratings()) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
@@ -253,7 +274,11 @@ pub fn load(
     };
     files.retain(|p| {
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        !name.starts_with('.') && (name.ends_with(".json") || name.ends_with(".jsonl"))
+        !name.starts_with('.')
+            && (name.ends_with(".json") || name.ends_with(".jsonl"))
+            && only.is_none_or(|r| {
+                name.starts_with(&format!("app-{r}-")) || name.starts_with(&format!("html-{r}-"))
+            })
     });
     files.sort();
     let mut by_rater: BTreeMap<String, RaterAnswers> = BTreeMap::new();

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
+use flowlens_analysis::pref::cluster::standard_normal;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -43,11 +44,6 @@ pub struct Truth {
     pub good_tallies: BTreeMap<String, [u64; 3]>,
     pub bad_raters: Vec<String>,
     pub files: Vec<PathBuf>,
-}
-
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// Writes one ratings file per rater into `out` and `out/truth.json`; returns the truth.
@@ -89,7 +85,7 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
                 .iter()
                 .map(move |p| (c.id.clone(), p.id.clone()))
         })
-        .map(|k| (k, sim.sd_prompt * normal(&mut rng)))
+        .map(|k| (k, sim.sd_prompt * standard_normal(&mut rng)))
         .collect();
     let mut truth = Truth {
         spec: sim.clone(),
@@ -104,7 +100,7 @@ pub fn simulate(root: &Path, sim: &SimulationSpec, out: &Path) -> Result<Truth> 
         if bad {
             truth.bad_raters.push(rater.code.clone());
         }
-        let v = sim.sd_rater * normal(&mut rng);
+        let v = sim.sd_rater * standard_normal(&mut rng);
         let mut clock: i64 = 1_780_000_000_000 + ri as i64 * 10_000_000;
         let mut judgments = Vec::new();
         for t in &rater.tasks {
